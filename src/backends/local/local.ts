@@ -1,0 +1,416 @@
+/**
+ * The local file system backend: a directory tree on this machine.
+ *
+ * Confinement: every operation stays inside the root. Paths are validated RelPaths, so
+ * only symlinks could lead outside; an operation whose target or parent resolves outside
+ * the root (a symlinked directory in the middle of the path) fails with EACCES. Files are
+ * opened with O_NOFOLLOW and their real location is checked through the open descriptor,
+ * so a swap between check and use cannot redirect a read or write.
+ *
+ * Durability: `write` does not fsync; the core calls `sync` on batches of temporary files
+ * before renaming them into place, and on their directories after, so that a hundred
+ * thousand small files cost a few batched flushes rather than one fsync each.
+ */
+import { constants as C, createReadStream, promises as fsp } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
+import { childPath, type RelPath } from '../../core/paths.ts';
+import type {
+  Capabilities,
+  Destination,
+  Entry,
+  ListOptions,
+  Metadata,
+  ReadOptions,
+  SignalOption,
+  WriteOptions,
+} from '../../core/types.ts';
+
+export const localCapabilities: Capabilities = {
+  atomicRename: true,
+  atomicWrite: false,
+  symlinks: true,
+  rangedReads: true,
+  serverSideHashes: false,
+  mtimePrecisionMs: 0.000001,
+  modes: true,
+  caseSensitive: process.platform !== 'darwin' && process.platform !== 'win32',
+  emptyDirectories: true,
+  maxConcurrency: 8,
+};
+
+const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
+const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW;
+/** Parallel lstat calls per directory during a listing. */
+const LSTAT_BATCH = 64;
+/** Parallel fsync calls in one `sync` batch. */
+const SYNC_PARALLELISM = 16;
+
+export class LocalBackend implements Destination {
+  readonly url: string;
+  readonly capabilities = localCapabilities;
+  /** The root as given (absolute) and as the kernel resolves it. */
+  readonly #root: string;
+  readonly #realRoot: string;
+  readonly #procFd: boolean;
+
+  private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
+    this.url = url;
+    this.#root = root;
+    this.#realRoot = realRoot;
+    this.#procFd = procFd;
+  }
+
+  /**
+   * Opens the directory `root`. For writing, creates it (and its parents) when missing.
+   * Throws ENOENT (reading a missing root), ENOTDIR.
+   */
+  static async open(url: string, root: string, { write }: { write: boolean }): Promise<LocalBackend> {
+    const abs = path.resolve(root);
+    if (write) {
+      await fsp.mkdir(abs, { recursive: true }).catch((e) => {
+        throw toBitfogError(e, `cannot create ${url}`);
+      });
+    }
+    let real: string;
+    try {
+      real = await fsp.realpath(abs);
+      const st = await fsp.stat(real);
+      if (!st.isDirectory()) throw bitfogError('ENOTDIR', `${url} is not a directory`);
+    } catch (e) {
+      const err = toBitfogError(e, `cannot open ${url}`);
+      if (err.code === 'ENOENT') throw bitfogError('ENOENT', `${url} does not exist`, { cause: e });
+      throw err;
+    }
+    const procFd = await fsp.access('/proc/self/fd').then(() => true, () => false);
+    return new LocalBackend(url, abs, real, procFd);
+  }
+
+  /** Absolute local path of a RelPath, lexically (no symlink resolution). */
+  localPath(p: RelPath): string {
+    return p === '' ? this.#root : path.join(this.#root, p);
+  }
+
+  async *list(options: ListOptions = {}): AsyncIterable<Entry> {
+    const { signal, onSkip } = options;
+    const rootStat = await fsp.stat(this.#root).catch((e) => {
+      throw toBitfogError(e, `cannot list ${this.url}`);
+    });
+    if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
+    const pending: RelPath[] = ['' as RelPath];
+    while (pending.length > 0) {
+      throwIfAborted(signal);
+      const dir = pending.pop()!;
+      let names: Buffer[];
+      try {
+        names = await fsp.readdir(this.localPath(dir), { encoding: 'buffer' });
+      } catch (e) {
+        if (dir === '') throw toBitfogError(e, `cannot list ${this.url}`);
+        onSkip?.(dir, `unreadable directory (${toBitfogError(e).message})`);
+        continue;
+      }
+      const children: RelPath[] = [];
+      for (const raw of names) {
+        const name = raw.toString('utf8');
+        // A name that is not valid UTF-8 cannot be carried portably: say so, never mangle it.
+        if (name.includes('\uFFFD') && !Buffer.from(name, 'utf8').equals(raw)) {
+          onSkip?.(dir === '' ? name : `${dir}/${name}`, 'name is not valid UTF-8');
+          continue;
+        }
+        children.push(childPath(dir, name));
+      }
+      for (let i = 0; i < children.length; i += LSTAT_BATCH) {
+        const batch = children.slice(i, i + LSTAT_BATCH);
+        const stats = await Promise.all(
+          batch.map((p) => fsp.lstat(this.localPath(p), { bigint: true }).catch((e: unknown) => e as Error)),
+        );
+        const links: Array<Promise<void>> = [];
+        const entries: Entry[] = [];
+        for (let j = 0; j < batch.length; j++) {
+          const p = batch[j]!;
+          const st = stats[j]!;
+          if (st instanceof Error) {
+            // Vanished between readdir and lstat: it is simply not part of this listing.
+            if ((st as NodeJS.ErrnoException).code !== 'ENOENT') onSkip?.(p, `cannot stat (${toBitfogError(st).message})`);
+            continue;
+          }
+          const entry = entryFromStats(p, st);
+          if (!entry) {
+            onSkip?.(p, `not a regular file, symlink or directory`);
+            continue;
+          }
+          if (entry.kind === 'directory') pending.push(p);
+          if (entry.kind === 'symlink') {
+            links.push(
+              fsp.readlink(this.localPath(p)).then(
+                (t) => {
+                  entry.linkTarget = t;
+                },
+                (e) => {
+                  entry.linkTarget = undefined;
+                  onSkip?.(p, `cannot read symlink (${toBitfogError(e).message})`);
+                },
+              ),
+            );
+          }
+          entries.push(entry);
+        }
+        await Promise.all(links);
+        for (const e of entries) if (e.kind !== 'symlink' || e.linkTarget !== undefined) yield e;
+      }
+    }
+  }
+
+  async stat(p: RelPath): Promise<Entry> {
+    await this.#checkParent(p);
+    let st: BigIntStats;
+    try {
+      st = await fsp.lstat(this.localPath(p), { bigint: true });
+    } catch (e) {
+      throw toBitfogError(e, `cannot stat ${JSON.stringify(p)}`, p);
+    }
+    const entry = entryFromStats(p, st);
+    if (!entry) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file, symlink or directory`, { path: p });
+    if (entry.kind === 'symlink') entry.linkTarget = await this.readlink(p);
+    return entry;
+  }
+
+  async read(p: RelPath, options: ReadOptions = {}): Promise<Readable> {
+    throwIfAborted(options.signal);
+    const handle = await this.#openConfined(p, READ_FLAGS);
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      // O_NONBLOCK made opening a FIFO return at once; refuse it instead of blocking on read.
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      if (options.end !== undefined && options.end <= (options.start ?? 0)) {
+        await handle.close();
+        return Readable.from([]);
+      }
+      return createReadStream('', {
+        fd: handle,
+        start: options.start ?? 0,
+        ...(options.end === undefined ? {} : { end: options.end - 1 }),
+        highWaterMark: 1 << 20,
+        autoClose: true,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (e) {
+      await handle.close().catch(() => {});
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async readlink(p: RelPath): Promise<string> {
+    await this.#checkParent(p);
+    try {
+      return await fsp.readlink(this.localPath(p));
+    } catch (e) {
+      throw toBitfogError(e, `cannot read symlink ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async write(p: RelPath, content: Readable, options: WriteOptions): Promise<void> {
+    throwIfAborted(options.signal);
+    const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    let written = 0;
+    try {
+      for await (const chunk of content as AsyncIterable<Buffer>) {
+        throwIfAborted(options.signal);
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, off, chunk.length - off, written + off);
+          off += bytesWritten;
+        }
+        written += chunk.length;
+      }
+    } catch (e) {
+      await handle.close().catch(() => {});
+      content.destroy();
+      throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+    }
+    await handle.close();
+    if (written !== options.size) {
+      throw bitfogError('EINTEGRITY', `wrote ${written} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
+    }
+    if (options.mode !== undefined || options.mtimeMs !== undefined) await this.setMetadata(p, options);
+  }
+
+  async mkdir(p: RelPath): Promise<void> {
+    await this.#checkParent(p);
+    try {
+      await fsp.mkdir(this.localPath(p));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') {
+        const st = await fsp.lstat(this.localPath(p));
+        if (st.isDirectory()) return;
+      }
+      throw toBitfogError(e, `cannot create directory ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async remove(p: RelPath): Promise<void> {
+    await this.#checkParent(p);
+    const local = this.localPath(p);
+    try {
+      const st = await fsp.lstat(local);
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      await fsp.unlink(local);
+    } catch (e) {
+      throw toBitfogError(e, `cannot remove ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async rmdir(p: RelPath): Promise<void> {
+    await this.#checkParent(p);
+    try {
+      const st = await fsp.lstat(this.localPath(p));
+      if (!st.isDirectory()) throw bitfogError('ENOTDIR', `${JSON.stringify(p)} is not a directory`, { path: p });
+      await fsp.rmdir(this.localPath(p));
+    } catch (e) {
+      const err = toBitfogError(e, `cannot remove directory ${JSON.stringify(p)}`, p);
+      // Linux says EEXIST or ENOTEMPTY for a non-empty directory depending on the file system.
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw bitfogError('ENOTEMPTY', err.message, { cause: e, path: p });
+      throw err;
+    }
+  }
+
+  async symlink(p: RelPath, target: string): Promise<void> {
+    await this.#checkParent(p);
+    try {
+      await fsp.symlink(target, this.localPath(p));
+    } catch (e) {
+      throw toBitfogError(e, `cannot create symlink ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async rename(from: RelPath, to: RelPath): Promise<void> {
+    await Promise.all([this.#checkParent(from), this.#checkParent(to)]);
+    try {
+      await fsp.rename(this.localPath(from), this.localPath(to));
+    } catch (e) {
+      throw toBitfogError(e, `cannot rename ${JSON.stringify(from)} to ${JSON.stringify(to)}`, to);
+    }
+  }
+
+  async setMetadata(p: RelPath, metadata: Metadata): Promise<void> {
+    await this.#checkParent(p);
+    const local = this.localPath(p);
+    try {
+      const st = await fsp.lstat(local);
+      if (st.isSymbolicLink()) {
+        // Linux cannot chmod a symlink; its mtime can be set without following it.
+        if (metadata.mtimeMs !== undefined) await fsp.lutimes(local, new Date(), metadata.mtimeMs / 1000);
+        return;
+      }
+      if (metadata.mode !== undefined) await fsp.chmod(local, metadata.mode & 0o7777);
+      if (metadata.mtimeMs !== undefined) await fsp.utimes(local, new Date(), metadata.mtimeMs / 1000);
+    } catch (e) {
+      throw toBitfogError(e, `cannot set metadata of ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  async sync(paths: RelPath[]): Promise<void> {
+    for (let i = 0; i < paths.length; i += SYNC_PARALLELISM) {
+      await Promise.all(
+        paths.slice(i, i + SYNC_PARALLELISM).map(async (p) => {
+          let handle: fsp.FileHandle | undefined;
+          try {
+            handle = await fsp.open(this.localPath(p), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+            await handle.sync();
+          } catch (e) {
+            const code = (e as NodeJS.ErrnoException).code;
+            // A path that is already gone needs no flushing; EINVAL: file system without fsync.
+            if (code !== 'ENOENT' && code !== 'EINVAL' && code !== 'ELOOP') throw toBitfogError(e, `cannot sync ${JSON.stringify(p)}`, p);
+          } finally {
+            await handle?.close();
+          }
+        }),
+      );
+    }
+  }
+
+  async freeSpace(): Promise<number> {
+    const st = await fsp.statfs(this.#root);
+    return Number(st.bavail) * Number(st.bsize);
+  }
+
+  async close(): Promise<void> {}
+
+  /**
+   * Opens a file inside the root without following a symlink at its last component, then
+   * checks through the descriptor that what was opened really lies inside the root.
+   */
+  async #openConfined(p: RelPath, flags: number, mode?: number): Promise<fsp.FileHandle> {
+    await this.#checkParent(p);
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(this.localPath(p), flags, mode);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') {
+        throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
+      }
+      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+    }
+    try {
+      const real = this.#procFd ? await fsp.readlink(`/proc/self/fd/${handle.fd}`) : await fsp.realpath(this.localPath(p));
+      if (!this.#insideRoot(real)) throw escapeError(p);
+    } catch (e) {
+      await handle.close().catch(() => {});
+      if (flags & C.O_CREAT) await this.#unlinkIfEscaped(p);
+      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+    }
+    return handle;
+  }
+
+  /** Only a file this call created outside the root would be removed; inside-root files are untouched. */
+  async #unlinkIfEscaped(p: RelPath): Promise<void> {
+    try {
+      const real = await fsp.realpath(this.localPath(p));
+      if (!this.#insideRoot(real)) await fsp.unlink(real);
+    } catch {
+      /* nothing was created, or it is already gone */
+    }
+  }
+
+  /** Throws EACCES when the parent directory of `p` resolves outside the root (a symlinked directory). */
+  async #checkParent(p: RelPath): Promise<void> {
+    const slash = p.lastIndexOf('/');
+    if (slash < 0) return;
+    const lexical = path.join(this.#root, p.slice(0, slash));
+    let real: string;
+    try {
+      real = await fsp.realpath(lexical);
+    } catch {
+      // A missing parent cannot redirect anything; the operation itself reports ENOENT.
+      return;
+    }
+    if (real !== path.join(this.#realRoot, p.slice(0, slash))) throw escapeError(p);
+  }
+
+  #insideRoot(real: string): boolean {
+    return real.startsWith(this.#realRoot.endsWith('/') ? this.#realRoot : this.#realRoot + '/');
+  }
+}
+
+function escapeError(p: RelPath) {
+  return bitfogError('EACCES', `${JSON.stringify(p)} passes through a symlink; refusing to follow it`, { path: p });
+}
+
+function entryFromStats(p: RelPath, st: BigIntStats): Entry | undefined {
+  const kind = st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : undefined;
+  if (!kind) return undefined;
+  const mtimeNs = st.mtimeNs;
+  const ctimeNs = st.ctimeNs;
+  return {
+    path: p,
+    kind,
+    size: kind === 'directory' ? 0 : Number(st.size),
+    mode: Number(st.mode) & 0o7777,
+    mtimeMs: Number(mtimeNs / 1000n) / 1000,
+    version: `${st.size}:${mtimeNs}:${ctimeNs}:${st.ino}:${st.dev}`,
+    changedAtMs: Number((mtimeNs > ctimeNs ? mtimeNs : ctimeNs) / 1000n) / 1000,
+  };
+}

@@ -1,0 +1,321 @@
+/**
+ * The backend conformance suite.
+ *
+ * One suite that every backend runs — the built-in ones and third-party plugins alike —
+ * in a few lines of node:test:
+ *
+ *   import { testBackend } from 'bitfog/conformance';
+ *   testBackend({ name: 'tape', open: async () => openMyBackendOnAFreshEmptyRoot() });
+ *
+ * It checks the contract of types.ts, only skipping what the backend's declared
+ * capabilities say it cannot do, with awkward names everywhere (spaces, `#`, `%`, `?`,
+ * UTF-8, deep nesting, empty files), error codes, and a full spool cycle through the
+ * backend (local tree → spool → backend, and back).
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import { isBitfogError, type ErrorCode } from '../core/errors.ts';
+import { toRelPath, type RelPath } from '../core/paths.ts';
+import type { BackendRegistry } from '../core/registry.ts';
+import type { Destination, Entry } from '../core/types.ts';
+
+export interface ConformanceOptions {
+  /** Shown in the test names. */
+  name: string;
+  /** Opens the backend on a fresh, empty, writable root. Called once per test. */
+  open(): Promise<Destination>;
+  /**
+   * The URL of that fresh root (same as `open` would use), and a registry that knows its
+   * scheme, to run the full spool cycle through the CLI's core. Omit both to skip the cycle.
+   */
+  cycle?: { newUrl(): Promise<string>; registry: BackendRegistry };
+  /**
+   * Names (single path segments) the storage itself cannot hold, for example a newline on
+   * a server that refuses it. Each must be documented by the backend; the suite skips them.
+   */
+  unsupportedNames?: string[];
+  /** Size of the large streamed file, bytes (default 24 MiB). */
+  largeFileBytes?: number;
+}
+
+/** Names every backend must carry unchanged (one path segment each). */
+export const AWKWARD_NAMES = [
+  'with space',
+  'hash#tag',
+  '100%.txt',
+  '%41%2e%2e',
+  'what?.txt',
+  'quote"s and \'apostrophes\'',
+  'ampersand & <angle> + plus=equals',
+  'êé Hello, 世界 ≠ 🎉',
+  'back\\slash',
+  'new\nline',
+  'tab\there',
+  '..dots..',
+  '.hidden',
+  '-dash',
+  '~tilde',
+  '[brackets]{braces}(parens)',
+  "semi;colon:colon,comma@at!bang$dollar*star'",
+];
+
+/** A path nested deeply, with an awkward segment at each level (rclone's test name, extended). */
+export const DEEP_PATH = 'hello? sausage/êé/Hello, 世界/ " \' @ < > & ? + ≠/a/b/c/d/e/f/g/z.txt';
+
+export function testBackend(options: ConformanceOptions): void {
+  const names = AWKWARD_NAMES.filter((n) => !(options.unsupportedNames ?? []).includes(n));
+  const open = async () => options.open();
+
+  describe(`conformance: ${options.name}`, () => {
+    it('a fresh root lists nothing', async () => {
+      const b = await open();
+      try {
+        assert.deepEqual(await listAll(b), []);
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('writes, lists, stats and reads back files with awkward names', async () => {
+      const b = await open();
+      try {
+        await b.mkdir(p('dir'));
+        const expected = new Map<string, Buffer>();
+        for (const [i, name] of names.entries()) {
+          const content = Buffer.from(`content of ${JSON.stringify(name)} #${i}\n`);
+          const rel = p(`dir/${name}`);
+          await writeBuffer(b, rel, content);
+          expected.set(rel, content);
+        }
+        await writeBuffer(b, p('empty'), Buffer.alloc(0));
+        expected.set('empty', Buffer.alloc(0));
+
+        const listed = await listAll(b);
+        const files = listed.filter((e) => e.kind === 'file');
+        assert.deepEqual(files.map((e) => e.path).sort(), [...expected.keys()].sort());
+        for (const e of files) assert.equal(e.size, expected.get(e.path)!.length, `size of ${e.path}`);
+        if (b.capabilities.emptyDirectories) {
+          assert.ok(listed.some((e) => e.path === 'dir' && e.kind === 'directory'), 'directory listed');
+        }
+        for (const [rel, content] of expected) {
+          assert.deepEqual(await readAll(b, p(rel)), content, `content of ${rel}`);
+          const st = await b.stat(p(rel));
+          assert.equal(st.kind, 'file');
+          assert.equal(st.size, content.length);
+          assert.equal(st.path, rel);
+        }
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('creates deep paths parent by parent', async () => {
+      const b = await open();
+      try {
+        const rel = p(DEEP_PATH);
+        const parts = DEEP_PATH.split('/');
+        for (let i = 1; i < parts.length; i++) await b.mkdir(p(parts.slice(0, i).join('/')));
+        await writeBuffer(b, rel, Buffer.from('deep'));
+        assert.deepEqual(await readAll(b, rel), Buffer.from('deep'));
+        const listed = await listAll(b);
+        assert.ok(listed.some((e) => e.path === DEEP_PATH && e.kind === 'file'));
+        await b.mkdir(p(parts.slice(0, 2).join('/'))); // idempotent on an existing directory
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('streams a large file without changing a byte', async () => {
+      const b = await open();
+      try {
+        const size = options.largeFileBytes ?? 24 * 1024 * 1024 + 7;
+        const seed = randomBytes(1 << 20);
+        const expectedHash = createHash('sha256');
+        const chunks = function* () {
+          let left = size;
+          let i = 0;
+          while (left > 0) {
+            const n = Math.min(left, seed.length);
+            const chunk = Buffer.from(seed.subarray(0, n));
+            chunk.writeUInt32LE(i++, 0);
+            expectedHash.update(chunk);
+            left -= n;
+            yield chunk;
+          }
+        };
+        await b.write(p('large.bin'), Readable.from(chunks()), { size });
+        const want = expectedHash.digest('hex');
+        const got = createHash('sha256');
+        for await (const c of await b.read(p('large.bin'))) got.update(c as Buffer);
+        assert.equal(got.digest('hex'), want);
+        assert.equal((await b.stat(p('large.bin'))).size, size);
+        if (b.capabilities.rangedReads) {
+          const part = await readAll(b, p('large.bin'), { start: 1000, end: 1000 + 4096 });
+          assert.equal(part.length, 4096);
+          const again = await readAll(b, p('large.bin'), { start: 1000 + 4096, end: 1000 + 8192 });
+          assert.equal(again.length, 4096);
+          assert.deepEqual(part.subarray(4), seed.subarray(1004, 1000 + 4096));
+        }
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('replaces a file by rename when it declares atomic renames', async (t) => {
+      const b = await open();
+      try {
+        if (!b.capabilities.atomicRename) return t.skip('no atomic rename declared');
+        await writeBuffer(b, p('target'), Buffer.from('old'));
+        await writeBuffer(b, p('.tmp target'), Buffer.from('new content'));
+        await b.rename(p('.tmp target'), p('target'));
+        assert.deepEqual(await readAll(b, p('target')), Buffer.from('new content'));
+        await expectCode(b.stat(p('.tmp target')), 'ENOENT');
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('refuses a write whose byte count differs from the declared size', async () => {
+      const b = await open();
+      try {
+        await expectCode(b.write(p('short'), Readable.from([Buffer.from('abc')]), { size: 10 }), 'EINTEGRITY');
+        if (b.capabilities.atomicWrite) {
+          // An all-or-nothing write that failed leaves nothing under the name.
+          await expectCode(b.stat(p('short')), 'ENOENT');
+        }
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('removes files and empty directories, and says ENOENT / ENOTEMPTY', async () => {
+      const b = await open();
+      try {
+        await b.mkdir(p('d'));
+        await writeBuffer(b, p('d/f #1'), Buffer.from('x'));
+        if (b.capabilities.emptyDirectories) await expectCode(b.rmdir(p('d')), 'ENOTEMPTY');
+        await b.remove(p('d/f #1'));
+        await expectCode(b.stat(p('d/f #1')), 'ENOENT');
+        await expectCode(b.remove(p('d/f #1')), 'ENOENT');
+        if (b.capabilities.emptyDirectories) {
+          await b.rmdir(p('d'));
+          await expectCode(b.stat(p('d')), 'ENOENT');
+        }
+        assert.deepEqual(
+          (await listAll(b)).map((e) => e.path),
+          [],
+        );
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('reports missing entries with ENOENT', async () => {
+      const b = await open();
+      try {
+        await expectCode(b.stat(p('missing?')), 'ENOENT');
+        await expectCode(
+          (async () => {
+            const s = await b.read(p('missing #'));
+            for await (const _ of s) void _;
+          })(),
+          'ENOENT',
+        );
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('keeps modes and mtimes as far as it declares', async (t) => {
+      const b = await open();
+      try {
+        await writeBuffer(b, p('meta file%'), Buffer.from('m'));
+        const mtimeMs = Date.UTC(2020, 0, 2, 3, 4, 5, 678);
+        await b.setMetadata(p('meta file%'), { mode: 0o640, mtimeMs });
+        const st = await b.stat(p('meta file%'));
+        if (b.capabilities.modes) assert.equal(st.mode! & 0o777, 0o640);
+        const precision = b.capabilities.mtimePrecisionMs;
+        if (precision === 0) return t.skip('mtimes not kept');
+        assert.ok(st.mtimeMs !== undefined, 'mtime listed');
+        assert.ok(Math.abs(st.mtimeMs! - mtimeMs) < Math.max(precision, 0.001), `mtime ${st.mtimeMs} vs ${mtimeMs}`);
+        const listed = (await listAll(b)).find((e) => e.path === 'meta file%')!;
+        assert.ok(Math.abs(listed.mtimeMs! - mtimeMs) < Math.max(precision, 0.001), 'listed mtime');
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('creates and reads symlinks when it declares them', async (t) => {
+      const b = await open();
+      try {
+        if (!b.capabilities.symlinks) {
+          await expectCode(b.symlink(p('link'), 'target'), 'EOPNOTSUPP');
+          return;
+        }
+        await writeBuffer(b, p('target file'), Buffer.from('t'));
+        await b.symlink(p('link #1'), 'target file');
+        await b.symlink(p('dangling'), '../../outside/nowhere');
+        assert.equal(await b.readlink(p('link #1')), 'target file');
+        const st = await b.stat(p('dangling'));
+        assert.equal(st.kind, 'symlink');
+        assert.equal(st.linkTarget, '../../outside/nowhere');
+        const listed = await listAll(b);
+        const link = listed.find((e) => e.path === 'link #1');
+        assert.equal(link?.kind, 'symlink');
+        assert.equal(link?.linkTarget, 'target file');
+        await expectCode(b.symlink(p('link #1'), 'x'), 'EEXIST');
+        await b.remove(p('link #1'));
+        assert.deepEqual(await readAll(b, p('target file')), Buffer.from('t'), 'removing a link keeps its target');
+        t.diagnostic('symlinks ok');
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('declares sane capabilities', async () => {
+      const b = await open();
+      try {
+        const c = b.capabilities;
+        assert.ok(c.atomicRename || c.atomicWrite, 'needs atomic rename or atomic writes: a file is complete or absent');
+        assert.ok(Number.isInteger(c.maxConcurrency) && c.maxConcurrency >= 1);
+        assert.ok(c.mtimePrecisionMs >= 0);
+        assert.equal(typeof b.url, 'string');
+        assert.ok(!/:[^/@]*@/.test(b.url), 'url shows no credentials');
+      } finally {
+        await b.close();
+      }
+    });
+
+    // The full spool cycle through the backend joins here once the core's fetch/store land.
+  });
+}
+
+function p(raw: string): RelPath {
+  return toRelPath(raw);
+}
+
+export async function listAll(b: Destination): Promise<Entry[]> {
+  const out: Entry[] = [];
+  for await (const e of b.list()) out.push(e);
+  return out.sort((a, c) => (a.path < c.path ? -1 : a.path > c.path ? 1 : 0));
+}
+
+async function writeBuffer(b: Destination, rel: RelPath, content: Buffer): Promise<void> {
+  await b.write(rel, Readable.from(content.length ? [content] : []), { size: content.length });
+}
+
+async function readAll(b: Destination, rel: RelPath, range?: { start: number; end: number }): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of await b.read(rel, range)) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(isBitfogError(err), `expected a BitfogError with code ${code}, got ${String(err)}`);
+    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+    return true;
+  });
+}

@@ -1,0 +1,74 @@
+/**
+ * The scheme registry: which provider opens which URL.
+ *
+ * The core knows no concrete backend. Built-in backends and plugins register their
+ * providers here the same way; a URL without a scheme (`./site-a`, `/srv/data`) is a local
+ * path and goes to the provider of `file`.
+ */
+import { bitfogError } from './errors.ts';
+import type { BackendProvider, Destination, OpenOptions, Source } from './types.ts';
+
+export interface RegisteredProvider {
+  provider: BackendProvider;
+  /** Where it comes from: `built-in`, or the plugin's name. */
+  origin: string;
+}
+
+const SCHEME_RE = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//;
+
+export class BackendRegistry {
+  readonly #byScheme = new Map<string, RegisteredProvider>();
+
+  /** Registers a provider. Throws EPLUGIN when one of its schemes is already claimed. */
+  register(provider: BackendProvider, origin: string): void {
+    for (const raw of provider.schemes) {
+      const scheme = raw.toLowerCase();
+      const existing = this.#byScheme.get(scheme);
+      if (existing) {
+        throw bitfogError(
+          'EPLUGIN',
+          `scheme "${scheme}" of ${origin} is already provided by ${existing.origin}`,
+        );
+      }
+    }
+    for (const scheme of provider.schemes) this.#byScheme.set(scheme.toLowerCase(), { provider, origin });
+  }
+
+  /** Every registered scheme with its provider, sorted by scheme. */
+  list(): Array<{ scheme: string } & RegisteredProvider> {
+    return [...this.#byScheme.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([scheme, r]) => ({ scheme, ...r }));
+  }
+
+  /** The scheme a URL selects: its own, or `file` for a plain path. */
+  schemeOf(url: string): string {
+    const m = SCHEME_RE.exec(url);
+    return m ? m[1]!.toLowerCase() : 'file';
+  }
+
+  /** The provider for a URL. Throws EBADURL for an unknown scheme, listing the known ones. */
+  providerFor(url: string): RegisteredProvider {
+    if (url === '') throw bitfogError('EBADURL', 'empty URL');
+    const scheme = this.schemeOf(url);
+    const found = this.#byScheme.get(scheme);
+    if (!found) {
+      const known = [...this.#byScheme.keys()].sort().join(', ');
+      throw bitfogError('EBADURL', `no backend for "${scheme}://" URLs (known schemes: ${known || 'none'})`);
+    }
+    return found;
+  }
+
+  async openSource(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Source> {
+    return this.providerFor(url).provider.open(url, { ...options, write: false });
+  }
+
+  async openDestination(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Destination> {
+    const backend = await this.providerFor(url).provider.open(url, { ...options, write: true });
+    if (typeof (backend as Partial<Destination>).write !== 'function') {
+      await backend.close();
+      throw bitfogError('EROFS', `${backend.url} cannot be written to`);
+    }
+    return backend as Destination;
+  }
+}

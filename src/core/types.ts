@@ -1,0 +1,211 @@
+/**
+ * The backend contract: what every storage backend (built-in or plugin) implements.
+ *
+ * A backend is opened from a URL and is a `Source` (read side) and, when writable, a
+ * `Destination`. The required surface is small; what a backend can do beyond it is
+ * declared once in `capabilities`, and the core checks those flags and supplies the
+ * fallbacks (for example: no atomic rename but atomic writes → write in place; no ranged
+ * reads → read from the start and skip). Backends never see an unvalidated path: every
+ * `RelPath` has passed `toRelPath`.
+ *
+ * Errors: every method throws `BitfogError` with a stable code (see errors.ts); the codes
+ * each method may throw are listed on it. Any method may also throw EABORTED (its signal
+ * fired), ETRANSIENT (worth retrying), EUNREACHABLE, EAUTH and EIO.
+ */
+import type { Readable } from 'node:stream';
+import type { RelPath } from './paths.ts';
+
+export type EntryKind = 'file' | 'symlink' | 'directory';
+
+/** One entry of a tree, as a backend lists it and as a snapshot records it. */
+export interface Entry {
+  path: RelPath;
+  kind: EntryKind;
+  /** File: bytes. Symlink: byte length of the target (UTF-8). Directory: 0. */
+  size: number;
+  /** Permission bits (`0o7777` range) when the backend keeps them. */
+  mode?: number;
+  /** Modification time in milliseconds since the epoch (may be fractional). */
+  mtimeMs?: number;
+  /**
+   * Content hash with its algorithm name, `sha256:<64 hex>`. Backends set it only when
+   * they know it without reading the content (`capabilities.serverSideHashes`); the core
+   * fills it in for snapshots.
+   */
+  hash?: string;
+  /** Symlinks only: the target, verbatim. */
+  linkTarget?: string;
+  /**
+   * An opaque token that changes whenever the content may have changed (local disk:
+   * size, mtime, ctime and inode; S3: ETag; WebDAV: ETag). The hash cache reuses a
+   * cached hash only while the token is unchanged. Omit it when there is none: the
+   * content is then re-read for every snapshot.
+   */
+  version?: string;
+  /**
+   * The time (ms since epoch) of the last change to the entry as the backend saw it
+   * (local: max of mtime and ctime). A cached hash recorded within the racy window of
+   * this time is not trusted, since a later change in the same clock tick would leave
+   * `version` unchanged.
+   */
+  changedAtMs?: number;
+}
+
+/** What a backend can do beyond the required surface. The core checks these flags. */
+export interface Capabilities {
+  /** `rename` replaces its target atomically: the core writes to a temporary name and renames. */
+  atomicRename: boolean;
+  /** `write` is all-or-nothing by itself (an S3 PUT): no temporary name is needed. */
+  atomicWrite: boolean;
+  /** Symlinks can be listed, read and created. Without it, symlinks are reported, not stored. */
+  symlinks: boolean;
+  /** `read` honours `start`/`end` without reading from the beginning. */
+  rangedReads: boolean;
+  /** `list` yields `hash` (sha256) for files without the content being read. */
+  serverSideHashes: boolean;
+  /**
+   * Granularity of stored modification times in milliseconds: 0.000001 for nanoseconds,
+   * 1000 for whole seconds, 0 when mtimes are not kept at all.
+   */
+  mtimePrecisionMs: number;
+  /** `setMetadata` keeps permission bits. */
+  modes: boolean;
+  /** `A` and `a` are different names. */
+  caseSensitive: boolean;
+  /** Empty directories exist on their own (not only as prefixes of files). */
+  emptyDirectories: boolean;
+  /** How many transfers the backend handles well at once (the core never exceeds it). */
+  maxConcurrency: number;
+}
+
+export interface SignalOption {
+  signal?: AbortSignal;
+}
+
+export interface ReadOptions extends SignalOption {
+  /** First byte to read (default 0). */
+  start?: number;
+  /** One past the last byte to read (default: the end of the file). */
+  end?: number;
+}
+
+export interface WriteOptions extends SignalOption {
+  /** The exact number of bytes `content` will yield; backends may rely on it (Content-Length). */
+  size: number;
+  /** `sha256:<hex>` of the content, for backends that store or check it (object metadata, headers). */
+  hash?: string;
+  /** Permission bits and mtime to store with the file where the backend keeps them. */
+  mode?: number;
+  mtimeMs?: number;
+}
+
+export interface Metadata {
+  mode?: number;
+  mtimeMs?: number;
+}
+
+/** The read side of a backend. */
+export interface Source {
+  /** The URL this backend was opened from, without credentials, for messages. */
+  readonly url: string;
+  readonly capabilities: Capabilities;
+
+  /**
+   * Every entry below the root, recursively, directories included, the root excluded.
+   * Order is unspecified. Symlinks are listed, never followed. Entries that are neither
+   * file, symlink nor directory (FIFOs, sockets, devices) are not yielded; backends
+   * report them through `onSkip`. Streams: a backend never holds the whole listing.
+   * Throws ENOENT when the root itself does not exist.
+   */
+  list(options?: ListOptions): AsyncIterable<Entry>;
+
+  /** lstat semantics: a symlink is described, not followed. Throws ENOENT. */
+  stat(path: RelPath, options?: SignalOption): Promise<Entry>;
+
+  /**
+   * The content of a file as a stream of bytes, `start` to `end` (exclusive) when given.
+   * Without `capabilities.rangedReads` a backend may ignore the range only if it throws
+   * EOPNOTSUPP instead; the core then reads from the start and skips.
+   * Throws ENOENT, EISDIR.
+   */
+  read(path: RelPath, options?: ReadOptions): Promise<Readable>;
+
+  /** The target of a symlink, verbatim. Throws ENOENT, and EINVAL-like EIO for non-links. */
+  readlink(path: RelPath, options?: SignalOption): Promise<string>;
+
+  /** Releases connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface ListOptions extends SignalOption {
+  /** Called for each entry that is skipped (special files, unreadable directories), with why. */
+  onSkip?: (path: string, reason: string) => void;
+}
+
+/** The write side of a backend. */
+export interface Destination extends Source {
+  /**
+   * Writes a whole file at `path` from `content`, replacing any file there. Parents exist
+   * (the core creates them). Unless `capabilities.atomicWrite`, the result may be partial
+   * if interrupted: the core only ever calls this on a temporary name and renames after.
+   * Throws ENOSPC, EACCES, EROFS, EISDIR, EINTEGRITY (byte count differs from `size`).
+   */
+  write(path: RelPath, content: Readable, options: WriteOptions): Promise<void>;
+
+  /** Creates one directory; its parent exists. Succeeds if it already is a directory. Throws EEXIST if a non-directory is there. */
+  mkdir(path: RelPath, options?: SignalOption): Promise<void>;
+
+  /** Removes a file or symlink. Throws ENOENT, EISDIR. */
+  remove(path: RelPath, options?: SignalOption): Promise<void>;
+
+  /** Removes an empty directory. Throws ENOENT, ENOTEMPTY. */
+  rmdir(path: RelPath, options?: SignalOption): Promise<void>;
+
+  /** Creates a symlink `path` → `target`. Throws EEXIST, EOPNOTSUPP without `capabilities.symlinks`. */
+  symlink(path: RelPath, target: string, options?: SignalOption): Promise<void>;
+
+  /**
+   * Renames `from` onto `to`, replacing a file or symlink at `to` atomically when
+   * `capabilities.atomicRename`. Throws ENOENT, EOPNOTSUPP.
+   */
+  rename(from: RelPath, to: RelPath, options?: SignalOption): Promise<void>;
+
+  /** Sets mode and/or mtime where the backend keeps them; silently ignores what it cannot keep. */
+  setMetadata(path: RelPath, metadata: Metadata, options?: SignalOption): Promise<void>;
+
+  /**
+   * Optional. Makes the content and names at `paths` durable (fsync or equivalent), in one
+   * batch. The core calls it on temporary files before renaming them into place and on
+   * directories after renames. Backends whose writes are durable when they return omit it.
+   */
+  sync?(paths: RelPath[], options?: SignalOption): Promise<void>;
+
+  /** Optional. Free bytes available to this destination, when the backend can tell. */
+  freeSpace?(): Promise<number | undefined>;
+}
+
+export function isDestination(backend: Source): backend is Destination {
+  return typeof (backend as Partial<Destination>).write === 'function';
+}
+
+export interface OpenOptions extends SignalOption {
+  /** Open for writing: the result must be a Destination, or the open fails with EROFS. */
+  write: boolean;
+  /** Environment to read credentials and options from (defaults to process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * A scheme provider: how the registry opens URLs of the schemes it claims. Providers
+ * are light; `open` imports the implementation (and its SDK) only when called.
+ */
+export interface BackendProvider {
+  /** URL schemes without the colon, lowercase: `['s3']`, `['webdav', 'webdavs']`. */
+  schemes: string[];
+  /** One line for `bitfog backends`. */
+  description: string;
+  /** Capabilities of what `open` returns, for `bitfog backends` without connecting. */
+  capabilities: Capabilities;
+  /** Opens `url`. Throws EBADURL for a malformed URL, EROFS when `write` cannot be had. */
+  open(url: string, options: OpenOptions): Promise<Source | Destination>;
+}

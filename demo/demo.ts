@@ -46,7 +46,7 @@ function runShown(show: boolean, ...args: string[]): { code: number; stdout: str
 async function writeRandom(file: string, bytes: number): Promise<void> {
   const out = createWriteStream(file);
   for (let left = bytes; left > 0; left -= 1 << 20) {
-    if (!out.write(randomBytes(Math.min(left, 1 << 20)))) await new Promise((r) => out.once('drain', r));
+    if (!out.write(randomBytes(Math.min(left, 1 << 20)))) await new Promise<void>((r) => out.once('drain', () => r()));
   }
   out.end();
   await finished(out);

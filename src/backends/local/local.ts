@@ -101,7 +101,9 @@ export class LocalBackend implements Destination {
       throw err;
     }
     const procFd = await fsp.access('/proc/self/fd').then(() => true, () => false);
-    return new LocalBackend(url, abs, real, procFd);
+    // Plain paths are shown (and cached under) their absolute form: "./data" means different
+    // trees from different directories.
+    return new LocalBackend(/^file:/i.test(url) ? url : abs, abs, real, procFd);
   }
 
   /** Absolute local path of a RelPath, lexically (no symlink resolution). */

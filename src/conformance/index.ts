@@ -319,3 +319,5 @@ async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<v
     return true;
   });
 }
+
+export { testPlugin, type PluginConformanceOptions } from './plugin.ts';

@@ -139,7 +139,7 @@ export function testBackend(options: ConformanceOptions): void {
           while (left > 0) {
             const n = Math.min(left, seed.length);
             const chunk = Buffer.from(seed.subarray(0, n));
-            chunk.writeUInt32LE(i++, 0);
+            if (n >= 4) chunk.writeUInt32LE(i++, 0); // a last chunk of 1-3 bytes has no room for a counter
             expectedHash.update(chunk);
             left -= n;
             yield chunk;

@@ -105,8 +105,8 @@ export async function loadPlugins(
  * (or the built-ins) already claims.
  */
 export function registerPlugin(registry: BackendRegistry, plugin: unknown, where?: string): BitfogPlugin {
-  const valid = validatePlugin(plugin, where ?? describeUnknown(plugin));
-  const label = where ? `plugin "${valid.name}" (${where})` : `plugin "${valid.name}"`;
+  const valid = validatePlugin(plugin, where);
+  const label = where && where !== BUILTIN_ORIGIN ? `plugin "${valid.name}" from ${where}` : `plugin "${valid.name}"`;
   const registered = registry.list();
   if (registered.some((r) => r.origin === valid.name)) {
     throw bitfogError('EPLUGIN', `${label}: a plugin named "${valid.name}" is already loaded`);
@@ -144,16 +144,18 @@ const BOOLEAN_CAPABILITIES = [
  * Checks that `value` has the shape of a BitfogPlugin targeting this API version, and
  * returns it typed. `where` names it in messages. Throws EPLUGIN listing the first problem.
  */
-export function validatePlugin(value: unknown, where: string): BitfogPlugin {
+export function validatePlugin(value: unknown, where?: string): BitfogPlugin {
   const fail = (problem: string): never => {
-    throw bitfogError('EPLUGIN', `plugin ${where}: ${problem}`);
+    throw bitfogError('EPLUGIN', `plugin ${where ?? '(unnamed)'}: ${problem}`);
   };
   if (typeof value !== 'object' || value === null) fail(`the default export must be an object { name, apiVersion, backends }, got ${typeOf(value)}`);
   const p = value as Record<string, unknown>;
   if (typeof p.name !== 'string' || p.name.trim() === '') fail('"name" must be a non-empty string');
   const name = p.name as string;
-  if (name === BUILTIN_ORIGIN && where !== BUILTIN_ORIGIN) fail(`the name "${BUILTIN_ORIGIN}" is reserved`);
-  const named = (problem: string) => fail(`"${name}": ${problem}`);
+  if (name === BUILTIN_ORIGIN && where !== BUILTIN_ORIGIN) fail(`the name "${BUILTIN_ORIGIN}" is reserved for bitfog's own backends`);
+  const named = (problem: string): never => {
+    throw bitfogError('EPLUGIN', `plugin "${name}"${where && where !== BUILTIN_ORIGIN ? ` from ${where}` : ''}: ${problem}`);
+  };
   if (p.apiVersion !== PLUGIN_API_VERSION) {
     if (typeof p.apiVersion !== 'number') named(`"apiVersion" must be a number (this bitfog implements plugin API ${PLUGIN_API_VERSION})`);
     named(`targets plugin API version ${String(p.apiVersion)}, but this bitfog implements version ${PLUGIN_API_VERSION}`);
@@ -211,16 +213,29 @@ export function resolvePluginSpec(spec: PluginSpec): string {
     if (!target) throw bitfogError('EPLUGIN', `plugin ${describeSpec(spec)}: the directory has no package.json entry point to import`);
     return pathToFileURL(target).href;
   }
-  try {
-    return pathToFileURL(createRequire(path.join(spec.baseDir, 'noop.js')).resolve(spec.spec)).href;
-  } catch (e) {
-    // require.resolve only knows the "require"/"default" export conditions; an ESM-only
-    // package ("exports": { "import": ... }) is resolved by hand below.
-    const entry = resolveEsmPackage(spec.spec, spec.baseDir);
-    if (entry) return pathToFileURL(entry).href;
-    throw bitfogError('EPLUGIN', `plugin ${describeSpec(spec)} not found: no package "${spec.spec}" is installed where it can be resolved from ${spec.baseDir}`, { cause: e });
+  // From where it was listed first; then from bitfog's own installation, so that a plugin
+  // installed next to a global bitfog (`npm install -g bitfog bitfog-plugin-tape`) is found too.
+  let firstError: unknown;
+  for (const baseDir of [spec.baseDir, BITFOG_INSTALL_DIR]) {
+    try {
+      return pathToFileURL(createRequire(path.join(baseDir, 'noop.js')).resolve(spec.spec)).href;
+    } catch (e) {
+      firstError ??= e;
+      // require.resolve only knows the "require"/"default" export conditions; an ESM-only
+      // package ("exports": { "import": ... }) is resolved by hand.
+      const entry = resolveEsmPackage(spec.spec, baseDir);
+      if (entry) return pathToFileURL(entry).href;
+    }
   }
+  throw bitfogError(
+    'EPLUGIN',
+    `plugin ${describeSpec(spec)} not found: no package "${spec.spec}" is installed where it can be resolved from ${spec.baseDir} (nor next to bitfog itself)`,
+    { cause: firstError },
+  );
 }
+
+/** A directory inside bitfog's own package, whose node_modules ancestors hold its neighbours. */
+const BITFOG_INSTALL_DIR = path.dirname(fileURLToPath(import.meta.url));
 
 /** Finds `node_modules/<name>` from `baseDir` upwards and resolves its ESM entry (or subpath). */
 function resolveEsmPackage(spec: string, baseDir: string): string | undefined {
@@ -284,11 +299,6 @@ async function importPlugin(spec: PluginSpec, url: string): Promise<unknown> {
 
 function describeSpec(spec: PluginSpec): string {
   return `"${spec.spec}" (listed in ${spec.listedIn})`;
-}
-
-function describeUnknown(value: unknown): string {
-  const name = (value as { name?: unknown } | null)?.name;
-  return typeof name === 'string' && name !== '' ? `"${name}"` : '(unnamed)';
 }
 
 function typeOf(value: unknown): string {

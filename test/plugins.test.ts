@@ -8,11 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { Cli } from 'clipanion';
 import { createDefaultRegistry } from '../src/backends/index.ts';
-import { BackendsCommand } from '../src/cli/commands/backends.ts';
 import { createRegistry } from '../src/cli/registry.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
@@ -300,49 +297,78 @@ describe('plugin errors name the plugin', () => {
   });
 });
 
-describe('bitfog backends', () => {
-  /** Runs the command in-process through clipanion, as the CLI would. */
-  async function runBackends(args: string[], cwd: string): Promise<{ code: number; out: string }> {
-    const cli = new Cli({ binaryName: 'bitfog' });
-    cli.register(BackendsCommand);
-    let out = '';
-    const stdout = new Writable({
-      write(chunk, _enc, done) {
-        out += String(chunk);
-        done();
-      },
+/** Runs the real CLI (bin/bitfog.mjs) in `cwd`, with a clean environment. */
+function runCli(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(repo, 'bin', 'bitfog.mjs'), ...args], {
+      cwd,
+      env: { PATH: process.env.PATH, HOME: cwd, NO_COLOR: '1', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const prev = process.cwd();
-    process.chdir(cwd);
-    try {
-      const code = await cli.run(['backends', ...args], { stdout, stderr: stdout, env: { HOME: cwd } });
-      return { code, out };
-    } finally {
-      process.chdir(prev);
-    }
-  }
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), out, err }));
+  });
+}
 
+describe('bitfog backends', () => {
   it('lists built-in and plugin schemes with origin, description and capabilities', async () => {
     const dir = await tempDir('plugin-cli');
     await writeTree(dir, { 'bitfog.config.json': JSON.stringify({ plugins: [dirstoreExample] }) });
-    const { code, out } = await runBackends([], dir);
-    assert.equal(code, 0, out);
+    const { code, out, err } = await runCli(['backends'], dir);
+    assert.equal(code, 0, err);
     assert.match(out, /^dirstore\s+plugin bitfog-plugin-dirstore$/m);
     assert.match(out, /^file\s+built-in$/m);
     assert.match(out, /atomic write.*server-side hashes.*no symlinks, no modes; mtime 1 s; up to 4 transfers at once/);
     assert.match(out, /a directory on this machine/);
   });
 
-  it('--json gives scheme, origin, description and capabilities', async () => {
+  it('--json gives scheme, origin, description and capabilities; --plugin works before or after the command', async () => {
     const dir = await tempDir('plugin-cli-json');
-    const { code, out } = await runBackends(['--json', '--plugin', dirstoreExample], dir);
-    assert.equal(code, 0, out);
-    const rows = JSON.parse(out) as Array<{ scheme: string; origin: string; description: string; capabilities: Record<string, unknown> }>;
-    const dirstore = rows.find((r) => r.scheme === 'dirstore')!;
-    assert.equal(dirstore.origin, 'bitfog-plugin-dirstore');
-    assert.equal(dirstore.capabilities.mtimePrecisionMs, 1000);
-    assert.equal(dirstore.capabilities.symlinks, false);
-    assert.equal(rows.find((r) => r.scheme === 'file')?.origin, 'built-in');
+    for (const args of [['backends', '--json', '--plugin', dirstoreExample], ['--plugin', dirstoreExample, 'backends', '--json']]) {
+      const { code, out, err } = await runCli(args, dir);
+      assert.equal(code, 0, err);
+      const rows = JSON.parse(out) as Array<{ scheme: string; origin: string; description: string; capabilities: Record<string, unknown> }>;
+      const dirstore = rows.find((r) => r.scheme === 'dirstore')!;
+      assert.equal(dirstore.origin, 'bitfog-plugin-dirstore');
+      assert.match(dirstore.description, /dirstore:\/\/\//);
+      assert.equal(dirstore.capabilities.mtimePrecisionMs, 1000);
+      assert.equal(dirstore.capabilities.symlinks, false);
+      assert.equal(rows.find((r) => r.scheme === 'file')?.origin, 'built-in');
+    }
+  });
+
+  it('a broken plugin is one clear line naming it, and a failing exit code', async () => {
+    const dir = await tempDir('plugin-cli-bad');
+    await writeTree(dir, { 'old.mjs': pluginSource('bitfog-plugin-old', ['old']).replace(`apiVersion: ${PLUGIN_API_VERSION}`, 'apiVersion: 0') });
+    const { code, out, err } = await runCli(['backends'], dir, { BITFOG_PLUGINS: './old.mjs' });
+    assert.equal(code, 1);
+    assert.equal(out, '');
+    assert.equal(err, `bitfog: plugin "bitfog-plugin-old" from "./old.mjs" (listed in BITFOG_PLUGINS): targets plugin API version 0, but this bitfog implements version ${PLUGIN_API_VERSION}\n`);
+  });
+
+  it('a plugin backend works in the other commands: store, fetch, ls through a config file', async () => {
+    const dir = await tempDir('plugin-cli-cycle');
+    await writeTree(dir, {
+      'bitfog.config.json': JSON.stringify({ plugins: [path.relative(dir, dirstoreExample)] }),
+      'site a/docs/read me #1.txt': 'hello\n',
+      'site a/empty': '',
+    });
+    const dest = `dirstore://${encodeURI(path.join(dir, 'site b')).replace(/#/g, '%23')}`;
+    for (const args of [['store', '-q', 'spool', dest], ['fetch', '-q', './site a', 'spool'], ['store', '-q', 'spool', dest]]) {
+      const r = await runCli(args, dir);
+      assert.equal(r.code, 0, `${args.join(' ')}: ${r.err}`);
+    }
+    const ls = await runCli(['ls', '--json', dest], dir);
+    assert.equal(ls.code, 0, ls.err);
+    const entries = ls.out.trim().split('\n').map((l) => JSON.parse(l) as { path: string; kind: string; size: number });
+    assert.deepEqual(
+      entries.map((e) => `${e.kind} ${e.path} ${e.size}`).sort(),
+      ['directory docs 0', 'file docs/read me #1.txt 6', 'file empty 0'],
+    );
   });
 });
 

@@ -6,14 +6,15 @@
 import { Command, Option } from 'clipanion';
 import type { RegisteredProvider } from '../../core/registry.ts';
 import type { Capabilities } from '../../core/types.ts';
-import { createRegistry } from '../registry.ts';
+import { BitfogCommand } from '../base.ts';
+import { ExitCode } from '../exit-codes.ts';
 
-export class BackendsCommand extends Command {
-  static override paths = [['backends']];
+export class BackendsCommand extends BitfogCommand {
+  static paths = [['backends']];
 
-  static override usage = Command.Usage({
+  static usage = Command.Usage({
     category: 'Configuration',
-    description: 'list the storage backends (URL schemes) available, with their origin and capabilities',
+    description: 'List the storage backends (URL schemes) available, with their origin and capabilities.',
     details: `
       Lists every URL scheme bitfog can open: the built-in backends and those added by plugins
       (listed in the config file, in BITFOG_PLUGINS, or with \`--plugin\`). For each scheme it
@@ -25,24 +26,15 @@ export class BackendsCommand extends Command {
     `,
     examples: [
       ['List the available backends', '$0 backends'],
-      ['Include a plugin from a local path', '$0 --plugin ./my-plugin/index.js backends'],
+      ['Include a plugin from a local path', '$0 backends --plugin ./my-plugin/index.js'],
       ['Machine-readable output', '$0 backends --json'],
     ],
   });
 
-  json = Option.Boolean('--json', false, { description: 'print JSON instead of a table' });
+  json = Option.Boolean('--json', false, { description: 'Print a JSON array instead of the listing' });
 
-  // Until the shared command base carries them, the plugin options live here.
-  plugins = Option.Array('--plugin', [], { description: 'load a plugin (package name or path); repeatable' });
-  config = Option.String('--config', { description: 'read plugins from this config file' });
-
-  override async execute(): Promise<number> {
-    const registry = await createRegistry({
-      plugins: this.plugins,
-      ...(this.config === undefined ? {} : { configPath: this.config }),
-      env: this.context.env,
-    });
-    const rows = registry.list();
+  protected async run(): Promise<number> {
+    const rows = (await this.registry()).list();
     if (this.json) {
       const out = rows.map(({ scheme, origin, provider }) => ({
         scheme,
@@ -50,11 +42,11 @@ export class BackendsCommand extends Command {
         description: provider.description,
         capabilities: provider.capabilities,
       }));
-      this.context.stdout.write(JSON.stringify(out, null, 2) + '\n');
-      return 0;
+      this.out(JSON.stringify(out, null, 2));
+      return ExitCode.OK;
     }
     this.context.stdout.write(formatBackends(rows));
-    return 0;
+    return ExitCode.OK;
   }
 }
 

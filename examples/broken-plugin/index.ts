@@ -2,22 +2,25 @@
  * bitfog-plugin-hasty-dirstore: a DELIBERATELY BROKEN plugin, kept to show what the
  * conformance kit is for. Do not copy it.
  *
- * It is the dirstore example with one "optimisation": `write` first reserves the name with
- * an empty entry, so that other clients "see the upload coming", then writes the content.
- * It still declares `atomicWrite: true`, inherited from dirstore — but an interrupted or
- * short write now leaves the empty placeholder visible under the final name. The core
- * trusts `atomicWrite` and writes such backends in place, so after a crash a user would
- * find empty files that look complete. `npm test` here fails on the check
- * "refuses a write whose byte count differs from the declared size".
+ * It is the dirstore example with two changes. Its author believed the storage could not
+ * replace a name atomically, so it declares `atomicRename: false` — and keeps
+ * `atomicWrite: true`, inherited from dirstore. And `write` first reserves the name with an
+ * empty entry, so that other clients "see the upload coming", then writes the content.
+ *
+ * With no atomic rename and atomic writes declared, the core writes files in place under
+ * their final names and trusts each write to be all-or-nothing. Here an interrupted or
+ * short write leaves the empty placeholder behind, looking like a complete file: after a
+ * crash a user would find empty files where their data should be. The kit fails it on
+ * the check "refuses a write whose byte count differs from the declared size".
  */
 import { Readable } from 'node:stream';
-import { definePlugin, PLUGIN_API_VERSION, type BackendProvider, type Destination, type RelPath, type WriteOptions } from 'bitfog/plugin';
+import { definePlugin, PLUGIN_API_VERSION, type BackendProvider, type Capabilities, type Destination, type RelPath, type WriteOptions } from 'bitfog/plugin';
 import { dirstoreProvider } from '../dirstore-plugin/index.ts';
 
 class HastyDirStore implements Destination {
   constructor(readonly inner: Destination) {}
   get url() { return this.inner.url; }
-  get capabilities() { return this.inner.capabilities; }
+  readonly capabilities = hastyCapabilities;
 
   async write(p: RelPath, content: Readable, options: WriteOptions): Promise<void> {
     // THE BUG: the placeholder is a complete, visible entry until the real write replaces it.
@@ -39,10 +42,12 @@ class HastyDirStore implements Destination {
   close: Destination['close'] = () => this.inner.close();
 }
 
+const hastyCapabilities: Capabilities = { ...dirstoreProvider.capabilities, atomicRename: false };
+
 export const hastyProvider: BackendProvider = {
   schemes: ['hasty'],
   description: 'BROKEN example: dirstore that reserves names before writing (hasty:///abs/path)',
-  capabilities: dirstoreProvider.capabilities,
+  capabilities: hastyCapabilities,
   async open(url, options) {
     const inner = await dirstoreProvider.open(url.replace(/^hasty:/, 'dirstore:'), options);
     return new HastyDirStore(inner as Destination);

@@ -257,10 +257,16 @@ export class DirStore implements Destination {
   async sync(paths: RelPath[]): Promise<void> {
     const files = new Set<string>();
     for (const p of paths) {
+      if (p === '') {
+        files.add(this.#folder(p));
+        continue;
+      }
       const record = await this.#record(p).catch(() => undefined);
       if (!record) continue; // already gone: nothing to flush
       files.add(this.#recordPath(p));
       files.add(this.#folder(parentPath(p)));
+      // A directory is synced after renames into it: its children's records live in its folder.
+      if (record.kind === 'directory') files.add(this.#folder(p));
       if (record.object) files.add(this.#object(record.object));
     }
     files.add(path.join(this.root, 'objects'));

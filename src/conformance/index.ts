@@ -278,6 +278,39 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('lists the true sha256 of each file when it declares server-side hashes', async (t) => {
+      const b = await open();
+      try {
+        if (!b.capabilities.serverSideHashes) return t.skip('no server-side hashes declared');
+        const files = new Map([
+          ['hashed #1', Buffer.from('some content\n')],
+          ['empty hashed', Buffer.alloc(0)],
+        ]);
+        for (const [name, content] of files) await writeBuffer(b, p(name), content);
+        const listed = await listAll(b);
+        for (const [name, content] of files) {
+          const want = `sha256:${createHash('sha256').update(content).digest('hex')}`;
+          assert.equal(listed.find((e) => e.path === name)?.hash, want, `listed hash of ${name}`);
+        }
+      } finally {
+        await b.close();
+      }
+    });
+
+    it('keeps names that differ only in case apart when it declares case sensitivity', async (t) => {
+      const b = await open();
+      try {
+        if (!b.capabilities.caseSensitive) return t.skip('case-insensitive declared');
+        await writeBuffer(b, p('Case Ä.txt'), Buffer.from('upper'));
+        await writeBuffer(b, p('case ä.txt'), Buffer.from('lower'));
+        assert.deepEqual(await readAll(b, p('Case Ä.txt')), Buffer.from('upper'));
+        assert.deepEqual(await readAll(b, p('case ä.txt')), Buffer.from('lower'));
+        assert.deepEqual((await listAll(b)).map((e) => e.path), ['Case Ä.txt', 'case ä.txt']);
+      } finally {
+        await b.close();
+      }
+    });
+
     it('declares sane capabilities', async () => {
       const b = await open();
       try {

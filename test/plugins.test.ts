@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
@@ -14,6 +14,8 @@ import { createRegistry } from '../src/cli/registry.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { findConfigFile, loadPlugins, PLUGIN_API_VERSION, pluginSpecs, registerPlugin } from '../src/core/plugins.ts';
+import { bitfog } from './helpers/cli.ts';
+import { makeTree } from './helpers/tree.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const repo = path.resolve(import.meta.dirname, '..');
@@ -39,14 +41,6 @@ export default {
 `;
 }
 
-/** Writes a tree of files (`{ 'a/b.js': 'text' }`) under `dir`. */
-async function writeTree(dir: string, tree: Record<string, string>): Promise<void> {
-  for (const [rel, text] of Object.entries(tree)) {
-    await mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
-    await writeFile(path.join(dir, rel), text);
-  }
-}
-
 async function expectCode(promise: Promise<unknown>, code: ErrorCode, ...mentions: Array<string | RegExp>): Promise<void> {
   await assert.rejects(promise, (err: unknown) => {
     assert.ok(isBitfogError(err), `expected a BitfogError, got ${String(err)}`);
@@ -66,7 +60,7 @@ function schemesOf(registry: ReturnType<typeof createDefaultRegistry>): Record<s
 describe('loading plugins', () => {
   it('loads a package by name from node_modules above the directory it is resolved from', async () => {
     const dir = await tempDir('plugin-pkg');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'node_modules/bitfog-plugin-tape/package.json': JSON.stringify({ name: 'bitfog-plugin-tape', type: 'module', main: 'index.js' }),
       'node_modules/bitfog-plugin-tape/index.js': pluginSource('bitfog-plugin-tape', ['tape']),
       // ESM-only, scoped, with conditional exports: what require.resolve alone would miss.
@@ -77,7 +71,7 @@ describe('loading plugins', () => {
       }),
       'node_modules/@museum/bitfog-dam/dist/index.js': pluginSource('@museum/bitfog-dam', ['dam', 'dam+https']),
       'node_modules/@museum/bitfog-dam/dist/v2.js': pluginSource('@museum/bitfog-dam-v2', ['dam2']),
-      'project/deeper/.keep': '',
+      'project/deeper': { dir: true },
     });
     const registry = createDefaultRegistry();
     const loaded = await loadPlugins(registry, ['bitfog-plugin-tape', '@museum/bitfog-dam', '@museum/bitfog-dam/v2'], {
@@ -96,7 +90,7 @@ describe('loading plugins', () => {
 
   it('loads by path: a file, a package directory, relative to the cwd or absolute, with awkward characters', async () => {
     const dir = await tempDir('plugin-path');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'my plugins #1/tape 100%.mjs': pluginSource('tape-by-path', ['tape']),
     });
     const registry = createDefaultRegistry();
@@ -110,7 +104,7 @@ describe('loading plugins', () => {
 
   it('reads plugins from a config file, resolving its relative paths from the file, then BITFOG_PLUGINS, then --plugin', async () => {
     const dir = await tempDir('plugin-config');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'conf/plugins/a.mjs': pluginSource('from-config', ['aaa']),
       'conf/bitfog.json': JSON.stringify({ plugins: ['./plugins/a.mjs'], other: 'keys are ignored' }),
       'work/b.mjs': pluginSource('from-env', ['bbb']),
@@ -127,12 +121,12 @@ describe('loading plugins', () => {
 
   it('finds the config file: --config, then BITFOG_CONFIG, then ./bitfog.config.json, then XDG_CONFIG_HOME', async () => {
     const dir = await tempDir('plugin-config-find');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'explicit.json': '{}',
       'env.json': '{}',
       'cwd/bitfog.config.json': '{}',
       'xdg/bitfog/config.json': '{}',
-      'empty/.keep': '',
+      empty: { dir: true },
     });
     const cwd = path.join(dir, 'cwd');
     const xdgEnv = { XDG_CONFIG_HOME: path.join(dir, 'xdg') };
@@ -146,7 +140,7 @@ describe('loading plugins', () => {
 
   it('refuses a malformed config file with EUSAGE naming it', async () => {
     const dir = await tempDir('plugin-config-bad');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'not-json.json': '{ plugins: [',
       'not-list.json': JSON.stringify({ plugins: 'bitfog-plugin-tape' }),
     });
@@ -234,7 +228,7 @@ describe('plugin errors name the plugin', () => {
   for (const c of cases) {
     it(`${c.what}: EPLUGIN`, async () => {
       const dir = await tempDir('plugin-bad');
-      await writeTree(dir, { 'bad plugin.mjs': c.file });
+      await makeTree(dir, { 'bad plugin.mjs': c.file });
       const registry = createDefaultRegistry();
       const before = registry.list();
       await expectCode(loadPlugins(registry, ['./bad plugin.mjs'], { cwd: dir }), 'EPLUGIN', '"./bad plugin.mjs"', ...c.mentions);
@@ -244,7 +238,7 @@ describe('plugin errors name the plugin', () => {
 
   it('a scheme claimed by two plugins: names both, and the second registers nothing', async () => {
     const dir = await tempDir('plugin-dup');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'first.mjs': pluginSource('bitfog-plugin-ftp', ['ftp']),
       'second.mjs': `export default {
         name: 'bitfog-plugin-ftp-fast', apiVersion: ${PLUGIN_API_VERSION},
@@ -266,7 +260,7 @@ describe('plugin errors name the plugin', () => {
 
   it('two plugins with the same name', async () => {
     const dir = await tempDir('plugin-same-name');
-    await writeTree(dir, { 'a.mjs': pluginSource('same', ['aa']), 'b.mjs': pluginSource('same', ['bb']) });
+    await makeTree(dir, { 'a.mjs': pluginSource('same', ['aa']), 'b.mjs': pluginSource('same', ['bb']) });
     await expectCode(loadPlugins(createDefaultRegistry(), ['./a.mjs', './b.mjs'], { cwd: dir }), 'EPLUGIN', 'already loaded');
   });
 
@@ -297,27 +291,16 @@ describe('plugin errors name the plugin', () => {
   });
 });
 
-/** Runs the real CLI (bin/bitfog.mjs) in `cwd`, with a clean environment. */
-function runCli(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(repo, 'bin', 'bitfog.mjs'), ...args], {
-      cwd,
-      env: { PATH: process.env.PATH, HOME: cwd, NO_COLOR: '1', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), out, err }));
-  });
+/** Runs the real CLI as a user would, in `cwd`, with no plugin configuration but what `env` adds. */
+async function runCli(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; out: string; err: string }> {
+  const r = await bitfog(args, { cwd, env: { HOME: cwd, XDG_CONFIG_HOME: '', BITFOG_CONFIG: '', BITFOG_PLUGINS: '', ...env } });
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 describe('bitfog backends', () => {
   it('lists built-in and plugin schemes with origin, description and capabilities', async () => {
     const dir = await tempDir('plugin-cli');
-    await writeTree(dir, { 'bitfog.config.json': JSON.stringify({ plugins: [dirstoreExample] }) });
+    await makeTree(dir, { 'bitfog.config.json': JSON.stringify({ plugins: [dirstoreExample] }) });
     const { code, out, err } = await runCli(['backends'], dir);
     assert.equal(code, 0, err);
     assert.match(out, /^dirstore\s+plugin bitfog-plugin-dirstore$/m);
@@ -343,7 +326,7 @@ describe('bitfog backends', () => {
 
   it('a broken plugin is one clear line naming it, and a failing exit code', async () => {
     const dir = await tempDir('plugin-cli-bad');
-    await writeTree(dir, { 'old.mjs': pluginSource('bitfog-plugin-old', ['old']).replace(`apiVersion: ${PLUGIN_API_VERSION}`, 'apiVersion: 0') });
+    await makeTree(dir, { 'old.mjs': pluginSource('bitfog-plugin-old', ['old']).replace(`apiVersion: ${PLUGIN_API_VERSION}`, 'apiVersion: 0') });
     const { code, out, err } = await runCli(['backends'], dir, { BITFOG_PLUGINS: './old.mjs' });
     assert.equal(code, 1);
     assert.equal(out, '');
@@ -352,7 +335,7 @@ describe('bitfog backends', () => {
 
   it('a plugin backend works in the other commands: store, fetch, ls through a config file', async () => {
     const dir = await tempDir('plugin-cli-cycle');
-    await writeTree(dir, {
+    await makeTree(dir, {
       'bitfog.config.json': JSON.stringify({ plugins: [path.relative(dir, dirstoreExample)] }),
       'site a/docs/read me #1.txt': 'hello\n',
       'site a/empty': '',

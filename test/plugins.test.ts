@@ -71,17 +71,25 @@ describe('loading plugins', () => {
       }),
       'node_modules/@museum/bitfog-dam/dist/index.js': pluginSource('@museum/bitfog-dam', ['dam', 'dam+https']),
       'node_modules/@museum/bitfog-dam/dist/v2.js': pluginSource('@museum/bitfog-dam-v2', ['dam2']),
+      // A dual package: the ESM build is the one to load, as `import` would.
+      'node_modules/bitfog-plugin-dual/package.json': JSON.stringify({
+        name: 'bitfog-plugin-dual',
+        exports: { '.': { types: './index.d.ts', require: './index.cjs', import: './index.mjs' } },
+      }),
+      'node_modules/bitfog-plugin-dual/index.cjs': 'module.exports = { default: "the CommonJS build" };\n',
+      'node_modules/bitfog-plugin-dual/index.mjs': pluginSource('bitfog-plugin-dual', ['dual']),
       'project/deeper': { dir: true },
     });
     const registry = createDefaultRegistry();
-    const loaded = await loadPlugins(registry, ['bitfog-plugin-tape', '@museum/bitfog-dam', '@museum/bitfog-dam/v2'], {
+    const loaded = await loadPlugins(registry, ['bitfog-plugin-tape', '@museum/bitfog-dam', '@museum/bitfog-dam/v2', 'bitfog-plugin-dual'], {
       cwd: path.join(dir, 'project', 'deeper'),
     });
-    assert.deepEqual(loaded.map((l) => l.plugin.name), ['bitfog-plugin-tape', '@museum/bitfog-dam', '@museum/bitfog-dam-v2']);
+    assert.deepEqual(loaded.map((l) => l.plugin.name), ['bitfog-plugin-tape', '@museum/bitfog-dam', '@museum/bitfog-dam-v2', 'bitfog-plugin-dual']);
     assert.deepEqual(schemesOf(registry), {
       dam: '@museum/bitfog-dam',
       'dam+https': '@museum/bitfog-dam',
       dam2: '@museum/bitfog-dam-v2',
+      dual: 'bitfog-plugin-dual',
       file: 'built-in',
       tape: 'bitfog-plugin-tape',
     });

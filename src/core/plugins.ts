@@ -217,14 +217,15 @@ export function resolvePluginSpec(spec: PluginSpec): string {
   // installed next to a global bitfog (`npm install -g bitfog bitfog-plugin-tape`) is found too.
   let firstError: unknown;
   for (const baseDir of [spec.baseDir, BITFOG_INSTALL_DIR]) {
+    // Resolved by hand under the "import" condition first, as `import` would: require.resolve
+    // picks a dual package's CommonJS build and misses an ESM-only one. It stays the
+    // fallback for what the hand resolver does not cover (subpath patterns, extensionless main).
+    const entry = resolveEsmPackage(spec.spec, baseDir);
+    if (entry) return pathToFileURL(entry).href;
     try {
       return pathToFileURL(createRequire(path.join(baseDir, 'noop.js')).resolve(spec.spec)).href;
     } catch (e) {
       firstError ??= e;
-      // require.resolve only knows the "require"/"default" export conditions; an ESM-only
-      // package ("exports": { "import": ... }) is resolved by hand.
-      const entry = resolveEsmPackage(spec.spec, baseDir);
-      if (entry) return pathToFileURL(entry).href;
     }
   }
   throw bitfogError(

@@ -341,6 +341,26 @@ describe('bitfog backends', () => {
     assert.equal(err, `bitfog: plugin "bitfog-plugin-old" from "./old.mjs" (listed in BITFOG_PLUGINS): targets plugin API version 0, but this bitfog implements version ${PLUGIN_API_VERSION}\n`);
   });
 
+  it('loads plugins only when a command needs backends, and never their SDKs just to list them', async () => {
+    const dir = await tempDir('plugin-cli-lazy');
+    await makeTree(dir, {
+      'bitfog.config.json': JSON.stringify({ plugins: ['./lazy.mjs'] }),
+      'lazy.mjs': pluginSource('lazy', ['lazy']).replace(
+        "async open() { throw new Error('not for opening'); }",
+        "async open() { return (await import('./heavy-sdk.mjs')).open(); }",
+      ),
+      'heavy-sdk.mjs': "throw new Error('the heavy SDK was loaded');\n",
+      'broken/bitfog.config.json': JSON.stringify({ plugins: ['./throws.mjs'] }),
+      'broken/throws.mjs': "throw new Error('loaded too early');\n",
+    });
+    const listed = await runCli(['backends'], dir);
+    assert.equal(listed.code, 0, listed.err);
+    assert.match(listed.out, /^lazy\s+plugin lazy$/m);
+    const help = await runCli(['--help'], path.join(dir, 'broken'));
+    assert.equal(help.code, 0, help.err);
+    assert.match(help.out, /bitfog backends/);
+  });
+
   it('a plugin backend works in the other commands: store, fetch, ls through a config file', async () => {
     const dir = await tempDir('plugin-cli-cycle');
     await makeTree(dir, {

@@ -7,12 +7,14 @@ import { ClassicFetchCommand, FetchCommand } from './fetch.ts';
 import { LsCommand } from './ls.ts';
 import { StatusCommand } from './status.ts';
 import { ClassicStoreCommand, StoreCommand } from './store.ts';
+import { UiCommand } from './ui.ts';
 import { VerifyCommand } from './verify.ts';
 
 export const commands: CommandClass[] = [
   FetchCommand,
   StoreCommand,
   StatusCommand,
+  UiCommand,
   VerifyCommand,
   LsCommand,
   BuilddbCommand,

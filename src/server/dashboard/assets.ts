@@ -1,0 +1,18 @@
+/** Every file the dashboards serve, from memory (the bundled CLI carries them). */
+import { COMMON_JS, CSS } from './assets/common.ts';
+import { SPOOL_HTML, SPOOL_JS } from './assets/spool.ts';
+
+export interface Asset {
+  type: string;
+  body: string;
+}
+
+export const ASSETS = {
+  spoolHtml: SPOOL_HTML,
+  /** By path below the page's base (`/` for `bitfog ui`). */
+  files: {
+    '/assets/dashboard.css': { type: 'text/css; charset=utf-8', body: CSS },
+    '/assets/common.js': { type: 'text/javascript; charset=utf-8', body: COMMON_JS },
+    '/assets/spool.js': { type: 'text/javascript; charset=utf-8', body: SPOOL_JS },
+  } as Record<string, Asset>,
+};

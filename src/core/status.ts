@@ -3,7 +3,7 @@
  * takes at this spool's size, conflicts, skipped entries and the history of trips. Pure
  * reading of the manifest; used by `bitfog status` (and its --json) and the dashboard.
  */
-import type { Manifest } from './manifest.ts';
+import type { Manifest, Snapshot } from './manifest.ts';
 import { contentNeeds, planTrips } from './plan.ts';
 import type { BlobInfo } from './spool.ts';
 
@@ -26,9 +26,17 @@ export interface SpoolStatus {
   history: Array<{ trip: number; command: string; at: string; detail: string }>;
 }
 
-export function spoolStatus(manifest: Manifest, blobs: BlobInfo[]): SpoolStatus {
-  const source = manifest.getSnapshot('source');
-  const destination = manifest.getSnapshot('destination');
+/**
+ * `loaded` passes snapshots the caller already read from this manifest (reading a large
+ * snapshot is the slow part; the dashboard needs them too and reads them once).
+ */
+export function spoolStatus(
+  manifest: Manifest,
+  blobs: BlobInfo[],
+  loaded?: { source: Snapshot | undefined; destination: Snapshot | undefined },
+): SpoolStatus {
+  const source = loaded ? loaded.source : manifest.getSnapshot('source');
+  const destination = loaded ? loaded.destination : manifest.getSnapshot('destination');
   const carriedSet = new Set(blobs.map((b) => b.hash));
   const capacity = manifest.getMeta('capacity');
   const status: SpoolStatus = {

@@ -92,7 +92,7 @@ const SIZE_BOUNDS: Array<[number | undefined, string]> = [
 ];
 
 /** Everything derived from one load of the manifest. */
-class Snapshot {
+class View {
   readonly status: SpoolStatus;
   readonly needs: ContentNeed[];
   readonly carried: ContentNeed[];
@@ -104,9 +104,10 @@ class Snapshot {
   readonly #folderCache = new Map<string, FolderAnswer>();
 
   constructor(manifest: Manifest, blobs: BlobInfo[]) {
-    this.status = spoolStatus(manifest, blobs);
     const source = manifest.getSnapshot('source');
-    const destination = manifest.getSnapshot('destination') ?? { url: '', takenAt: '', entries: new Map() };
+    const recorded = manifest.getSnapshot('destination');
+    this.status = spoolStatus(manifest, blobs, { source, destination: recorded });
+    const destination = recorded ?? { url: '', takenAt: '', entries: new Map() };
     if (source) {
       const { needs, alreadyCarried } = contentNeeds(source, destination, new Set(blobs.map((b) => b.hash)));
       this.needs = needs;
@@ -248,15 +249,15 @@ export function paginate<T>(all: readonly T[], page: number, pageSize = PAGE_SIZ
 export class SpoolView {
   readonly dir: string;
   #stamp = '';
-  #snapshot: Snapshot | undefined;
-  #loading: Promise<Snapshot> | undefined;
+  #snapshot: View | undefined;
+  #loading: Promise<View> | undefined;
 
   constructor(dir: string) {
     this.dir = path.resolve(dir);
   }
 
   /** The view of the manifest as it is now (one stat when unchanged). */
-  async current(): Promise<Snapshot> {
+  async current(): Promise<View> {
     const st = await fsp.stat(path.join(this.dir, 'manifest.db')).catch(() => undefined);
     const stamp = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : 'missing';
     if (this.#snapshot && stamp === this.#stamp) return this.#snapshot;
@@ -265,7 +266,7 @@ export class SpoolView {
       try {
         const { manifest, blobs } = await Spool.inspect(this.dir);
         try {
-          const snap = new Snapshot(manifest, blobs);
+          const snap = new View(manifest, blobs);
           this.#snapshot = snap;
           this.#stamp = stamp;
           return snap;

@@ -43,7 +43,7 @@ button.link { border: none; padding: 0; background: none; text-decoration: under
 .chart text { font: 12px system-ui, sans-serif; fill: var(--fg); }
 .chart .axis { stroke: var(--line); }
 .legend { display: flex; gap: 16px; font-size: 13px; margin: 4px 0; }
-.legend span::before { content: ""; display: inline-block; width: 12px; height: 12px; margin-right: 5px; vertical-align: -1px; background: var(--c); }
+.legend svg { vertical-align: -1px; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; }
 .error { background: #fff1f0; border: 1px solid #ffa39e; padding: 8px 12px; border-radius: 6px; }
 .progress { width: 160px; height: 10px; }
@@ -188,7 +188,10 @@ export const COMMON_JS = String.raw`
   }
 
   function legend(series) {
-    return h('div', { class: 'legend', 'aria-hidden': 'true' }, series.map(function (x) { return h('span', { style: '--c:' + x.color }, x.name); }));
+    // Colours as SVG fills: the page's Content-Security-Policy allows no inline styles.
+    return h('div', { class: 'legend', 'aria-hidden': 'true' }, series.map(function (x) {
+      return h('span', null, s('svg', { width: 12, height: 12, viewBox: '0 0 12 12' }, s('rect', { width: 12, height: 12, fill: x.color })), ' ' + x.name);
+    }));
   }
 
   window.bitfog = { h: h, s: s, clear: clear, fill: fill, size: size, count: count, when: when, plural: plural,

@@ -4,9 +4,10 @@
  */
 import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
+import { httpProvider } from './http/index.ts';
 import { localProvider } from './local/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, httpProvider];
 
 /** A registry holding every built-in backend. */
 export function createDefaultRegistry(): BackendRegistry {

@@ -3,6 +3,6 @@
  * areas opened through the backend interfaces. See server.ts for the protocol and
  * config.ts for bitfog.json.
  */
-export { createServer, parseAddr, type BitfogServer, type ServerOptions } from './server.ts';
+export { createServer, parseAddr, type BitfogServer, type ServerOptions, type ServerStats } from './server.ts';
 export { loadConfigFile, parseConfig, readTokenFile, type AreaConfig, type AreasConfig } from './config.ts';
 export { defaultCacheDir } from './hashcache.ts';

@@ -87,8 +87,15 @@ export interface BitfogServer {
   /** Base URL, e.g. `http://127.0.0.1:8675/` (an all-interfaces bind is shown as 127.0.0.1). */
   readonly url: string;
   readonly port: number;
+  /** Work done so far: files and bytes read to compute listing hashes (a warm cache reads none). */
+  readonly stats: ServerStats;
   /** Stops listening, closes connections and areas, flushes hash caches. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface ServerStats {
+  filesHashed: number;
+  bytesHashed: number;
 }
 
 interface Area {
@@ -180,6 +187,7 @@ export async function createServer(options: ServerOptions): Promise<BitfogServer
     server,
     url,
     port: bound.port,
+    stats: handler.stats,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {
@@ -276,6 +284,7 @@ const notAFile = () => new HttpFailure(400, "That's not a file.\n", 'EISDIR');
 
 class Handler {
   readonly #classic: boolean;
+  readonly stats: ServerStats = { filesHashed: 0, bytesHashed: 0 };
 
   constructor(
     readonly areas: Map<string, Area>,
@@ -440,8 +449,9 @@ class Handler {
   // ---------------------------------------------------------------- listing
 
   async #listing(ctx: Context, area: Area): Promise<void> {
+    // (The request's own 'close' only means its body was read; the response's means the
+    // answer is done or the client went away.)
     const abort = new AbortController();
-    ctx.req.once('close', () => abort.abort());
     ctx.res.once('close', () => abort.abort());
     const lines = this.#listingLines(area, abort.signal)[Symbol.asyncIterator]();
     // Pull the first line before answering, so that an area that cannot be listed gets an
@@ -534,6 +544,8 @@ class Handler {
     const startedAt = Date.now();
     try {
       const h = await hashStream(await area.backend.read(e.path, { signal }));
+      this.stats.filesHashed++;
+      this.stats.bytesHashed += h.bytes;
       if (h.bytes !== e.size) return undefined; // changed while being read: list it unhashed
       area.cache.record(e, h, startedAt);
       return h;

@@ -299,6 +299,7 @@ class Handler {
     const socket = ctx.req.socket;
     const inBefore = socket.bytesRead;
     const outBefore = socket.bytesWritten;
+    const remote = socket.remoteAddress ?? '-';
     const log = this.options.onLog;
     if (log) {
       ctx.res.once('close', () => {
@@ -307,7 +308,7 @@ class Handler {
         const inn = socket.bytesRead - inBefore;
         const aborted = ctx.res.writableFinished ? '' : ' (aborted)';
         log(
-          `${ctx.req.socket.remoteAddress ?? '-'} ${ctx.method} ${safeForLog(ctx.req.url ?? '')} ${ctx.status} in=${inn} out=${out} ${ms.toFixed(1)}ms${aborted}`,
+          `${remote} ${ctx.method} ${safeForLog(ctx.req.url ?? '')} ${ctx.status} in=${inn} out=${out} ${ms.toFixed(1)}ms${aborted}`,
         );
       });
     }
@@ -327,7 +328,7 @@ class Handler {
     const f = e instanceof HttpFailure ? e : failureFor(e);
     if (ctx.headerSent) {
       // Too late for a status: cut the connection so the client sees a truncated body.
-      ctx.req.socket.destroy();
+      ctx.req.socket?.destroy();
       return;
     }
     ctx.status = f.status;
@@ -1041,7 +1042,7 @@ async function sendTempFile(ctx: Context, file: string, dir: string): Promise<vo
  * success (and, with a chunked body, no final chunk).
  */
 function cutOnError(ctx: Context, stream: Readable): Readable {
-  stream.once('error', () => ctx.req.socket.destroy());
+  stream.once('error', () => ctx.req.socket?.destroy());
   return stream;
 }
 

@@ -168,7 +168,8 @@ describe('hostile requests', () => {
         failures.push(`${a.name}: no answer (${(e as Error).message})`);
         continue;
       }
-      const text = r.raw.toString('latin1');
+      const text = r.raw.toString("latin1");
+      if (process.env.SHOW_ATTACKS) console.log(`${r.status} ${a.name}: ${r.body.toString().slice(0, 60).trim()}`);
       if (text.includes(SECRET)) failures.push(`${a.name}: answer contains the canary`);
       if (text.includes(path.dirname(area))) failures.push(`${a.name}: answer reveals a server path`);
       if (!r.status) failures.push(`${a.name}: connection closed without an answer`);

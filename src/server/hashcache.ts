@@ -8,17 +8,21 @@
  * and the record was made at least RACY_WINDOW_MS after the entry's last change (a change
  * within the same timestamp tick would leave the token unchanged).
  *
+ * Why not the core's HashCache (same directory, same trust rule, reused from it): the
+ * server keeps two hashes per file, and the core's cache rewrites its whole SQLite file on
+ * save, which a server recording a few uploads at a time into a 100k-file area should not.
+ *
  * Storage: an append-only JSON-lines log per area, replayed at open (last line wins) and
  * rewritten compactly when it has grown to twice its live size, so that recording the
  * hashes of a few new files costs an append, not a rewrite of 100k records.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
+import { defaultCacheDir, RACY_WINDOW_MS } from '../core/hashcache.ts';
 import type { Entry } from '../core/types.ts';
 
-export const RACY_WINDOW_MS = 2000;
+export { defaultCacheDir, RACY_WINDOW_MS };
 
 export interface CachedHashes {
   /** Hex SHA-256. */
@@ -30,12 +34,6 @@ interface CacheRecord extends CachedHashes {
   version: string;
   size: number;
   recordedAtMs: number;
-}
-
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.BITFOG_CACHE_DIR) return env.BITFOG_CACHE_DIR;
-  const base = env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
-  return path.join(base, 'bitfog');
 }
 
 export class ServerHashCache {

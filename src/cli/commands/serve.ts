@@ -4,10 +4,11 @@
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Command, Option, UsageError } from 'clipanion';
-import { isBitfogError } from '../../core/errors.ts';
-import { createServer, loadConfigFile, readTokenFile } from '../../server/index.ts';
+import { bitfogError } from '../../core/errors.ts';
+import { createServer, defaultCacheDir, loadConfigFile, readTokenFile } from '../../server/index.ts';
+import { BitfogCommand } from '../base.ts';
 
-export class ServeCommand extends Command {
+export class ServeCommand extends BitfogCommand {
   static override paths = [['serve']];
 
   static override usage = Command.Usage({
@@ -45,55 +46,45 @@ export class ServeCommand extends Command {
 
   conf = Option.String('--conf', 'bitfog.json', { description: 'The configuration file (classic bitfog.json)' });
   addr = Option.String('--addr', ':8675', { description: 'Listen address: :PORT (all interfaces), HOST:PORT or [IPv6]:PORT' });
-  quiet = Option.Boolean('--quiet,-q', false, { description: 'Do not log requests' });
   tlsCert = Option.String('--tls-cert', { description: 'PEM certificate (chain): serve HTTPS' });
   tlsKey = Option.String('--tls-key', { description: 'PEM private key for --tls-cert' });
-  tokenFile = Option.String('--token-file', { description: 'File holding a bearer token required for every request' });
-  cacheDir = Option.String('--cache-dir', { description: 'Where hash caches live (default: $BITFOG_CACHE_DIR, else $XDG_CACHE_HOME/bitfog, else ~/.cache/bitfog)' });
+  tokenFile = Option.String('--token-file', { description: 'File holding a bearer token required for every request (else $BITFOG_SERVE_TOKEN, if set)' });
   classic = Option.Boolean('--classic', false, { description: 'Speak only the classic protocol (no SHA-256 in listings, no ranges or extensions)' });
 
-  async execute(): Promise<number> {
+  protected async run(signal: AbortSignal): Promise<number> {
     const stderr = this.context.stderr;
     if ((this.tlsCert === undefined) !== (this.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+    const areas = loadConfigFile(path.resolve(this.conf));
+    const token = this.tokenFile ? readTokenFile(this.tokenFile) : process.env.BITFOG_SERVE_TOKEN?.trim() || undefined;
+    let tls: { cert: Buffer; key: Buffer } | undefined;
+    if (this.tlsCert && this.tlsKey) {
+      try {
+        tls = { cert: readFileSync(this.tlsCert), key: readFileSync(this.tlsKey) };
+      } catch (e) {
+        throw bitfogError('EUSAGE', `cannot read the TLS certificate or key: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { cause: e });
+      }
+    }
     let server;
-    let areasNames: string[] = [];
     try {
-      const areas = loadConfigFile(path.resolve(this.conf));
-      areasNames = [...areas.keys()];
-      const token = this.tokenFile ? readTokenFile(this.tokenFile) : process.env.BITFOG_SERVE_TOKEN?.trim() || undefined;
-      const tls = this.tlsCert && this.tlsKey ? { cert: readFileSync(this.tlsCert), key: readFileSync(this.tlsKey) } : undefined;
       server = await createServer({
         areas,
         addr: this.addr,
         ...(tls ? { tls } : {}),
         ...(token ? { token } : {}),
-        ...(this.cacheDir ? { cacheDir: this.cacheDir } : {}),
+        cacheDir: this.noCache ? false : (this.cacheDir ?? defaultCacheDir()),
         classic: this.classic,
         ...(this.quiet ? {} : { onLog: (line: string) => stderr.write(`${new Date().toISOString()} ${line}\n`) }),
       });
     } catch (e) {
-      if (isBitfogError(e, 'EUSAGE')) throw new UsageError(e.message);
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
-        stderr.write(`bitfog: cannot listen on ${this.addr}: ${code}\n`);
-        return 1;
-      }
-      if (code === 'ENOENT' && (this.tlsCert || this.tlsKey)) {
-        stderr.write(`bitfog: cannot read the TLS certificate or key\n`);
-        return 1;
+        throw bitfogError('EUSAGE', `cannot listen on ${this.addr}: ${code}`, { cause: e });
       }
       throw e;
     }
-    stderr.write(`bitfog: serving ${[...areasNames].join(', ')} on ${server.url}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-        resolve();
-      };
-      process.on('SIGINT', stop);
-      process.on('SIGTERM', stop);
-    });
+    stderr.write(`bitfog: serving ${[...areas.keys()].join(', ') || 'no areas'} on ${server.url}\n`);
+    // Serve until Ctrl-C / SIGTERM (the base class turns them into this signal).
+    await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
     await server.close();
     return 0;
   }

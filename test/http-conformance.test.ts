@@ -1,3 +1,4 @@
+import { createDefaultRegistry } from '../src/backends/index.ts';
 import { HttpBackend } from '../src/backends/http/client.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { startServer } from './helpers/http.ts';
@@ -9,6 +10,10 @@ testBackend({
     const s = await startServer({ area: { writable: true, checksum: true } });
     return HttpBackend.open(`${s.url}area/`, { write: true, env: {} });
   },
+  cycle: {
+    registry: createDefaultRegistry(),
+    newUrl: async () => `${(await startServer({ 'a rea': { writable: true, checksum: true } })).url}a%20rea/`,
+  },
 });
 
 testBackend({
@@ -17,5 +22,9 @@ testBackend({
   open: async () => {
     const s = await startServer({ 'no sum': { writable: true, checksum: false } });
     return HttpBackend.open(`${s.url}no%20sum/`, { write: true, env: {} });
+  },
+  cycle: {
+    registry: createDefaultRegistry(),
+    newUrl: async () => `${(await startServer({ plain: { writable: true } })).url}plain/`,
   },
 });

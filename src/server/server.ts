@@ -581,7 +581,7 @@ class Handler {
     const rdiff = query.get('rdiff') ?? '';
     if (rdiff !== '' && rdiff !== 'sig') throw new HttpFailure(400, `Invalid rdiff param: ${rdiff}`, 'EUSAGE', 'octet');
     const entry = await this.#statFile(area, rel);
-    if (rdiff === 'sig') return this.#rdiffSignature(ctx, area, rel);
+    if (rdiff === 'sig') return this.#rdiffSignature(ctx, area, rel, entry.size);
 
     ctx.type = OCTET;
     let start = 0;
@@ -801,11 +801,15 @@ class Handler {
 
   // ---------------------------------------------------------------- rdiff
 
-  async #rdiffSignature(ctx: Context, area: Area, rel: RelPath): Promise<void> {
+  async #rdiffSignature(ctx: Context, area: Area, rel: RelPath, size: number): Promise<void> {
     const dir = await fsp.mkdtemp(path.join(this.tempRoot, 'sig-'));
     const out = path.join(dir, 'sig');
     try {
-      await runRdiff(this.#rdiff, ['signature', '-', out], await area.backend.read(rel));
+      // The content arrives on stdin (through the backend), where librsync cannot see the
+      // size it derives the block length from; pass librsync's own choice explicitly so
+      // the signature is byte for byte what `rdiff signature FILE` gives.
+      const args = ['signature', '-b', String(rdiffBlockLength(size)), '-S', '32', '-', out];
+      await runRdiff(this.#rdiff, args, await area.backend.read(rel));
     } catch (e) {
       await fsp.rm(dir, { recursive: true, force: true });
       throw rdiffFailure(e);
@@ -866,6 +870,12 @@ class Handler {
   get #rdiff(): string {
     return this.options.rdiffCommand ?? 'rdiff';
   }
+}
+
+/** librsync 2.x's block length for a file of `size` bytes: 256 up to 64 KiB, else √size rounded down to a multiple of 128. */
+export function rdiffBlockLength(size: number): number {
+  if (size <= 256 * 256) return 256;
+  return Math.floor(Math.floor(Math.sqrt(size)) / 128) * 128;
 }
 
 function cannot(method: string, code: ErrorCode = 'EUSAGE'): HttpFailure {

@@ -298,6 +298,27 @@ describe('classic wire compatibility', () => {
   });
 });
 
+describe('failures the classic server handled badly', () => {
+  it('an area directory that vanished gets an error status, not a dropped connection', async () => {
+    const dir = path.join(await tempDir('http-vanish'), 'area');
+    await mkdir(dir);
+    const s = await startServer({ gone: { path: dir } });
+    const { rm } = await import('node:fs/promises');
+    await rm(dir, { recursive: true });
+    const r = await rawGet(s.url, '/gone/');
+    assert.ok(r.status >= 400, `status ${r.status}`);
+    assert.ok(!r.raw.toString().includes(dir), 'no server path in the answer');
+  });
+
+  it('a failed rdiff is an error status, not a 200 with an empty body', async () => {
+    const s = await startServer({ ro: {} });
+    await writeFile(path.join(s.dirs.ro!, 'f'), 'x');
+    const { host } = new URL(s.url);
+    const r = await rawRequest(s.url, `PATCH /ro/f?rdiff=delta HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nContent-Length: 7\r\nConnection: close\r\n\r\ngarbage`);
+    assert.ok(r.status >= 400);
+  });
+});
+
 describe('hash cache', () => {
   it('does not re-read an unchanged area, across restarts, and keeps the cache outside the area', async () => {
     const dir = path.join(await tempDir('http-cache'), 'area');

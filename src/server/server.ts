@@ -455,8 +455,9 @@ class Handler {
     const abort = new AbortController();
     ctx.res.once('close', () => abort.abort());
     const lines = this.#listingLines(area, abort.signal)[Symbol.asyncIterator]();
-    // Pull the first line before answering, so that an area that cannot be listed gets an
-    // error status rather than a 200 with a truncated body.
+    // Wait for the first listable entry before answering, so that an area that cannot be
+    // listed gets an error status rather than a 200 with a truncated body (and an empty
+    // area gets the classic empty body with Content-Length: 0).
     const first = await lines.next();
     ctx.status = 200;
     ctx.set('Content-Type', 'application/json');
@@ -464,29 +465,21 @@ class Handler {
       ctx.body = '';
       return;
     }
-    ctx.body = cutOnError(
-      ctx,
-      Readable.from(
-        (async function* () {
-          yield first.value;
-          for (;;) {
-            const r = await lines.next();
-            if (r.done) return;
-            yield r.value;
-          }
-        })(),
-        { objectMode: false },
-      ),
-    );
+    ctx.body = cutOnError(ctx, Readable.from(withKeepAlive(lines), { objectMode: false }));
   }
 
   async *#listingLines(area: Area, signal: AbortSignal): AsyncGenerator<string> {
     const batch: Entry[] = [];
     const extended = !this.#classic;
     const onSkip = (p: string, reason: string) => this.options.onLog?.(`skipped ${area.name}/${p}: ${reason}`);
+    let started = false;
     try {
       for await (const e of area.backend.list({ signal, onSkip })) {
         if (e.kind === 'directory' || TEMP_PATTERN.test(baseName(e.path))) continue;
+        if (!started) {
+          started = true;
+          yield ''; // the listing works: the answer can start
+        }
         batch.push(e);
         if (batch.length >= 256) {
           yield (await this.#encodeBatch(area, batch, extended, signal)).join('');
@@ -1044,6 +1037,34 @@ async function sendTempFile(ctx: Context, file: string, dir: string): Promise<vo
   const cleanup = () => void fsp.rm(dir, { recursive: true, force: true });
   ctx.res.once('close', cleanup);
   ctx.body = stream;
+}
+
+/** Silence longer than this in a listing (hashing a huge file) is filled with a newline. */
+const KEEPALIVE_MS = 10_000;
+
+/**
+ * Passes the listing's chunks on, and writes a bare newline whenever nothing came for
+ * KEEPALIVE_MS: hashing a multi-terabyte file takes a while, and neither the idle timeout
+ * nor a proxy may take the silence for a dead connection. Whitespace between records is
+ * valid for every listing reader (Go's json.Decoder skips it; so does ours).
+ */
+async function* withKeepAlive(lines: AsyncIterator<string>): AsyncGenerator<string> {
+  let pending = lines.next();
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
+    const tick = new Promise<'tick'>((resolve) => {
+      timer = setTimeout(() => resolve('tick'), KEEPALIVE_MS);
+    });
+    const r = await Promise.race([pending, tick]);
+    clearTimeout(timer);
+    if (r === 'tick') {
+      yield '\n';
+      continue;
+    }
+    if (r.done) return;
+    if (r.value) yield r.value;
+    pending = lines.next();
+  }
 }
 
 /**

@@ -18,6 +18,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -125,7 +126,7 @@ const MAX_LINK_TARGET = 4096;
 /** Largest rdiff signature or delta body accepted by PATCH. */
 const MAX_RDIFF_BODY = 8 * 1024 ** 3;
 /** Files hashed at once while a listing computes missing hashes. */
-const HASH_PARALLELISM = 4;
+const HASH_PARALLELISM = 16;
 const TEMP_PATTERN = /^\.bitfog-tmp-[0-9a-f]{16}(?:-|$)/;
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
 
@@ -453,6 +454,8 @@ class Handler {
     // (The request's own 'close' only means its body was read; the response's means the
     // answer is done or the client went away.)
     const abort = new AbortController();
+    // Every file being hashed listens on this signal.
+    setMaxListeners(HASH_PARALLELISM * 4 + 10, abort.signal);
     ctx.res.once('close', () => abort.abort());
     const lines = this.#listingLines(area, abort.signal)[Symbol.asyncIterator]();
     // Wait for the first listable entry before answering, so that an area that cannot be
@@ -537,7 +540,10 @@ class Handler {
   async #hashFile(area: Area, e: Entry, signal: AbortSignal): Promise<CachedHashes | undefined | null> {
     const startedAt = Date.now();
     try {
-      const h = await hashStream(await area.backend.read(e.path, { signal }));
+      // With the size as the range end, a local read allocates a buffer of the file's size
+      // rather than a full 1 MiB chunk per file: a big difference for 100k small files.
+      const range = area.backend.capabilities.rangedReads ? { start: 0, end: e.size } : {};
+      const h = await hashStream(await area.backend.read(e.path, { signal, ...range }));
       this.stats.filesHashed++;
       this.stats.bytesHashed += h.bytes;
       if (h.bytes !== e.size) return undefined; // changed while being read: list it unhashed

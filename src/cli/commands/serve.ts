@@ -5,7 +5,6 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Command, Option, UsageError } from 'clipanion';
 import { bitfogError } from '../../core/errors.ts';
-import { createServer, defaultCacheDir, loadConfigFile, readTokenFile } from '../../server/index.ts';
 import { BitfogCommand } from '../base.ts';
 
 export class ServeCommand extends BitfogCommand {
@@ -53,6 +52,8 @@ export class ServeCommand extends BitfogCommand {
 
   protected async run(signal: AbortSignal): Promise<number> {
     const stderr = this.context.stderr;
+    // The server (koa and friends) loads only when serving, so `bitfog --help` stays quick.
+    const { createServer, defaultCacheDir, loadConfigFile, readTokenFile } = await import('../../server/index.ts');
     if ((this.tlsCert === undefined) !== (this.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
     const areas = loadConfigFile(path.resolve(this.conf));
     const token = this.tokenFile ? readTokenFile(this.tokenFile) : process.env.BITFOG_SERVE_TOKEN?.trim() || undefined;

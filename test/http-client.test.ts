@@ -163,3 +163,20 @@ describe('client resumption', () => {
     await b.close();
   });
 });
+
+describe('client errors on upload', () => {
+  it('reports the server refusing a large upload midway with the server\'s reason', async () => {
+    const s = await startServer({ ro: {} });
+    const { HttpBackend: B } = await import('../src/backends/http/client.ts');
+    // Open for reading (the area is read-only), then try to write anyway: the server
+    // answers 405 while the body is still being sent.
+    const b = await B.open(`${s.url}ro/`, { write: false, env: {} });
+    const size = 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(1 << 20);
+    const body = Readable.from((function* () {
+      for (let i = 0; i < 64; i++) yield chunk;
+    })());
+    await assert.rejects(b.write(p('big'), body, { size }), code('EROFS'));
+    await b.close();
+  });
+});

@@ -409,9 +409,9 @@ export class HttpBackend implements Destination {
       // Cut the upload: the server discards its temporary file, nothing replaces the old one.
       req.destroy();
       content.destroy();
-      if (isBitfogError(e)) throw e;
-      // The server may have answered (and closed) early: prefer its reason.
-      const early = await response.catch(() => undefined);
+      if (isBitfogError(e, 'EINTEGRITY', 'EABORTED')) throw e;
+      // The server may have answered (and closed) early, refusing the upload: prefer its reason.
+      const early = await Promise.race([response.catch(() => undefined), new Promise<undefined>((r) => setImmediate(() => r(undefined)))]);
       if (early && early.statusCode !== 204) throw await this.#errorFrom(early, 'write', path);
       throw toTransport(e, `${this.url}: upload of ${JSON.stringify(path)}`, signal);
     }

@@ -180,3 +180,17 @@ describe('client errors on upload', () => {
     await b.close();
   });
 });
+
+describe('full spool cycle against a classic server', () => {
+  for (const checksum of [true, false]) {
+    it(`carries a tree into a classic area (checksum ${checksum}) and back out`, async () => {
+      const { runCycleThrough } = await import('../src/conformance/cycle.ts');
+      const { AWKWARD_NAMES } = await import('../src/conformance/index.ts');
+      const { createDefaultRegistry } = await import('../src/backends/index.ts');
+      const { tempDir } = await import('./helpers/tmp.ts');
+      const s = await startServer({ dest: { writable: true, checksum } }, { classic: true });
+      await runCycleThrough({ work: await tempDir('http-classic-cycle'), registry: createDefaultRegistry(), backendUrl: `${s.url}dest/`, names: AWKWARD_NAMES });
+      assert.ok(!s.log.some((l) => / (POST|HEAD) /.test(l)), 'only classic requests');
+    });
+  }
+});

@@ -11,7 +11,22 @@
  *   `sha256`   hex SHA-256 of the content (areas with checksum), so clients need not read it;
  *   `mtime_ns` the modification time in nanoseconds, as an exact integer.
  * Extension requests are only sent to servers that answer `GET /.bitfog/info` (a classic
- * server says 404 there, since no area may be named `.bitfog`).
+ * server says 404 there, since no area may be named `.bitfog`). Every answer of such a
+ * server carries `X-Bitfog-Protocol: 1`, and errors carry `X-Bitfog-Error: <code>`.
+ *
+ *   GET  /.bitfog/info?area=A      {"protocol":1,"writable":bool,"checksum":bool}
+ *   GET  /A/path?stat              one listing record for any entry (directories too:
+ *                                  mode has Go's ModeDir bit), 404 when missing
+ *   GET  /A/path  + Range          206 with Content-Range (one range; If-Range honoured),
+ *                                  ETag, Last-Modified, If-None-Match → 304, and
+ *                                  X-Bitfog-Sha256 when the server knows the hash; HEAD too
+ *   PUT  /A/path                   written to a temporary name and renamed into place;
+ *                                  X-Bitfog-Sha256 verified first (400 + EINTEGRITY on a
+ *                                  mismatch), X-Bitfog-Mode (octal) and X-Bitfog-Mtime-Ns
+ *                                  applied; `If-None-Match: *` → 412 when the name exists
+ *   POST /A/from?rename=to         atomic rename within the area (`to` percent-encoded)
+ *   POST /A/path?meta              sets X-Bitfog-Mode / X-Bitfog-Mtime-Ns
+ *   DELETE /A/dir?rmdir            removes an empty directory
  */
 import { parse as parseLossless, isLosslessNumber } from 'lossless-json';
 

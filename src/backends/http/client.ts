@@ -22,7 +22,6 @@
  * BITFOG_HTTP_CONNECTIONS — parallel connections (default 4); BITFOG_HTTP_CA_FILE — PEM
  * CA to trust for https (for self-signed servers); BITFOG_HTTP_RETRIES (default 4).
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -294,8 +293,8 @@ export class HttpBackend implements Destination {
   }
 
   /**
-   * Streams a file. A full read is verified against the server's SHA-256 header (ours) or
-   * the listed CRC-64 (classic) and its length; an interrupted transfer is resumed with
+   * Streams a file. A full read is verified against its length and, from a classic server,
+   * the listed CRC-64 (from ours, the core checks the listed SHA-256); an interrupted transfer is resumed with
    * `Range` + `If-Range` when the server allows it. Throws ENOENT, EISDIR, EINTEGRITY.
    */
   async read(path: RelPath, options: ReadOptions = {}): Promise<Readable> {
@@ -322,12 +321,13 @@ export class HttpBackend implements Destination {
     const etag = first.headers.etag;
     const resumable = this.extended && first.headers['accept-ranges'] === 'bytes' && typeof etag === 'string';
     const length = first.headers['content-length'] !== undefined ? Number(first.headers['content-length']) : undefined;
-    const wantSha = !ranged ? headerValue(first.headers[H_SHA256]) : undefined;
-    const wantCrc = !ranged && !wantSha ? this.#crcs.get(path) : undefined;
+    // SHA-256 is not checked here: our server lists it (Entry.hash), and the core verifies
+    // every byte it carries against Entry.hash anyway — hashing twice would only cost CPU.
+    // A classic server lists no SHA-256, so the listed CRC-64 is the only check there is.
+    const wantCrc = !ranged ? this.#crcs.get(path) : undefined;
     const self = this;
 
     async function* body(): AsyncGenerator<Buffer> {
-      const sha = wantSha ? createHash('sha256') : undefined;
       const crc = wantCrc !== undefined ? new Crc64() : undefined;
       let got = 0;
       let res: http.IncomingMessage = first;
@@ -336,7 +336,6 @@ export class HttpBackend implements Destination {
         try {
           for await (const chunk of res as AsyncIterable<Buffer>) {
             got += chunk.length;
-            sha?.update(chunk);
             crc?.update(chunk);
             yield chunk;
           }
@@ -364,9 +363,6 @@ export class HttpBackend implements Destination {
       }
       if (length !== undefined && got !== length) {
         throw bitfogError('EINTEGRITY', `${JSON.stringify(path)}: got ${got} bytes, expected ${length}`, { path });
-      }
-      if (sha && sha.digest('hex') !== wantSha!.toLowerCase()) {
-        throw bitfogError('EINTEGRITY', `${JSON.stringify(path)} does not match the server's SHA-256`, { path });
       }
       if (crc && crc.digest() !== wantCrc) {
         throw bitfogError('EINTEGRITY', `${JSON.stringify(path)} does not match its listed CRC-64`, { path });

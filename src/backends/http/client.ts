@@ -113,6 +113,13 @@ export class HttpBackend implements Destination {
   readonly #settings: Settings;
   /** CRC-64 per path from the last listing, to verify classic downloads. */
   readonly #crcs = new Map<string, bigint>();
+  /**
+   * Classic servers have no stat: the entries of the last complete listing answer it,
+   * until this backend writes something. That is safe for change detection because a
+   * read is checked against the CRC of that same listing (a file that changed since
+   * fails with EINTEGRITY), and it keeps a fetch from listing the whole area per file.
+   */
+  #classicEntries: Map<string, Entry> | undefined;
 
   private constructor(
     url: string,
@@ -207,6 +214,8 @@ export class HttpBackend implements Destination {
     const splitter = new RecordSplitter();
     const dirs = new Set<string>();
     this.#crcs.clear();
+    const entries = this.extended ? undefined : new Map<string, Entry>();
+    this.#classicEntries = undefined;
     try {
       for await (const text of res as AsyncIterable<string>) {
         throwIfAborted(signal);
@@ -225,12 +234,15 @@ export class HttpBackend implements Destination {
           for (const dir of ancestors(entry.path)) {
             if (dirs.has(dir)) continue;
             dirs.add(dir);
+            entries?.set(dir, { path: dir, kind: 'directory', size: 0 });
             yield { path: dir, kind: 'directory', size: 0 };
           }
-          yield entry;
+          entries?.set(entry.path, entry);
+          yield { ...entry };
         }
       }
       splitter.end();
+      this.#classicEntries = entries;
     } catch (e) {
       if (isBitfogError(e)) throw e;
       if (signal?.aborted) throw abortError(signal);
@@ -279,10 +291,10 @@ export class HttpBackend implements Destination {
       if (typeof entry === 'string') throw bitfogError('EOPNOTSUPP', `${JSON.stringify(path)}: ${entry}`, { path });
       return entry;
     }
-    // A classic server has no stat: find the entry in a listing.
-    for await (const e of this.list(options)) {
-      if (e.path === path) return e;
-    }
+    // A classic server has no stat: find the entry in a listing (see #classicEntries).
+    if (!this.#classicEntries) for await (const _ of this.list(options)) void _;
+    const found = this.#classicEntries?.get(path);
+    if (found) return { ...found };
     throw bitfogError('ENOENT', `${JSON.stringify(path)} does not exist on ${this.url}`, { path });
   }
 
@@ -379,6 +391,7 @@ export class HttpBackend implements Destination {
    * write is all-or-nothing. Throws EINTEGRITY (byte count or hash), EROFS, ENOSPC, EISDIR.
    */
   async write(path: RelPath, content: Readable, options: WriteOptions): Promise<void> {
+    this.#classicEntries = undefined;
     const { signal, size } = options;
     throwIfAborted(signal);
     const headers: Record<string, string> = {
@@ -427,6 +440,7 @@ export class HttpBackend implements Destination {
   }
 
   async remove(path: RelPath, options: SignalOption = {}): Promise<void> {
+    this.#classicEntries = undefined;
     await this.#expect204('DELETE', path, { retry: true, ...signalOf(options) }, 'remove');
   }
 
@@ -437,6 +451,7 @@ export class HttpBackend implements Destination {
   }
 
   async symlink(path: RelPath, target: string, options: SignalOption = {}): Promise<void> {
+    this.#classicEntries = undefined;
     const body = Buffer.from(target, 'utf8');
     const headers: Record<string, string> = { 'content-type': 'application/symlink', 'content-length': String(body.length) };
     // Our server refuses to replace an existing entry (412 → EEXIST); a classic one replaces it.

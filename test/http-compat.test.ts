@@ -319,6 +319,25 @@ describe('failures the classic server handled badly', () => {
   });
 });
 
+describe('areas are backends', () => {
+  it('serves an area given as a URL of another backend (file:// and another bitfog server)', async () => {
+    const dir = path.join(await tempDir('http-url-area'), 'origin');
+    await mkdir(path.join(dir, 'sub'), { recursive: true });
+    await writeFile(path.join(dir, 'sub', 'x #1.txt'), '123456789');
+    const origin = await startServer({ origin: { path: dir, checksum: true } });
+    const { pathToFileURL } = await import('node:url');
+    const proxy = await startServer(
+      { viaFile: { path: pathToFileURL(dir).href, checksum: true }, viaHttp: { path: `${origin.url}origin/`, checksum: true } },
+      { cacheDir: false },
+    );
+    for (const area of ['viaFile', 'viaHttp']) {
+      const listing = (await rawGet(proxy.url, `/${area}/`)).body.toString();
+      assert.match(listing, /^\{"name":"sub\/x #1.txt","size":9,"mode":420,"mtime":\d+,"hash":13333283586479230977,/, area);
+      assert.equal((await rawGet(proxy.url, `/${area}/sub/x%20%231.txt`)).body.toString(), '123456789', area);
+    }
+  });
+});
+
 describe('hash cache', () => {
   it('does not re-read an unchanged area, across restarts, and keeps the cache outside the area', async () => {
     const dir = path.join(await tempDir('http-cache'), 'area');

@@ -6,6 +6,7 @@ import { EmptydbCommand } from './emptydb.ts';
 import { ClassicFetchCommand, FetchCommand } from './fetch.ts';
 import { LsCommand } from './ls.ts';
 import { StatusCommand } from './status.ts';
+import { ServeCommand } from './serve.ts';
 import { ClassicStoreCommand, StoreCommand } from './store.ts';
 import { UiCommand } from './ui.ts';
 import { VerifyCommand } from './verify.ts';
@@ -22,4 +23,5 @@ export const commands: CommandClass[] = [
   BackendsCommand,
   ClassicFetchCommand,
   ClassicStoreCommand,
+  ServeCommand,
 ];

@@ -48,6 +48,7 @@ import { isDestination, type Destination, type Entry, type Source } from '../cor
 import type { AreaConfig, AreasConfig } from './config.ts';
 import { defaultCacheDir, RACY_WINDOW_MS, ServerHashCache, type CachedHashes } from './hashcache.ts';
 import { runRdiff } from './rdiff.ts';
+import { serveDashboard, type ServeDashboard } from './dashboard/serve-dashboard.ts';
 
 export interface ServerOptions {
   areas: AreasConfig;
@@ -152,6 +153,8 @@ export async function createServer(options: ServerOptions): Promise<BitfogServer
   const app = new Koa();
   app.silent = true;
   const handler = new Handler(areas, options, tempRoot);
+  const dashboard = dashboardFor(areas, options);
+  if (dashboard) app.use(dashboard.middleware);
   app.use((ctx) => handler.handle(ctx));
 
   const { host, port } = parseAddr(options.addr ?? ':8675');
@@ -191,6 +194,7 @@ export async function createServer(options: ServerOptions): Promise<BitfogServer
     stats: handler.stats,
     close() {
       closing ??= (async () => {
+        dashboard?.close();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -204,6 +208,15 @@ export async function createServer(options: ServerOptions): Promise<BitfogServer
       return closing;
     },
   };
+}
+
+/** The browser dashboard (see dashboard/serve-dashboard.ts): off with --classic or any token. */
+function dashboardFor(areas: Map<string, Area>, options: ServerOptions): ServeDashboard | undefined {
+  const tokens = options.token !== undefined || [...areas.values()].some((a) => a.config.readToken || a.config.writeToken);
+  if (options.classic || tokens) return undefined;
+  return serveDashboard([...areas.values()].map((a) => ({
+    name: a.name, url: a.config.url, writable: a.config.writable, checksum: a.config.checksum, backend: a.backend, cache: a.cache,
+  })));
 }
 
 async function openArea(registry: BackendRegistry, name: string, config: AreaConfig, cacheDir: string | undefined): Promise<Area> {

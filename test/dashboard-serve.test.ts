@@ -192,6 +192,11 @@ describe('serve dashboard', () => {
     await page.locator('#current', { hasText: 'Nothing is being transferred.' }).waitFor();
     await page.locator('#areas', { hasText: '4.00 MiB' }).waitFor();
     await screenshot(page, 'serve-page');
+    const activity = JSON.parse((await request(new URL('/.bitfog/dashboard/api/activity', server.url).href)).body);
+    const put = activity.recent.find((r: { method: string }) => r.method === 'PUT');
+    assert.equal(put.path, `/${AREA}/big upload #1.bin`);
+    assert.ok(put.bytesIn >= total, `the whole body is counted (${put.bytesIn})`);
+    assert.ok(!activity.recent.some((r: { path: string }) => r.path === '/favicon.ico'), 'the page asks for nothing it does not serve');
     assert.deepEqual(errors, []);
   });
 });

@@ -59,7 +59,9 @@ export interface Transfer {
   path: string;
   area?: string;
   startedAt: string;
+  /** Bytes received so far, request headers included. */
   bytesIn: number;
+  /** Bytes sent so far, response headers included. */
   bytesOut: number;
   /** Content-Length of the request body, when it has one. */
   expectedIn?: number;
@@ -99,6 +101,7 @@ class ActivityLog {
   #next = 1;
   readonly #live = new Map<number, Live>();
   readonly #recent: FinishedRequest[] = [];
+  readonly #ended = new WeakMap<object, { in: number; out: number }>();
   readonly #errors: FinishedRequest[] = [];
   readonly totals = { requests: 0, bytesIn: 0, bytesOut: 0, errors: 0 };
   /** Bumped on every change; the event stream sends only when it moved. */
@@ -119,12 +122,16 @@ class ActivityLog {
     };
     const len = Number(ctx.get('content-length'));
     if (ctx.get('content-length') !== '' && Number.isSafeInteger(len)) t.expectedIn = len;
-    const live: Live = { t, socket, inBefore: socket.bytesRead, outBefore: socket.bytesWritten };
+    // Counted from where the previous request on this connection ended (0 for a new one):
+    // by now the parser may already have read the first part of the body.
+    const ended = this.#ended.get(socket);
+    const live: Live = { t, socket, inBefore: ended?.in ?? 0, outBefore: ended?.out ?? socket.bytesWritten };
     this.#live.set(t.id, live);
     this.version++;
     const started = process.hrtime.bigint();
     ctx.res.once('close', () => {
       this.#sample(live);
+      this.#ended.set(socket, { in: socket.bytesRead, out: socket.bytesWritten });
       this.#live.delete(t.id);
       const done: FinishedRequest = {
         ...t,

@@ -207,6 +207,7 @@ export function pageHtml(options: { title: string; base: string; script: string;
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>${esc(options.title)}</title>
 <link rel="stylesheet" href="${esc(options.base)}assets/dashboard.css">
 <script src="${esc(options.base)}assets/common.js" defer></script>

@@ -126,6 +126,8 @@ describe('serve dashboard', () => {
       try {
         const page = await request(s.url, { Accept: 'text/html' });
         assert.doesNotMatch(page.body, /<html/);
+        const api = await request(new URL('/.bitfog/dashboard/api/activity', s.url).href, extra.token ? { Authorization: `Bearer ${extra.token}` } : {});
+        assert.ok(api.status >= 400, `dashboard API not served (${api.status})`);
         const auth: Record<string, string> = extra.token ? { Authorization: `Bearer ${extra.token}` } : {};
         const r = await request(s.url, { ...auth });
         assert.equal(r.body, `${JSON.stringify([AREA, 'src'].sort())}\n`);

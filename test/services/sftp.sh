@@ -4,6 +4,7 @@
 #
 #   sftp.sh start STATEDIR   writes STATEDIR/sftp.env:
 #                              SFTP_HOST SFTP_PORT SFTP_USER SFTP_KEY SFTP_KNOWN_HOSTS SFTP_ROOT
+#                              SFTP_READONLY_KEY (a key whose sessions are read-only)
 #   sftp.sh stop STATEDIR    kills exactly the sshd whose pid is in STATEDIR/sftp/sshd.pid
 #
 # sshd refuses relative paths (it re-executes itself), so everything is made absolute.
@@ -64,7 +65,13 @@ start() {
   chmod 700 "$dir"
   ssh-keygen -q -t ed25519 -N '' -C bitfog-test-host -f "$dir/host_ed25519"
   ssh-keygen -q -t ed25519 -N '' -C bitfog-test-client -f "$dir/client_ed25519"
-  cp "$dir/client_ed25519.pub" "$dir/authorized_keys"
+  # A second key that only gets a read-only SFTP session: writes with it are refused
+  # with PERMISSION_DENIED, which root itself would never see.
+  ssh-keygen -q -t ed25519 -N '' -C bitfog-test-readonly -f "$dir/readonly_ed25519"
+  {
+    cat "$dir/client_ed25519.pub"
+    printf 'restrict,command="internal-sftp -R" %s\n' "$(cat "$dir/readonly_ed25519.pub")"
+  } >"$dir/authorized_keys"
   chmod 600 "$dir/authorized_keys"
 
   local user port
@@ -131,6 +138,7 @@ SFTP_HOST=127.0.0.1
 SFTP_PORT=$port
 SFTP_USER=$user
 SFTP_KEY=$dir/client_ed25519
+SFTP_READONLY_KEY=$dir/readonly_ed25519
 SFTP_KNOWN_HOSTS=$dir/known_hosts
 SFTP_ROOT=$dir/root
 EOF

@@ -13,13 +13,16 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { describe, it, type TestContext } from 'node:test';
+import { createDefaultRegistry } from '../src/backends/index.ts';
 import { sftpProvider } from '../src/backends/sftp/index.ts';
 import { AWKWARD_NAMES, DEEP_PATH, listAll, testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { toRelPath, type RelPath } from '../src/core/paths.ts';
 import type { Destination, Entry, Source } from '../src/core/types.ts';
 import { serviceEnv, skipWithoutService } from './helpers/services.ts';
+import { bitfogOk, startBitfog } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { contentOf, makeTree, readTree, sha256File, type TreeSpec } from './helpers/tree.ts';
 
 const run = promisify(execFile);
 const svc = serviceEnv('sftp', ['SFTP_HOST', 'SFTP_PORT', 'SFTP_USER', 'SFTP_KEY', 'SFTP_KNOWN_HOSTS', 'SFTP_ROOT', 'SFTP_READONLY_KEY'] as const);
@@ -92,6 +95,7 @@ if (svc) {
   testBackend({
     name: 'sftp',
     open: async () => openDest(freshRoot('conf').url),
+    cycle: { newUrl: async () => freshRoot('cycle').url, registry: createDefaultRegistry() },
   });
 } else {
   it('conformance: sftp', (t) => skipWithoutService(t, 'sftp'));
@@ -507,5 +511,51 @@ describe('sftp: what lands on the server', () => {
     } finally {
       await b.close();
     }
+  });
+});
+
+describe('sftp: the CLI, killed during a store', () => {
+  it('leaves no partial file under a final name, and a rerun completes the tree', async (t) => {
+    if (skipIfNoService(t)) return;
+    const work = await tempDir('sftp-crash');
+    const a = path.join(work, 'site-a');
+    const spool = path.join(work, 'spool');
+    const spec: TreeSpec = { 'small #1.txt': 'small\n', 'empty': '', 'link': { symlink: 'small #1.txt' } };
+    for (let i = 0; i < 24; i++) spec[`dir ${i % 4}/file ${i}?.bin`] = { bytes: 4 * 1024 * 1024 + i, seed: i + 1 };
+    spec['huge.bin'] = { bytes: 64 * 1024 * 1024, seed: 99 };
+    await makeTree(a, spec);
+    const { local, url } = freshRoot('crash');
+    const env = { ...(await isolatedEnv()), BITFOG_CACHE_DIR: path.join(work, 'cache') };
+
+    await bitfogOk(['store', spool, url], { env });
+    await bitfogOk(['fetch', a, spool, '--reserve', '0'], { env });
+
+    const { child, done } = startBitfog(['store', spool, url], { env });
+    // Kill it as soon as the first file has landed under its final name.
+    const isTemp = (rel: string) => /(^|\/)\.bitfog-tmp-/.test(rel);
+    for (let i = 0; i < 6000; i++) {
+      const landed = await readTree(local).catch(() => new Map());
+      if ([...landed].some(([rel, e]) => e.kind === 'file' && e.size > 0 && !isTemp(rel))) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    child.kill('SIGKILL');
+    const killed = await done;
+    assert.equal(killed.signal, 'SIGKILL', `the store was still running when killed (exit ${killed.code}: ${killed.stdout})`);
+
+    // Whatever is under a final name is complete.
+    const source = await readTree(a);
+    const partial = await readTree(local, { ignore: isTemp });
+    for (const [rel, e] of partial) {
+      if (e.kind !== 'file') continue;
+      assert.equal(e.sha256, source.get(rel)?.sha256, `${rel} is complete or absent`);
+    }
+    assert.ok(partial.size < source.size, 'the kill came before the end');
+
+    const rerun = await bitfogOk(['store', spool, url], { env });
+    assert.match(rerun.stdout, /the destination now matches the source snapshot/);
+    const after = await readTree(local);
+    assert.deepEqual([...after.keys()].filter(isTemp), [], 'no temporary files left');
+    assert.deepEqual(contentOf(after), contentOf(source));
+    assert.equal(after.get('huge.bin')!.sha256, await sha256File(path.join(a, 'huge.bin')));
   });
 });

@@ -521,8 +521,8 @@ describe('sftp: the CLI, killed during a store', () => {
     const a = path.join(work, 'site-a');
     const spool = path.join(work, 'spool');
     const spec: TreeSpec = { 'small #1.txt': 'small\n', 'empty': '', 'link': { symlink: 'small #1.txt' } };
-    for (let i = 0; i < 24; i++) spec[`dir ${i % 4}/file ${i}?.bin`] = { bytes: 4 * 1024 * 1024 + i, seed: i + 1 };
-    spec['huge.bin'] = { bytes: 64 * 1024 * 1024, seed: 99 };
+    for (let i = 0; i < 16; i++) spec[`dir ${i % 4}/file ${i}?.bin`] = { bytes: 2 * 1024 * 1024 + i, seed: i + 1 };
+    spec['huge.bin'] = { bytes: 48 * 1024 * 1024, seed: 99 };
     await makeTree(a, spec);
     const { local, url } = freshRoot('crash');
     const env = { ...(await isolatedEnv()), BITFOG_CACHE_DIR: path.join(work, 'cache') };
@@ -533,11 +533,7 @@ describe('sftp: the CLI, killed during a store', () => {
     const { child, done } = startBitfog(['store', spool, url], { env });
     // Kill it as soon as the first file has landed under its final name.
     const isTemp = (rel: string) => /(^|\/)\.bitfog-tmp-/.test(rel);
-    for (let i = 0; i < 6000; i++) {
-      const landed = await readTree(local).catch(() => new Map());
-      if ([...landed].some(([rel, e]) => e.kind === 'file' && e.size > 0 && !isTemp(rel))) break;
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    for (let i = 0; i < 6000 && !(await finalFileLanded(local, isTemp)); i++) await new Promise((r) => setTimeout(r, 10));
     child.kill('SIGKILL');
     const killed = await done;
     assert.equal(killed.signal, 'SIGKILL', `the store was still running when killed (exit ${killed.code}: ${killed.stdout})`);
@@ -559,3 +555,16 @@ describe('sftp: the CLI, killed during a store', () => {
     assert.equal(after.get('huge.bin')!.sha256, await sha256File(path.join(a, 'huge.bin')));
   });
 });
+
+/** True once some non-empty regular file sits under a final (non-temporary) name below `root`. */
+async function finalFileLanded(root: string, isTemp: (rel: string) => boolean): Promise<boolean> {
+  const entries = await fsp.readdir(root, { recursive: true, withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    const full = path.join(e.parentPath ?? (e as unknown as { path: string }).path, e.name);
+    const rel = path.relative(root, full);
+    if (isTemp(rel)) continue;
+    if ((await fsp.stat(full).catch(() => undefined))?.size) return true;
+  }
+  return false;
+}

@@ -117,6 +117,8 @@ export class SftpBackend implements Destination {
   readonly #writeLen: number;
   #lost: BitfogError | undefined;
   #closed = false;
+  /** Files flushed by `write` itself since: `sync` skips them once. */
+  readonly #flushed = new Set<string>();
 
   private constructor(target: SftpTarget, client: SftpClient, sftp: Channel, root: string, state: ConnectionState) {
     this.url = target.displayUrl;
@@ -300,28 +302,44 @@ export class SftpBackend implements Destination {
     throwIfAborted(signal);
     const what = `cannot read ${JSON.stringify(p)}`;
     const handle = await this.#call<Buffer>((cb) => this.#sftp.open(this.#remote(p), 'r', cb), what, p);
-    let size: number;
+    // fstat and the first read go out together: a small file costs one round trip after
+    // the open, not three. The first read's answer is only trusted once fstat says the
+    // entry is a regular file and how long it is.
+    const start = options.start ?? 0;
+    const firstLen = Math.max(0, Math.min(this.#readLen, (options.end ?? Infinity) - start));
+    const statP = this.#call<Stats>((cb) => this.#sftp.fstat(handle, cb), what, p);
+    const firstP = firstLen > 0 ? this.#readOnce(handle, p, start, firstLen) : Promise.resolve(Buffer.alloc(0));
+    statP.catch(() => {});
+    firstP.catch(() => {});
+    let first: Buffer;
+    let end: number;
     try {
-      const attrs = await this.#call<Stats>((cb) => this.#sftp.fstat(handle, cb), what, p);
+      const attrs = await statP;
       if (isDir(attrs)) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
       if (attrs.mode !== undefined && (attrs.mode & S_IFMT) !== S_IFREG) {
         throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
       }
-      size = attrs.size;
+      end = Math.max(start, Math.min(options.end ?? attrs.size, attrs.size));
+      first = await firstP;
     } catch (e) {
+      await firstP.catch(() => {});
       this.#sftp.close(handle, () => {});
       throw e;
     }
-    const start = options.start ?? 0;
-    const end = Math.min(options.end ?? size, size);
-    const stream = Readable.from(this.#readChunks(handle, p, start, end, signal), { objectMode: false, highWaterMark: 1 << 20 });
+    if (first.length > end - start) first = first.subarray(0, end - start);
+    const stream = Readable.from(this.#readChunks(handle, p, first, start + first.length, end, signal), {
+      objectMode: false,
+      highWaterMark: 1 << 20,
+    });
     return signal ? addAbortSignal(signal, stream) : stream;
   }
 
-  /** Yields `start`..`end` of an open file in order, keeping `requests` reads in flight. */
-  async *#readChunks(handle: Buffer, p: RelPath, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  /**
+   * Yields `first`, then `next`..`end` of an open file in order, keeping `requests` reads
+   * in flight, and closes the handle (without waiting for the server's answer).
+   */
+  async *#readChunks(handle: Buffer, p: RelPath, first: Buffer, next: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
     const inflight: Array<{ promise: Promise<Buffer>; len: number }> = [];
-    let next = start;
     const launch = () => {
       while (inflight.length < this.#requests && next < end) {
         const len = Math.min(this.#readLen, end - next);
@@ -333,6 +351,7 @@ export class SftpBackend implements Destination {
     };
     try {
       launch();
+      if (first.length > 0) yield first;
       while (inflight.length > 0) {
         const { promise, len } = inflight.shift()!;
         const buf = await promise;
@@ -344,8 +363,20 @@ export class SftpBackend implements Destination {
       }
     } finally {
       await Promise.allSettled(inflight.map((r) => r.promise));
-      await new Promise<void>((r) => this.#sftp.close(handle, () => r()));
+      if (!this.#lost && !this.#closed) this.#sftp.close(handle, () => {});
     }
+  }
+
+  /** One read request: up to `len` bytes at `position` (0 at end of file). */
+  #readOnce(handle: Buffer, p: RelPath, position: number, len: number): Promise<Buffer> {
+    this.#checkAlive();
+    const buf = Buffer.allocUnsafe(len);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.#sftp.read(handle, buf, 0, len, position, (err, bytesRead) => {
+        if (err) reject(mapError(err, `cannot read ${JSON.stringify(p)}`, p));
+        else resolve(bytesRead === len ? buf : buf.subarray(0, bytesRead));
+      });
+    });
   }
 
   /** Reads `len` bytes at `position`, repeating after short reads; fewer only at end of file. */
@@ -435,9 +466,6 @@ export class SftpBackend implements Destination {
       if (partsLen > 0 && failure === undefined) await send(Buffer.concat(parts, partsLen));
       await Promise.all(inflight);
       if (failure !== undefined) throw failure;
-      if (position === options.size && (options.mode !== undefined || options.mtimeMs !== undefined)) {
-        await this.#call((cb) => this.#sftp.fsetstat(handle, metadataAttrs(options), cb), `cannot set metadata of ${JSON.stringify(p)}`, p);
-      }
     } catch (e) {
       content.destroy();
       await Promise.allSettled(inflight);
@@ -446,14 +474,24 @@ export class SftpBackend implements Destination {
       if (signal?.aborted) throw abortError(signal);
       throw await this.#refineFailure(e, p, 'write');
     }
-    try {
-      await this.#call((cb) => this.#sftp.close(handle, cb), what, p);
-    } catch (e) {
-      throw await this.#refineFailure(e, p, 'write');
+    // Metadata, fsync and close go out back to back (the server answers them in order):
+    // one round trip instead of three. A complete file is flushed here, through the handle
+    // already open, so that `sync` has nothing left to do for it.
+    const complete = position === options.size;
+    const finish: Array<Promise<unknown>> = [];
+    if (complete && (options.mode !== undefined || options.mtimeMs !== undefined)) {
+      finish.push(this.#call((cb) => this.#sftp.fsetstat(handle, metadataAttrs(options), cb), `cannot set metadata of ${JSON.stringify(p)}`, p));
     }
-    if (position !== options.size) {
+    const flush = complete && this.#sftp._extensions['fsync@openssh.com'] === '1';
+    if (flush) finish.push(this.#call((cb) => this.#sftp.ext_openssh_fsync(handle, cb), `cannot flush ${JSON.stringify(p)}`, p));
+    finish.push(this.#call((cb) => this.#sftp.close(handle, cb), what, p));
+    const results = await Promise.allSettled(finish);
+    const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) throw await this.#refineFailure(rejected.reason, p, 'write');
+    if (!complete) {
       throw bitfogError('EINTEGRITY', `wrote ${position} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
+    if (flush) this.#flushed.add(p);
   }
 
   #writeAt(handle: Buffer, piece: Buffer, position: number, p: RelPath): Promise<void> {
@@ -567,14 +605,16 @@ export class SftpBackend implements Destination {
     await this.#call((cb) => this.#sftp.setstat(remote, metadataAttrs(metadata), cb), what, p);
   }
 
-  /** fsync@openssh.com on each regular file and directory; a no-op where the server lacks it. */
+  /**
+   * fsync@openssh.com on each path (files and directories); a no-op where the server lacks
+   * it. Files that `write` completed were flushed then and are skipped. Directories that
+   * the server cannot fsync ("Failure") are passed over: there is nothing better to do.
+   */
   async sync(paths: RelPath[], options: SignalOption = {}): Promise<void> {
     if (this.#sftp._extensions['fsync@openssh.com'] !== '1') return;
-    await inBatches(paths, SMALL_OP_PARALLEL, async (p) => {
+    const todo = paths.filter((p) => !this.#flushed.delete(p));
+    await inBatches(todo, SMALL_OP_PARALLEL, async (p) => {
       throwIfAborted(options.signal);
-      // Opening follows symlinks (and would block on a FIFO): look first.
-      const st = await this.#lstatOrUndefined(p);
-      if (!st || !(isDir(st) || (st.mode & S_IFMT) === S_IFREG)) return;
       let handle: Buffer;
       try {
         handle = await this.#call<Buffer>((cb) => this.#sftp.open(this.#remote(p), 'r', cb), `cannot sync ${JSON.stringify(p)}`, p);
@@ -585,8 +625,7 @@ export class SftpBackend implements Destination {
       try {
         await this.#call((cb) => this.#sftp.ext_openssh_fsync(handle, cb), `cannot sync ${JSON.stringify(p)}`, p);
       } catch (e) {
-        // A server or file system that cannot fsync a directory handle says "Failure".
-        if ((e as BitfogError).code !== 'EIO' || !isDir(st)) throw e;
+        if ((e as BitfogError).code !== 'EIO') throw e;
       } finally {
         this.#sftp.close(handle, () => {});
       }
@@ -607,6 +646,7 @@ export class SftpBackend implements Destination {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#flushed.clear();
     await this.#client.end().catch(() => {});
   }
 

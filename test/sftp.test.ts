@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -14,7 +14,8 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { describe, it, type TestContext } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
-import { sftpProvider } from '../src/backends/sftp/index.ts';
+import { parseSftpUrl, sftpProvider } from '../src/backends/sftp/index.ts';
+import { hostMatches, parseKnownHosts, verifyHostKey } from '../src/backends/sftp/known-hosts.ts';
 import { AWKWARD_NAMES, DEEP_PATH, listAll, testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { toRelPath, type RelPath } from '../src/core/paths.ts';
@@ -568,3 +569,63 @@ async function finalFileLanded(root: string, isTemp: (rel: string) => boolean): 
   }
   return false;
 }
+
+describe('sftp: URLs and known_hosts, without a server', () => {
+  it('parses URLs: absolute paths, the login directory, percent-encoding, options', () => {
+    const t = parseSftpUrl('sftp://me@nas.example:2222/srv/my%20photos/?concurrency=3&requests=1', {});
+    assert.equal(t.user, 'me');
+    assert.equal(t.host, 'nas.example');
+    assert.equal(t.port, 2222);
+    assert.equal(t.path, '/srv/my photos');
+    assert.equal(t.concurrency, 3);
+    assert.equal(t.requests, 1);
+    assert.equal(t.displayUrl, 'sftp://me@nas.example:2222/srv/my%20photos/');
+    assert.equal(parseSftpUrl('sftp://me@nas/~/photos', {}).path, '~/photos');
+    assert.equal(parseSftpUrl('sftp://me@nas/', {}).path, '/');
+    assert.equal(parseSftpUrl('sftp://me@nas/x', { BITFOG_SFTP_KEY: '/k', BITFOG_SFTP_ACCEPT_NEW_HOST_KEY: '1' }).key, '/k');
+    assert.equal(parseSftpUrl('sftp://me@nas/x', { BITFOG_SFTP_ACCEPT_NEW_HOST_KEY: 'yes' }).acceptNewHostKey, true);
+    assert.throws(() => parseSftpUrl('sftp://me@nas/x?colour=blue', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
+    assert.throws(() => parseSftpUrl('sftp://me@nas/x?concurrency=0', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
+    assert.throws(() => parseSftpUrl('sftp://me:pw@nas/x', {}), (e: unknown) => isBitfogError(e, 'EBADURL') && !e.message.includes('pw'));
+  });
+
+  it('matches host patterns, negations, ports and hashed names', () => {
+    assert.ok(hostMatches('nas,backup.example', 'nas'));
+    assert.ok(hostMatches('*.example', 'backup.example'));
+    assert.ok(!hostMatches('*.example,!evil.example', 'evil.example'));
+    assert.ok(hostMatches('[nas]:2222', '[nas]:2222'));
+    assert.ok(!hostMatches('nas', '[nas]:2222'));
+    assert.ok(hostMatches('192.168.?.1', '192.168.1.1'));
+    // A hashed entry made the way ssh-keygen -H does: HMAC-SHA1 of the name, keyed by the salt.
+    const salt = Buffer.from('0123456789abcdef0123');
+    const hash = createHmac('sha1', salt).update('[127.0.0.1]:2222').digest('base64');
+    assert.ok(hostMatches(`|1|${salt.toString('base64')}|${hash}`, '[127.0.0.1]:2222'));
+    assert.ok(!hostMatches(`|1|${salt.toString('base64')}|${hash}`, '[127.0.0.1]:2223'));
+  });
+
+  it('tells known, unknown, changed and revoked keys apart', () => {
+    const blob = (type: string, fill: number) => {
+      const t = Buffer.from(type);
+      const head = Buffer.alloc(4);
+      head.writeUInt32BE(t.length);
+      return Buffer.concat([head, t, Buffer.alloc(36, fill)]);
+    };
+    const key = blob('ssh-ed25519', 1);
+    const other = blob('ssh-ed25519', 2);
+    const rsa = blob('ssh-rsa', 3);
+    const lines = parseKnownHosts(
+      [
+        '# comment',
+        `nas ssh-ed25519 ${key.toString('base64')} me@laptop`,
+        `[nas]:2222 ssh-rsa ${rsa.toString('base64')}`,
+        `@revoked bad ssh-ed25519 ${other.toString('base64')}`,
+        'garbage line',
+      ].join('\n'),
+    );
+    assert.equal(verifyHostKey(lines, 'NAS', 22, key).status, 'ok');
+    assert.equal(verifyHostKey(lines, 'nas', 22, other).status, 'changed');
+    assert.deepEqual(verifyHostKey(lines, 'nas', 2222, key), { status: 'unknown', otherTypes: ['ssh-rsa'] });
+    assert.equal(verifyHostKey(lines, 'elsewhere', 22, key).status, 'unknown');
+    assert.equal(verifyHostKey(lines, 'bad', 22, other).status, 'revoked');
+  });
+});

@@ -90,7 +90,18 @@ function fmt(s: number): string {
   return s.toFixed(2);
 }
 
+/** rclone is only needed here, not by the tests: install Debian's when missing and root. */
+async function ensureRclone(): Promise<void> {
+  const have = await run('rclone', ['version']).then(() => true, () => false);
+  if (have) return;
+  if (process.getuid?.() !== 0) throw new Error('rclone is not installed (apt-get install rclone)');
+  await run('apt-get', ['-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '-qq', '--no-install-recommends', 'rclone'], {
+    env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+  });
+}
+
 async function main(): Promise<void> {
+  await ensureRclone();
   const work = await fsp.mkdtemp(path.join(process.env.BITFOG_BENCH_TMP ?? tmpdir(), 'bitfog-bench-sftp-'));
   const state = path.join(work, 'services');
   const script = path.join(root, 'test', 'services', 'sftp.sh');

@@ -7,8 +7,13 @@
  * extensions posix-rename, statvfs and fsync) and lets many requests be in flight at once.
  *
  * Speed: one SFTP request per round trip is slow, so reads and writes of one file keep
- * `requests` (default 16) requests of up to 256 KiB in flight and reassemble them in
- * order, and listings read several directories at once.
+ * `requests` (default 16) requests of up to 255 KiB in flight and reassemble them in
+ * order, requests that do not depend on each other's answers go out together (fstat with
+ * the first read; metadata with close), and listings read several directories at once.
+ *
+ * Durability: `write` does not flush; `sync` fsyncs (fsync@openssh.com) batches of files
+ * and directories, spread over extra connections because a server works through one
+ * connection's requests in turn and an fsync holds it up.
  *
  * Authentication, in the order ssh users expect: the ssh-agent at SSH_AUTH_SOCK, then key
  * files (the one given by `?key=` / BITFOG_SFTP_KEY, else ~/.ssh/id_ed25519, id_ecdsa,
@@ -91,6 +96,8 @@ const LIST_PARALLEL = 8;
 const LIST_BUFFER = 4096;
 /** Parallel requests for batches of small operations (symlink targets, sync). */
 const SMALL_OP_PARALLEL = 32;
+/** Extra connections that `sync` spreads its fsyncs over. */
+const FLUSH_CONNECTIONS = 3;
 const READY_TIMEOUT_MS = 20_000;
 
 /** The parts of ssh2's SFTP object used here that its typings do not show. */
@@ -117,11 +124,16 @@ export class SftpBackend implements Destination {
   readonly #writeLen: number;
   #lost: BitfogError | undefined;
   #closed = false;
-  /** Files flushed by `write` itself since: `sync` skips them once. */
-  readonly #flushed = new Set<string>();
+  readonly #target: SftpTarget;
+  readonly #openOptions: OpenOptions;
+  /** Extra connections used only to flush files in parallel (see `sync`), made on first need. */
+  #flushers: Promise<Array<{ client: SftpClient; sftp: Channel }>> | undefined;
+  readonly #deadFlushers = new Set<Channel>();
 
-  private constructor(target: SftpTarget, client: SftpClient, sftp: Channel, root: string, state: ConnectionState) {
+  private constructor(target: SftpTarget, options: OpenOptions, client: SftpClient, sftp: Channel, root: string, state: ConnectionState) {
     this.url = target.displayUrl;
+    this.#target = target;
+    this.#openOptions = { write: options.write, env: options.env };
     this.#client = client;
     this.#sftp = sftp;
     this.#root = root;
@@ -149,7 +161,7 @@ export class SftpBackend implements Destination {
     let backend: SftpBackend | undefined;
     try {
       const root = await resolveRoot(sftp, target.path);
-      backend = new SftpBackend(target, client, sftp, root, state);
+      backend = new SftpBackend(target, options, client, sftp, root, state);
       await backend.#checkRoot(options.write);
       return backend;
     } catch (e) {
@@ -474,16 +486,13 @@ export class SftpBackend implements Destination {
       if (signal?.aborted) throw abortError(signal);
       throw await this.#refineFailure(e, p, 'write');
     }
-    // Metadata, fsync and close go out back to back (the server answers them in order):
-    // one round trip instead of three. A complete file is flushed here, through the handle
-    // already open, so that `sync` has nothing left to do for it.
+    // Metadata and close go out back to back (the server answers them in order): one round
+    // trip instead of two. Flushing is left to `sync`, which the core calls on batches.
     const complete = position === options.size;
     const finish: Array<Promise<unknown>> = [];
     if (complete && (options.mode !== undefined || options.mtimeMs !== undefined)) {
       finish.push(this.#call((cb) => this.#sftp.fsetstat(handle, metadataAttrs(options), cb), `cannot set metadata of ${JSON.stringify(p)}`, p));
     }
-    const flush = complete && this.#sftp._extensions['fsync@openssh.com'] === '1';
-    if (flush) finish.push(this.#call((cb) => this.#sftp.ext_openssh_fsync(handle, cb), `cannot flush ${JSON.stringify(p)}`, p));
     finish.push(this.#call((cb) => this.#sftp.close(handle, cb), what, p));
     const results = await Promise.allSettled(finish);
     const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -491,7 +500,6 @@ export class SftpBackend implements Destination {
     if (!complete) {
       throw bitfogError('EINTEGRITY', `wrote ${position} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
-    if (flush) this.#flushed.add(p);
   }
 
   #writeAt(handle: Buffer, piece: Buffer, position: number, p: RelPath): Promise<void> {
@@ -607,29 +615,63 @@ export class SftpBackend implements Destination {
 
   /**
    * fsync@openssh.com on each path (files and directories); a no-op where the server lacks
-   * it. Files that `write` completed were flushed then and are skipped. Directories that
-   * the server cannot fsync ("Failure") are passed over: there is nothing better to do.
+   * it. An SFTP server handles one connection's requests one after the other, and an fsync
+   * blocks it, so a batch is spread over this connection and up to FLUSH_CONNECTIONS more
+   * (opened on first need): their fsyncs run side by side and the file system commits them
+   * together. Directories that the server cannot fsync ("Failure") are passed over.
    */
   async sync(paths: RelPath[], options: SignalOption = {}): Promise<void> {
-    if (this.#sftp._extensions['fsync@openssh.com'] !== '1') return;
-    const todo = paths.filter((p) => !this.#flushed.delete(p));
-    await inBatches(todo, SMALL_OP_PARALLEL, async (p) => {
-      throwIfAborted(options.signal);
-      let handle: Buffer;
-      try {
-        handle = await this.#call<Buffer>((cb) => this.#sftp.open(this.#remote(p), 'r', cb), `cannot sync ${JSON.stringify(p)}`, p);
-      } catch (e) {
-        if ((e as BitfogError).code === 'ENOENT') return;
-        throw e;
-      }
-      try {
-        await this.#call((cb) => this.#sftp.ext_openssh_fsync(handle, cb), `cannot sync ${JSON.stringify(p)}`, p);
-      } catch (e) {
-        if ((e as BitfogError).code !== 'EIO') throw e;
-      } finally {
-        this.#sftp.close(handle, () => {});
-      }
-    });
+    if (this.#sftp._extensions['fsync@openssh.com'] !== '1' || paths.length === 0) return;
+    const channels: Channel[] = [this.#sftp];
+    if (paths.length > 1) channels.push(...(await this.#flusherChannels()));
+    const queue = [...paths];
+    const perChannel = Math.max(1, Math.ceil(SMALL_OP_PARALLEL / channels.length));
+    await Promise.all(
+      channels.flatMap((ch) =>
+        Array.from({ length: perChannel }, async () => {
+          for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+            throwIfAborted(options.signal);
+            await this.#fsync(ch, p);
+          }
+        }),
+      ),
+    );
+  }
+
+  async #fsync(ch: Channel, p: RelPath): Promise<void> {
+    const what = `cannot sync ${JSON.stringify(p)}`;
+    let handle: Buffer;
+    try {
+      handle = await this.#call<Buffer>((cb) => ch.open(this.#remote(p), 'r', cb), what, p);
+    } catch (e) {
+      if ((e as BitfogError).code === 'ENOENT') return;
+      throw e;
+    }
+    // fsync and close go out together (in this order); the server answers them in order.
+    const flushed = this.#call((cb) => ch.ext_openssh_fsync(handle, cb), what, p);
+    const closed = this.#call((cb) => ch.close(handle, cb), what, p).catch(() => {});
+    try {
+      await flushed;
+    } catch (e) {
+      if ((e as BitfogError).code !== 'EIO') throw e;
+    } finally {
+      await closed;
+    }
+  }
+
+  /** The extra flushing connections; none when they cannot be had (the main one does it all). */
+  #flusherChannels(): Promise<Channel[]> {
+    this.#flushers ??= (async () => {
+      const made = await Promise.allSettled(
+        Array.from({ length: FLUSH_CONNECTIONS }, () => connect(this.#target, this.#openOptions)),
+      );
+      const ok = made.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      for (const c of ok) c.state.onLost = () => this.#deadFlushers.add(c.sftp);
+      return ok.map(({ client, sftp }) => ({ client, sftp }));
+    })();
+    return this.#flushers.then((list) =>
+      this.#closed ? [] : list.filter((c) => !this.#deadFlushers.has(c.sftp) && c.sftp._extensions['fsync@openssh.com'] === '1').map((c) => c.sftp),
+    );
   }
 
   /** Free bytes for this user under the root (statvfs@openssh.com), or undefined. */
@@ -646,8 +688,8 @@ export class SftpBackend implements Destination {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#flushed.clear();
-    await this.#client.end().catch(() => {});
+    const flushers = this.#flushers ? await this.#flushers : [];
+    await Promise.all([this.#client, ...flushers.map((f) => f.client)].map((c) => c.end().catch(() => {})));
   }
 
   // ---------------------------------------------------------------- helpers

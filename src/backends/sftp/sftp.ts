@@ -31,9 +31,9 @@ import { promises as fsp } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
-import ssh2 from 'ssh2';
 import type { Attributes, ConnectConfig, SFTPWrapper, Stats } from 'ssh2';
-import SftpClient from 'ssh2-sftp-client';
+import type * as Ssh2 from 'ssh2';
+import type SftpClient from 'ssh2-sftp-client';
 import { BitfogError, abortError, bitfogError, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
@@ -99,6 +99,23 @@ const SMALL_OP_PARALLEL = 32;
 /** Extra connections that `sync` spreads its fsyncs over. */
 const FLUSH_CONNECTIONS = 3;
 const READY_TIMEOUT_MS = 20_000;
+
+/**
+ * ssh2 and ssh2-sftp-client, loaded on first use. Dynamic imports keep them out of start-up
+ * even when this module is bundled into the CLI together with the light provider.
+ */
+interface SshLibs {
+  ssh2: typeof Ssh2;
+  SftpClient: typeof SftpClient;
+}
+let libs: Promise<SshLibs> | undefined;
+function loadLibs(): Promise<SshLibs> {
+  libs ??= Promise.all([import('ssh2'), import('ssh2-sftp-client')]).then(([a, b]) => ({
+    ssh2: ((a as { default?: unknown }).default ?? a) as typeof Ssh2,
+    SftpClient: ((b as { default?: unknown }).default ?? b) as typeof SftpClient,
+  }));
+  return libs;
+}
 
 /** The parts of ssh2's SFTP object used here that its typings do not show. */
 type Channel = SFTPWrapper & {
@@ -801,13 +818,14 @@ async function connect(
   target: SftpTarget,
   options: OpenOptions,
 ): Promise<{ client: SftpClient; sftp: Channel; state: ConnectionState }> {
+  const { ssh2, SftpClient } = await loadLibs();
   const env = options.env;
   const home = env.HOME || homedir();
   const user = target.user ?? (env.USER || env.LOGNAME || undefined);
   if (!user) throw bitfogError('EBADURL', `${target.displayUrl}: no user name (use sftp://user@host/...)`);
   const where = `${user}@${knownHostsName(target.host, target.port)}`;
 
-  const auth = await authMethods(target, env, home, user);
+  const auth = await authMethods(ssh2, target, env, home, user);
   const knownHostsFiles = target.knownHosts
     ? [path.resolve(target.knownHosts)]
     : [path.join(home, '.ssh', 'known_hosts'), '/etc/ssh/ssh_known_hosts'];
@@ -937,11 +955,11 @@ type AuthMethod =
  * The authentication attempts, in order: agent, key files, password. Throws EAUTH when
  * there is nothing to try, or when a key given explicitly cannot be used.
  */
-async function authMethods(target: SftpTarget, env: NodeJS.ProcessEnv, home: string, username: string): Promise<{ methods: AuthMethod[]; tried: string[] }> {
+async function authMethods(ssh2: typeof Ssh2, target: SftpTarget, env: NodeJS.ProcessEnv, home: string, username: string): Promise<{ methods: AuthMethod[]; tried: string[] }> {
   const methods: AuthMethod[] = [];
   const tried: string[] = [];
   const sock = env.SSH_AUTH_SOCK;
-  if (sock && (await agentHasKeys(sock))) {
+  if (sock && (await agentHasKeys(ssh2, sock))) {
     methods.push({ type: 'agent', username, agent: sock });
     tried.push('ssh-agent');
   }
@@ -991,7 +1009,7 @@ async function authMethods(target: SftpTarget, env: NodeJS.ProcessEnv, home: str
 }
 
 /** True when an agent answers at `sock` and holds at least one key. */
-async function agentHasKeys(sock: string): Promise<boolean> {
+async function agentHasKeys(ssh2: typeof Ssh2, sock: string): Promise<boolean> {
   try {
     const st = await fsp.stat(sock);
     if (!st.isSocket()) return false;

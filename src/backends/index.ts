@@ -5,8 +5,9 @@
 import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
 import { localProvider } from './local/index.ts';
+import { webdavProvider } from './webdav/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, webdavProvider];
 
 /** A registry holding every built-in backend. */
 export function createDefaultRegistry(): BackendRegistry {

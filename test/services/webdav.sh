@@ -9,7 +9,8 @@
 #   /dav/  read-write, basic auth (a generated user and password)
 #   /ro/   read-only (only GET HEAD OPTIONS PROPFIND; writes get 405), same auth
 # The env file: WEBDAV_URL and WEBDAV_RO_URL (webdav://, without credentials), WEBDAV_USER,
-# WEBDAV_PASSWORD, WEBDAV_ROOT_DIR (the local directory behind /dav/), WEBDAV_RO_DIR.
+# WEBDAV_PASSWORD, WEBDAV_ROOT_DIR (the local directory behind /dav/), WEBDAV_RO_DIR,
+# WEBDAV_ACCESS_LOG (one line per request: method, path, status).
 set -euo pipefail
 
 cmd=${1:?usage: webdav.sh start|stop STATEDIR}
@@ -60,6 +61,9 @@ fi
 
 port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
 mods=/usr/lib/apache2/modules
+# mod_unixd (User/Group) is compiled into Debian's httpd; load it only where it is a module.
+unixd=""
+[ -f "$mods/mod_unixd.so" ] && unixd="LoadModule unixd_module $mods/mod_unixd.so"
 cat > "$dir/httpd.conf" <<CONF
 ServerRoot "$dir"
 ServerName 127.0.0.1
@@ -67,11 +71,14 @@ Listen 127.0.0.1:$port
 PidFile "$dir/httpd.pid"
 ErrorLog "$dir/error.log"
 LogLevel warn
+# Method, path and status of every request: tests count GETs to prove nothing is re-read.
+LogFormat "%m %U %>s" bitfog
+CustomLog "$dir/access.log" bitfog
 DefaultRuntimeDir "$dir/run"
 Mutex file:$dir/run default
 $run_as
 LoadModule mpm_event_module $mods/mod_mpm_event.so
-LoadModule unixd_module $mods/mod_unixd.so 2>/dev/null
+$unixd
 LoadModule authz_core_module $mods/mod_authz_core.so
 LoadModule authn_core_module $mods/mod_authn_core.so
 LoadModule authn_file_module $mods/mod_authn_file.so
@@ -116,12 +123,6 @@ Alias /ro "$dir/ro"
   AllowMethods GET HEAD OPTIONS PROPFIND
 </Directory>
 CONF
-# mod_unixd is compiled in on some builds; load it only when it is a module here.
-if [ -f "$mods/mod_unixd.so" ]; then
-  sed -i "s#^LoadModule unixd_module .*#LoadModule unixd_module $mods/mod_unixd.so#" "$dir/httpd.conf"
-else
-  sed -i '/^LoadModule unixd_module/d' "$dir/httpd.conf"
-fi
 
 "$httpd" -d "$dir" -f "$dir/httpd.conf" -k start
 for _ in $(seq 1 100); do
@@ -141,4 +142,5 @@ WEBDAV_USER=$user
 WEBDAV_PASSWORD=$password
 WEBDAV_ROOT_DIR=$dir/dav
 WEBDAV_RO_DIR=$dir/ro
+WEBDAV_ACCESS_LOG=$dir/access.log
 ENV

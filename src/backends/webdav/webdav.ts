@@ -16,9 +16,14 @@
  *
  * Modification times: WebDAV's `getlastmodified` is the server's own time, in seconds, and
  * cannot be set. bitfog keeps the source's mtime in a dead property
- * `{https://bitfog.dev/ns/webdav}mtime` (`<ms since epoch> <size:ETag when set>`), and `list`
- * reports it while the file's ETag is still the one it was set for — so a file replaced
- * by another client shows the server's time again, not a stale one.
+ * `{https://bitfog.dev/ns/webdav}mtime` whose value is `<ms since epoch> <tie>`, and `list`
+ * reports it only while the file still matches the tie — so a file replaced by another
+ * client shows the server's time again rather than a stale one. The tie is the file's
+ * `version` (size and ETag) when set through `setMetadata`, and just its size when set by
+ * `write` (that saves a PROPFIND per uploaded file; a foreign rewrite of the same size keeps
+ * bitfog's mtime, but its ETag, hence its version, changes and its content is re-hashed).
+ * Servers keep dead properties across MOVE (Apache does), so the temporary name's mtime
+ * survives the rename into place.
  *
  * Versions: `Entry.version` is the ETag (weak prefix dropped: Apache marks a file's ETag
  * weak during the second it was written, then strong), so the core's hash cache re-reads
@@ -410,7 +415,9 @@ export class WebDavBackend implements Destination {
       // The server answered before taking the whole body.
       throw bitfogError('EIO', `${what}: the server answered before the upload ended`, { path });
     }
-    if (options.mtimeMs !== undefined) await this.setMetadata(path, { mtimeMs: options.mtimeMs }, options);
+    if (options.mtimeMs !== undefined && Number.isFinite(options.mtimeMs)) {
+      await this.#keepMtime(path, false, `${options.mtimeMs} ${options.size}`, options.signal);
+    }
   }
 
   async mkdir(path: RelPath, options: SignalOption = {}): Promise<void> {
@@ -498,16 +505,20 @@ export class WebDavBackend implements Destination {
   async setMetadata(path: RelPath, metadata: Metadata, options: SignalOption = {}): Promise<void> {
     if (metadata.mtimeMs === undefined || !Number.isFinite(metadata.mtimeMs)) return;
     const st = await this.stat(path, options);
-    // Tied to the version (size and ETag) it describes: a foreign overwrite makes it stale.
-    const version = st.kind === 'file' ? st.version : undefined;
-    const value = version ? `${metadata.mtimeMs} ${version}` : String(metadata.mtimeMs);
+    // Directories' ETags change with their content: their mtime is kept untied.
+    const value = st.kind === 'file' && st.version ? `${metadata.mtimeMs} ${st.version}` : String(metadata.mtimeMs);
+    await this.#keepMtime(path, st.kind === 'directory', value, options.signal);
+  }
+
+  /** PROPPATCH of bitfog:mtime. A 207 that refuses the property is accepted silently. */
+  async #keepMtime(path: RelPath, collection: boolean, value: string, signal?: AbortSignal): Promise<void> {
     const body =
       '<?xml version="1.0" encoding="utf-8"?>' +
       `<D:propertyupdate xmlns:D="DAV:" xmlns:b="${BITFOG_NS}"><D:set><D:prop>` +
       `<b:mtime>${escapeXml(value)}</b:mtime></D:prop></D:set></D:propertyupdate>`;
     const what = `cannot set the mtime of ${describe(path)}`;
-    await this.#retry(what, path, options.signal, () =>
-      this.#clientRequest(this.#origin + this.#urlOf(path, st.kind === 'directory'), 'PROPPATCH', { 'Content-Type': 'application/xml; charset=utf-8' }, options.signal, body),
+    await this.#retry(what, path, signal, () =>
+      this.#clientRequest(this.#origin + this.#urlOf(path, collection), 'PROPPATCH', { 'Content-Type': 'application/xml; charset=utf-8' }, signal, body),
     );
   }
 
@@ -651,21 +662,22 @@ function entryOf(path: RelPath, r: DavResponse): Entry {
   const entry: Entry = { path, kind: dir ? 'directory' : 'file', size };
   const kept = parseKeptMtime(r.props.get(BITFOG_NS + 'mtime')?.text);
   if (!dir && etag) entry.version = `${size}:${etag}`;
-  if (kept && (kept.version === undefined || kept.version === entry.version)) entry.mtimeMs = kept.mtimeMs;
+  const tieHolds = kept && (kept.tie === undefined || kept.tie === entry.version || (!dir && kept.tie === String(size)));
+  if (kept && tieHolds) entry.mtimeMs = kept.mtimeMs;
   else if (Number.isFinite(lastModified)) entry.mtimeMs = lastModified;
   // getlastmodified has whole seconds: the change happened somewhere in that second.
   if (Number.isFinite(lastModified)) entry.changedAtMs = lastModified + 999;
   return entry;
 }
 
-/** `<mtimeMs>[ <version it was set for>]` from the bitfog:mtime property. */
-function parseKeptMtime(text: string | undefined): { mtimeMs: number; version?: string } | undefined {
+/** `<mtimeMs>[ <tie: the version or size it was set for>]` from the bitfog:mtime property. */
+function parseKeptMtime(text: string | undefined): { mtimeMs: number; tie?: string } | undefined {
   if (!text) return undefined;
   const t = text.trim();
   const space = t.indexOf(' ');
   const mtimeMs = Number(space < 0 ? t : t.slice(0, space));
   if (!Number.isFinite(mtimeMs)) return undefined;
-  return space < 0 ? { mtimeMs } : { mtimeMs, version: t.slice(space + 1) };
+  return space < 0 ? { mtimeMs } : { mtimeMs, tie: t.slice(space + 1) };
 }
 
 function escapeXml(s: string): string {

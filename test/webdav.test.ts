@@ -128,6 +128,28 @@ if (!svc) {
       await expectCode(WebDavBackend.open('webdav://127.0.0.1:1/x/', { write: false, env: credsEnv }), 'EUNREACHABLE');
     });
 
+    it('speaks https (webdavs://): EHOSTKEY for an untrusted certificate, works once BITFOG_WEBDAV_CA trusts it', async (t) => {
+      const tlsUrl = process.env.WEBDAV_TLS_URL;
+      const ca = process.env.WEBDAV_TLS_CA;
+      if (!tlsUrl || !ca) return t.skip('the service has no https listener');
+      await assert.rejects(WebDavBackend.open(tlsUrl, { write: false, env: credsEnv }), (err: unknown) => {
+        assert.ok(isBitfogError(err, 'EHOSTKEY'), String(err));
+        assert.match(err.message, /certificate/);
+        return true;
+      });
+      const b = await WebDavBackend.open(`${tlsUrl}${encodeURIComponent(`tls ${process.pid}-${counter++}`)}/`, { write: true, env: { ...credsEnv, BITFOG_WEBDAV_CA: ca } });
+      try {
+        assert.match(b.url, /^webdavs:\/\//);
+        await put(b, 'över tls #1', 'secret');
+        assert.equal(await readText(b, 'över tls #1'), 'secret');
+      } finally {
+        await b.close();
+      }
+      // https spoken to the plain http port.
+      const plain = svc.WEBDAV_URL.replace(/^webdav:/, 'webdavs:');
+      await expectCode(WebDavBackend.open(plain, { write: false, env: credsEnv }), 'EUNREACHABLE');
+    });
+
     it('keeps a stable version for an unchanged file, so its hash is not read again', async () => {
       const b = await openFresh('version');
       try {

@@ -8,9 +8,11 @@
 # configuration. Shares:
 #   /dav/  read-write, basic auth (a generated user and password)
 #   /ro/   read-only (only GET HEAD OPTIONS PROPFIND; writes get 405), same auth
+# both over http, and over https on a second port (self-signed certificate).
 # The env file: WEBDAV_URL and WEBDAV_RO_URL (webdav://, without credentials), WEBDAV_USER,
 # WEBDAV_PASSWORD, WEBDAV_ROOT_DIR (the local directory behind /dav/), WEBDAV_RO_DIR,
-# WEBDAV_ACCESS_LOG (one line per request: method, path, status).
+# WEBDAV_ACCESS_LOG (one line per request: method, path, status), WEBDAV_TLS_URL (the same
+# /dav/ share over https with a self-signed certificate) and WEBDAV_TLS_CA (that certificate).
 set -euo pipefail
 
 cmd=${1:?usage: webdav.sh start|stop STATEDIR}
@@ -61,7 +63,13 @@ if [ "$(id -u)" = 0 ]; then
 Group $run_group"
 fi
 
-port=$(node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
+free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }
+port=$(free_port)
+tls_port=$(free_port)
+while [ "$tls_port" = "$port" ]; do tls_port=$(free_port); done
+# A self-signed certificate for the https listener (webdavs://): clients must be told to trust it.
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+  -keyout "$dir/tls.key" -out "$dir/tls.pem" >/dev/null 2>&1
 mods=/usr/lib/apache2/modules
 # mod_unixd (User/Group) is compiled into Debian's httpd; load it only where it is a module.
 unixd=""
@@ -70,6 +78,7 @@ cat > "$dir/httpd.conf" <<CONF
 ServerRoot "$dir"
 ServerName 127.0.0.1
 Listen 127.0.0.1:$port
+Listen 127.0.0.1:$tls_port
 PidFile "$dir/httpd.pid"
 ErrorLog "$dir/error.log"
 LogLevel warn
@@ -91,6 +100,14 @@ LoadModule alias_module $mods/mod_alias.so
 LoadModule mime_module $mods/mod_mime.so
 LoadModule dav_module $mods/mod_dav.so
 LoadModule dav_fs_module $mods/mod_dav_fs.so
+LoadModule socache_shmcb_module $mods/mod_socache_shmcb.so
+LoadModule ssl_module $mods/mod_ssl.so
+SSLSessionCache "shmcb:$dir/run/ssl_scache(512000)"
+<VirtualHost 127.0.0.1:$tls_port>
+  SSLEngine on
+  SSLCertificateFile "$dir/tls.pem"
+  SSLCertificateKeyFile "$dir/tls.key"
+</VirtualHost>
 TypesConfig /etc/mime.types
 DavLockDB "$dir/lock/DavLock"
 # Large uploads (the 1 GiB test) and slow machines.
@@ -145,4 +162,6 @@ WEBDAV_PASSWORD=$password
 WEBDAV_ROOT_DIR=$dir/dav
 WEBDAV_RO_DIR=$dir/ro
 WEBDAV_ACCESS_LOG=$dir/access.log
+WEBDAV_TLS_URL=webdavs://127.0.0.1:$tls_port/dav/
+WEBDAV_TLS_CA=$dir/tls.pem
 ENV

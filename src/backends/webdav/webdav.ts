@@ -29,9 +29,11 @@
  * weak during the second it was written, then strong), so the core's hash cache re-reads
  * only files whose ETag changed.
  */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
+import tls from 'node:tls';
 import { abortError, bitfogError, BitfogError, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
@@ -135,7 +137,9 @@ export class WebDavBackend implements Destination {
         ? { Authorization: 'Basic ' + Buffer.from(`${creds.user ?? ''}:${creds.password ?? ''}`, 'utf8').toString('base64') }
         : {};
     const transport = secure ? https : http;
-    const agent = new transport.Agent({ keepAlive: true, maxSockets: 16 });
+    const agent = secure
+      ? new https.Agent({ keepAlive: true, maxSockets: 16, ...trustedCAs(options.env) })
+      : new http.Agent({ keepAlive: true, maxSockets: 16 });
     const { createClient } = await import('webdav');
     const client = createClient(origin + basePath, {
       ...(creds.user !== undefined ? { username: creds.user } : {}),
@@ -610,6 +614,20 @@ export class WebDavBackend implements Destination {
 
 // ------------------------------------------------------------------ helpers
 
+/**
+ * BITFOG_WEBDAV_CA: a PEM file of certificates to trust besides the system's (a NAS's
+ * self-signed certificate or a private CA). Throws EUSAGE when it cannot be read.
+ */
+function trustedCAs(env: NodeJS.ProcessEnv): { ca?: string[] } {
+  const file = env.BITFOG_WEBDAV_CA;
+  if (!file) return {};
+  try {
+    return { ca: [...tls.rootCertificates, readFileSync(file, 'utf8')] };
+  } catch (e) {
+    throw bitfogError('EUSAGE', `cannot read the certificate file named by BITFOG_WEBDAV_CA (${toBitfogError(e).message})`, { cause: e });
+  }
+}
+
 function describe(path: RelPath): string {
   return path === '' ? 'the root' : JSON.stringify(path);
 }
@@ -744,11 +762,12 @@ export function mapError(e: unknown, what: string, path?: RelPath): BitfogError 
     return new BitfogError(err.code, err.message, { cause: e, ...(path === undefined ? {} : { path }) });
   }
   const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && (TLS_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_'))) {
-    const msg = code.startsWith('ERR_SSL_')
+  if (typeof code === 'string' && (TLS_CODES.has(code) || code.startsWith('ERR_TLS_') || code.startsWith('ERR_SSL_') || code === 'EPROTO')) {
+    const handshake = code.startsWith('ERR_SSL_') || code === 'EPROTO';
+    const msg = handshake
       ? `${what}: TLS handshake failed (${code}); is this really an https server?`
-      : `${what}: the server's TLS certificate is not trusted (${code}); to trust a private CA, set NODE_EXTRA_CA_CERTS`;
-    return new BitfogError(code.startsWith('ERR_SSL_') ? 'EUNREACHABLE' : 'EHOSTKEY', msg, {
+      : `${what}: the server's TLS certificate is not trusted (${code}); to trust a self-signed or private certificate, name its PEM file in BITFOG_WEBDAV_CA`;
+    return new BitfogError(handshake ? 'EUNREACHABLE' : 'EHOSTKEY', msg, {
       cause: e,
       ...(path === undefined ? {} : { path }),
     });

@@ -241,32 +241,43 @@ export class WebDavBackend implements Destination {
       });
       await this.#expect(res, [207], `cannot list ${describe(dir)}`, dir);
       const entries: Entry[] = [];
-      let sawSelf = false;
-      for await (const r of parseMultistatus(res)) {
-        const segs = hrefSegments(r.href);
-        if (!startsWith(segs, dirSegments)) continue;
-        if (segs.length === dirSegments.length) {
-          sawSelf = true;
+      // Responses under another prefix (a reverse proxy that rewrites paths): kept aside
+      // and matched by their own shortest href, only if nothing matched the expected one.
+      const foreign: Array<{ segs: string[]; r: DavResponse }> = [];
+      const take = (segs: string[], base: string[], r: DavResponse) => {
+        if (segs.length === base.length) {
           if (!isCollection(r)) throw bitfogError('ENOTDIR', `${describe(dir)} is not a collection`, { path: dir });
-          continue;
+          return;
         }
-        if (segs.length !== dirSegments.length + 1) continue;
+        if (segs.length !== base.length + 1) return;
         const name = segs[segs.length - 1]!;
         let path: RelPath;
         try {
           path = childPath(dir, name);
         } catch {
           onSkip?.(`${dir}/${name}`, 'name cannot be carried portably');
-          continue;
+          return;
         }
         if (r.status !== undefined && (r.status < 200 || r.status >= 300)) {
           onSkip?.(path, `server reports status ${r.status}`);
-          continue;
+          return;
         }
         entries.push(entryOf(path, r));
+      };
+      let matched = 0;
+      for await (const r of parseMultistatus(res)) {
+        const segs = hrefSegments(r.href);
+        if (startsWith(segs, dirSegments)) {
+          matched++;
+          take(segs, dirSegments, r);
+        } else if (matched === 0) {
+          foreign.push({ segs, r });
+        }
       }
-      // Some servers omit the collection itself; its 207 answer already says it exists.
-      void sawSelf;
+      if (matched === 0 && foreign.length > 0) {
+        const base = foreign.reduce((a, b) => (b.segs.length < a.segs.length ? b : a)).segs;
+        for (const f of foreign) if (startsWith(f.segs, base)) take(f.segs, base, f.r);
+      }
       return entries;
     });
   }
@@ -363,13 +374,18 @@ export class WebDavBackend implements Destination {
         resolve();
       });
     });
+    // Like curl, send the body anyway if no `100 Continue` comes within a second: some
+    // servers and proxies ignore `Expect`.
+    let continueTimer: NodeJS.Timeout | undefined;
     const goAhead = expectContinue
       ? new Promise<void>((resolve) => {
           req.once('continue', () => resolve());
           void settled.then(() => resolve());
+          continueTimer = setTimeout(resolve, 1000);
         })
       : Promise.resolve();
     await goAhead;
+    clearTimeout(continueTimer);
     let written = 0;
     try {
       if (!response && failure === undefined) {

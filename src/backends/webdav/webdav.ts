@@ -233,20 +233,20 @@ export class WebDavBackend implements Destination {
   /** The direct children of `dir`, from one `Depth: 1` PROPFIND parsed as it streams. */
   async #listDirectory(dir: RelPath, onSkip: ListOptions['onSkip'], signal?: AbortSignal): Promise<Entry[]> {
     const dirSegments = [...this.#rootSegments, ...relSegments(dir)];
-    return this.#retry(`cannot list ${describe(dir)}`, dir, signal, async () => {
+    return this.#retry(`cannot list ${this.#describe(dir)}`, dir, signal, async () => {
       const res = await this.#send('PROPFIND', this.#urlOf(dir, true), {
         headers: { Depth: '1', 'Content-Type': 'application/xml; charset=utf-8' },
         body: PROPFIND_BODY,
         signal,
       });
-      await this.#expect(res, [207], `cannot list ${describe(dir)}`, dir);
+      await this.#expect(res, [207], `cannot list ${this.#describe(dir)}`, dir);
       const entries: Entry[] = [];
       // Responses under another prefix (a reverse proxy that rewrites paths): kept aside
       // and matched by their own shortest href, only if nothing matched the expected one.
       const foreign: Array<{ segs: string[]; r: DavResponse }> = [];
       const take = (segs: string[], base: string[], r: DavResponse) => {
         if (segs.length === base.length) {
-          if (!isCollection(r)) throw bitfogError('ENOTDIR', `${describe(dir)} is not a collection`, { path: dir });
+          if (!isCollection(r)) throw bitfogError('ENOTDIR', `${this.#describe(dir)} is not a collection`, { path: dir });
           return;
         }
         if (segs.length !== base.length + 1) return;
@@ -284,7 +284,7 @@ export class WebDavBackend implements Destination {
 
   /** PROPFIND `Depth: 0`. Throws ENOENT. */
   async stat(path: RelPath, options: SignalOption = {}): Promise<Entry> {
-    const what = `cannot stat ${describe(path)}`;
+    const what = `cannot stat ${this.#describe(path)}`;
     return this.#retry(what, path, options.signal, async () => {
       const res = await this.#send('PROPFIND', this.#urlOf(path, false), {
         headers: { Depth: '0', 'Content-Type': 'application/xml; charset=utf-8' },
@@ -301,7 +301,7 @@ export class WebDavBackend implements Destination {
   }
 
   async read(path: RelPath, options: ReadOptions = {}): Promise<Readable> {
-    const what = `cannot read ${describe(path)}`;
+    const what = `cannot read ${this.#describe(path)}`;
     const start = options.start ?? 0;
     const ranged = start > 0 || options.end !== undefined;
     if (options.end !== undefined && options.end <= start) {
@@ -322,7 +322,7 @@ export class WebDavBackend implements Destination {
         r.resume();
         if (status === 404 || status === 409) throw statusError(status, what, path);
         const st = await this.stat(path, options).catch(() => undefined);
-        if (st?.kind === 'directory') throw bitfogError('EISDIR', `${describe(path)} is a directory`, { path });
+        if (st?.kind === 'directory') throw bitfogError('EISDIR', `${this.#describe(path)} is a directory`, { path });
         throw statusError(status, what, path);
       }
       if (ranged && r.statusCode === 200 && start > 0) {
@@ -336,7 +336,7 @@ export class WebDavBackend implements Destination {
 
   async readlink(path: RelPath, options: SignalOption = {}): Promise<string> {
     await this.stat(path, options);
-    throw bitfogError('EIO', `${describe(path)} is not a symlink (WebDAV has none)`, { path });
+    throw bitfogError('EIO', `${this.#describe(path)} is not a symlink (WebDAV has none)`, { path });
   }
 
   // ---------------------------------------------------------------- write side
@@ -348,7 +348,7 @@ export class WebDavBackend implements Destination {
    * before any byte is sent.
    */
   async write(path: RelPath, content: Readable, options: WriteOptions): Promise<void> {
-    const what = `cannot write ${describe(path)}`;
+    const what = `cannot write ${this.#describe(path)}`;
     throwIfAborted(options.signal);
     const expectContinue = options.size >= EXPECT_CONTINUE_BYTES;
     const req = this.#transport.request(this.#origin + this.#urlOf(path, false), {
@@ -394,7 +394,7 @@ export class WebDavBackend implements Destination {
           throwIfAborted(options.signal);
           written += chunk.length;
           if (written > options.size) {
-            throw bitfogError('EINTEGRITY', `content of ${describe(path)} is longer than the declared ${options.size} bytes`, { path });
+            throw bitfogError('EINTEGRITY', `content of ${this.#describe(path)} is longer than the declared ${options.size} bytes`, { path });
           }
           if (!req.write(chunk)) {
             await Promise.race([new Promise<void>((resolve) => req.once('drain', () => resolve())), settled]);
@@ -402,7 +402,7 @@ export class WebDavBackend implements Destination {
         }
         if (!response && failure === undefined) {
           if (written !== options.size) {
-            throw bitfogError('EINTEGRITY', `content of ${describe(path)} was ${written} bytes, declared ${options.size}`, { path });
+            throw bitfogError('EINTEGRITY', `content of ${this.#describe(path)} was ${written} bytes, declared ${options.size}`, { path });
           }
           req.end();
         }
@@ -427,7 +427,7 @@ export class WebDavBackend implements Destination {
       if (status === 405 || status === 409) {
         // 405 on a collection is EISDIR; 409 says the parent is missing.
         const st = await this.stat(path, options).catch(() => undefined);
-        if (st?.kind === 'directory') throw bitfogError('EISDIR', `${describe(path)} is a directory`, { path });
+        if (st?.kind === 'directory') throw bitfogError('EISDIR', `${this.#describe(path)} is a directory`, { path });
       }
       throw statusError(status, what, path);
     }
@@ -441,7 +441,7 @@ export class WebDavBackend implements Destination {
   }
 
   async mkdir(path: RelPath, options: SignalOption = {}): Promise<void> {
-    await this.#mkcolUrl(this.#origin + this.#urlOf(path, true), `cannot create directory ${describe(path)}`, path, options.signal);
+    await this.#mkcolUrl(this.#origin + this.#urlOf(path, true), `cannot create directory ${this.#describe(path)}`, path, options.signal);
   }
 
   async #mkcolUrl(url: string, what: string, path: RelPath | undefined, signal?: AbortSignal): Promise<void> {
@@ -453,7 +453,7 @@ export class WebDavBackend implements Destination {
       // that something is a file, since the request URL ends in "/").
       const st = path === undefined ? undefined : await this.stat(path, { signal }).catch(() => undefined);
       if (st?.kind === 'directory') return;
-      if (st) throw bitfogError('EEXIST', `${describe(path!)} exists and is not a directory`, { path: path!, cause: e });
+      if (st) throw bitfogError('EEXIST', `${this.#describe(path!)} exists and is not a directory`, { path: path!, cause: e });
       throw e;
     }
   }
@@ -461,16 +461,16 @@ export class WebDavBackend implements Destination {
   async remove(path: RelPath, options: SignalOption = {}): Promise<void> {
     // A DELETE on a collection removes everything below it: make sure this is a file first.
     const st = await this.stat(path, options);
-    if (st.kind === 'directory') throw bitfogError('EISDIR', `${describe(path)} is a directory`, { path });
-    await this.#delete(path, false, `cannot remove ${describe(path)}`, options.signal);
+    if (st.kind === 'directory') throw bitfogError('EISDIR', `${this.#describe(path)} is a directory`, { path });
+    await this.#delete(path, false, `cannot remove ${this.#describe(path)}`, options.signal);
   }
 
   async rmdir(path: RelPath, options: SignalOption = {}): Promise<void> {
     const st = await this.stat(path, options);
-    if (st.kind !== 'directory') throw bitfogError('ENOTDIR', `${describe(path)} is not a directory`, { path });
+    if (st.kind !== 'directory') throw bitfogError('ENOTDIR', `${this.#describe(path)} is not a directory`, { path });
     const children = await this.#listDirectory(path, undefined, options.signal);
-    if (children.length > 0) throw bitfogError('ENOTEMPTY', `${describe(path)} is not empty`, { path });
-    await this.#delete(path, true, `cannot remove directory ${describe(path)}`, options.signal);
+    if (children.length > 0) throw bitfogError('ENOTEMPTY', `${this.#describe(path)} is not empty`, { path });
+    await this.#delete(path, true, `cannot remove directory ${this.#describe(path)}`, options.signal);
   }
 
   async #delete(path: RelPath, collection: boolean, what: string, signal?: AbortSignal): Promise<void> {
@@ -489,12 +489,12 @@ export class WebDavBackend implements Destination {
   }
 
   async symlink(path: RelPath): Promise<void> {
-    throw bitfogError('EOPNOTSUPP', `WebDAV cannot store symlinks (${describe(path)})`, { path });
+    throw bitfogError('EOPNOTSUPP', `WebDAV cannot store symlinks (${this.#describe(path)})`, { path });
   }
 
   /** MOVE with `Overwrite: T`. Throws ENOENT (source or target parent missing). */
   async rename(from: RelPath, to: RelPath, options: SignalOption = {}): Promise<void> {
-    const what = `cannot rename ${describe(from)} to ${describe(to)}`;
+    const what = `cannot rename ${this.#describe(from)} to ${this.#describe(to)}`;
     let attempt = 0;
     await this.#retry(what, to, options.signal, async () => {
       try {
@@ -536,7 +536,7 @@ export class WebDavBackend implements Destination {
       '<?xml version="1.0" encoding="utf-8"?>' +
       `<D:propertyupdate xmlns:D="DAV:" xmlns:b="${BITFOG_NS}"><D:set><D:prop>` +
       `<b:mtime>${escapeXml(value)}</b:mtime></D:prop></D:set></D:propertyupdate>`;
-    const what = `cannot set the mtime of ${describe(path)}`;
+    const what = `cannot set the mtime of ${this.#describe(path)}`;
     await this.#retry(what, path, signal, () =>
       this.#clientRequest(this.#origin + this.#urlOf(path, collection), 'PROPPATCH', { 'Content-Type': 'application/xml; charset=utf-8' }, signal, body),
     );
@@ -558,6 +558,11 @@ export class WebDavBackend implements Destination {
   }
 
   // ---------------------------------------------------------------- plumbing
+
+  /** A path for messages: quoted, or the root's URL (never with credentials). */
+  #describe(path: RelPath): string {
+    return path === '' ? this.url : JSON.stringify(path);
+  }
 
   /** Encoded absolute path of `path` on the server; collections end in `/`. */
   #urlOf(path: RelPath, collection: boolean): string {
@@ -644,9 +649,6 @@ function trustedCAs(env: NodeJS.ProcessEnv): { ca?: string[] } {
   }
 }
 
-function describe(path: RelPath): string {
-  return path === '' ? 'the root' : JSON.stringify(path);
-}
 
 function relSegments(path: RelPath): string[] {
   return path === '' ? [] : path.split('/');

@@ -26,6 +26,13 @@ function freshUrl(label: string): string {
   return `${svc!.WEBDAV_URL}${encodeURIComponent(`${label} ${process.pid}-${Date.now()}-${counter++}`)}/`;
 }
 
+function withCredentials(url: string): string {
+  const u = new URL(url);
+  u.username = encodeURIComponent(svc!.WEBDAV_USER);
+  u.password = encodeURIComponent(svc!.WEBDAV_PASSWORD);
+  return u.href;
+}
+
 async function openFresh(label = 'conf'): Promise<Destination> {
   return WebDavBackend.open(freshUrl(label), { write: true, env: credsEnv });
 }
@@ -55,14 +62,17 @@ if (!svc) {
   });
 } else {
   // Apache mod_dav_fs stores every name the suite uses, newline and backslash included.
-  testBackend({ name: 'webdav (Apache mod_dav)', open: () => openFresh() });
+  testBackend({
+    name: 'webdav (Apache mod_dav)',
+    open: () => openFresh(),
+    // The cycle opens URLs through the registry with the process's environment: the
+    // credentials travel in the URL's user part (percent-encoded).
+    cycle: { newUrl: async () => withCredentials(freshUrl('cycle')), registry: createDefaultRegistry() },
+  });
 
   describe('webdav specifics', () => {
     it('shows its URL without credentials, even when they are in the URL', async () => {
-      const u = new URL(freshUrl('url creds'));
-      u.username = encodeURIComponent(svc.WEBDAV_USER);
-      u.password = encodeURIComponent(svc.WEBDAV_PASSWORD);
-      const b = await WebDavBackend.open(u.href, { write: true, env: { HOME: '/nonexistent' } });
+      const b = await WebDavBackend.open(withCredentials(freshUrl('url creds')), { write: true, env: { HOME: '/nonexistent' } });
       try {
         assert.ok(!b.url.includes(svc.WEBDAV_PASSWORD));
         assert.ok(!b.url.includes('@'));

@@ -159,7 +159,7 @@ export class WebDavBackend implements Destination {
   async #openRoot(write: boolean, signal?: AbortSignal): Promise<void> {
     let root: Entry;
     try {
-      root = await this.stat('' as RelPath, { signal });
+      root = await this.#stat('' as RelPath, `cannot open ${this.url}`, { signal });
     } catch (e) {
       if (!write || !(e instanceof BitfogError) || e.code !== 'ENOENT') {
         if (e instanceof BitfogError && e.code === 'ENOENT') throw bitfogError('ENOENT', `${this.url} does not exist`, { cause: e });
@@ -284,7 +284,10 @@ export class WebDavBackend implements Destination {
 
   /** PROPFIND `Depth: 0`. Throws ENOENT. */
   async stat(path: RelPath, options: SignalOption = {}): Promise<Entry> {
-    const what = `cannot stat ${this.#describe(path)}`;
+    return this.#stat(path, `cannot stat ${this.#describe(path)}`, options);
+  }
+
+  async #stat(path: RelPath, what: string, options: SignalOption): Promise<Entry> {
     return this.#retry(what, path, options.signal, async () => {
       const res = await this.#send('PROPFIND', this.#urlOf(path, false), {
         headers: { Depth: '0', 'Content-Type': 'application/xml; charset=utf-8' },

@@ -376,6 +376,8 @@ export class WebDavBackend implements Destination {
         failure ??= e;
         resolve();
       });
+      // A request destroyed before any answer may only close.
+      req.once('close', () => resolve());
     });
     // Like curl, send the body anyway if no `100 Continue` comes within a second: some
     // servers and proxies ignore `Expect`.
@@ -421,6 +423,7 @@ export class WebDavBackend implements Destination {
     if (failure !== undefined || !response) {
       content.destroy();
       if (options.signal?.aborted) throw abortError(options.signal);
+      if (failure === undefined) throw bitfogError('ETRANSIENT', `${what}: the connection closed before the server answered`, { path });
       throw mapError(failure, what, path);
     }
     const status = response.statusCode ?? 0;

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -158,6 +159,42 @@ if (!svc) {
       // https spoken to the plain http port.
       const plain = svc.WEBDAV_URL.replace(/^webdav:/, 'webdavs:');
       await expectCode(WebDavBackend.open(plain, { write: false, env: credsEnv }), 'EUNREACHABLE');
+    });
+
+    it('retries after connection resets and 503s (through a faulty proxy in front of Apache)', async () => {
+      const target = new URL(svc.WEBDAV_URL.replace(/^webdav:/, 'http:'));
+      let connections = 0;
+      const sockets = new Set<net.Socket>();
+      // The first connection is reset, the second answered 503, the rest pass through.
+      const proxy = net.createServer((sock) => {
+        sockets.add(sock);
+        sock.on('close', () => sockets.delete(sock));
+        const n = ++connections;
+        if (n === 1) return void sock.once('data', () => sock.resetAndDestroy());
+        if (n === 2) return void sock.once('data', () => sock.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'));
+        const up = net.connect(Number(target.port), target.hostname);
+        sockets.add(up);
+        up.on('close', () => sockets.delete(up));
+        sock.pipe(up).pipe(sock);
+        sock.on('error', () => up.destroy());
+        up.on('error', () => sock.destroy());
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+      const port = (proxy.address() as net.AddressInfo).port;
+      try {
+        const url = `webdav://127.0.0.1:${port}${target.pathname}${encodeURIComponent(`retry ${process.pid}-${counter++}`)}/`;
+        const b = await WebDavBackend.open(url, { write: true, env: credsEnv });
+        try {
+          await put(b, 'after faults', 'ok');
+          assert.equal(await readText(b, 'after faults'), 'ok');
+          assert.ok(connections >= 3, 'the faults happened');
+        } finally {
+          await b.close();
+        }
+      } finally {
+        for (const s of sockets) s.destroy();
+        await new Promise((r) => proxy.close(r));
+      }
     });
 
     it('keeps a stable version for an unchanged file, so its hash is not read again', async () => {

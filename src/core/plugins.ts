@@ -285,9 +285,26 @@ function resolveEsmPackageEntry(pkgDir: string, subpath = '.'): string | undefin
   return existsSync(file) ? file : undefined;
 }
 
+let typeScriptLoader: Promise<void> | undefined;
+
+/**
+ * Plugins may be TypeScript (and the example plugins import bitfog's TypeScript sources):
+ * when bitfog itself runs as bundled JavaScript, register tsx's loader before the first
+ * plugin import. Under tsx already (tests, development) it is registered.
+ */
+function ensureTypeScriptLoader(): Promise<void> {
+  typeScriptLoader ??= import.meta.url.endsWith('.ts')
+    ? Promise.resolve()
+    : import('tsx/esm/api').then(({ register }) => {
+        register();
+      });
+  return typeScriptLoader;
+}
+
 async function importPlugin(spec: PluginSpec, url: string): Promise<unknown> {
   let mod: Record<string, unknown>;
   try {
+    await ensureTypeScriptLoader();
     mod = (await import(url)) as Record<string, unknown>;
   } catch (e) {
     throw bitfogError('EPLUGIN', `plugin ${describeSpec(spec)} failed to load: ${errorMessage(e)}`, { cause: e });

@@ -25,9 +25,10 @@ const bin = path.join(root, 'bin', 'bitfog.mjs');
 
 let counter = 0;
 /** A fresh collection: its webdav:// URL and the local directory Apache keeps it in. */
-function freshCollection(label: string): { url: string; dir: string } {
-  const name = `${label} #${process.pid}-${Date.now()}-${counter++}`;
-  return { url: `${svc!.WEBDAV_URL}${encodeURIComponent(name)}/`, dir: path.join(svc!.WEBDAV_ROOT_DIR, name) };
+function freshCollection(label: string): { url: string; dir: string; tag: string } {
+  const tag = `${process.pid}-${Date.now()}-${counter++}`;
+  const name = `${label} #${tag}`;
+  return { url: `${svc!.WEBDAV_URL}${encodeURIComponent(name)}/`, dir: path.join(svc!.WEBDAV_ROOT_DIR, name), tag };
 }
 
 function cliEnv(cacheDir: string): NodeJS.ProcessEnv {
@@ -104,8 +105,9 @@ async function makeSourceTree(dir: string): Promise<void> {
   await writeFile(path.join(dir, 'bigger.bin'), randomBytes(3 * 1024 * 1024 + 5));
 }
 
-function countGets(log: string, fromLine: number): number {
-  return log.split('\n').slice(fromLine).filter((l) => l.startsWith('GET ')).length;
+/** GET requests logged after `fromLine` for the collection tagged `tag` (other tests share the server). */
+function getsOf(log: string, fromLine: number, tag: string): string[] {
+  return log.split('\n').slice(fromLine).filter((l) => l.startsWith('GET ') && l.includes(tag));
 }
 
 if (!svc) {
@@ -158,7 +160,10 @@ if (!svc) {
       // Files written within the last seconds are re-hashed (racy window): let them age.
       await new Promise((r) => setTimeout(r, 3500));
       const out = path.join(work, 'out');
+      const logAtFetch = (await readFile(svc.WEBDAV_ACCESS_LOG, 'utf8')).split('\n').length - 1;
       await ok(['fetch', share.url, path.join(work, 'spool2')], env);
+      const fetchLog = await readFile(svc.WEBDAV_ACCESS_LOG, 'utf8');
+      assert.ok(getsOf(fetchLog, logAtFetch, share.tag).length > 0, 'the first fetch downloads the files');
       await ok(['store', path.join(work, 'spool2'), out], env);
       assert.deepEqual(await treeOf(out), await treeOf(local));
       const mtime = (await stat(path.join(out, 'names', AWKWARD_NAMES[1]!))).mtimeMs;
@@ -168,7 +173,7 @@ if (!svc) {
       const logBefore = (await readFile(svc.WEBDAV_ACCESS_LOG, 'utf8')).split('\n').length - 1;
       await ok(['builddb', share.url, path.join(work, 'again.db')], env);
       const log = await readFile(svc.WEBDAV_ACCESS_LOG, 'utf8');
-      assert.equal(countGets(log, logBefore), 0, 'no GET on an unchanged share');
+      assert.deepEqual(getsOf(log, logBefore, share.tag), [], 'no GET on an unchanged share');
     });
 
     it('leaves no partial file under a final name when a store is killed (SIGKILL), and a rerun completes', async () => {

@@ -8,8 +8,9 @@ import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
 import { localProvider } from './local/index.ts';
 import { sftpProvider } from './sftp/index.ts';
+import { webdavProvider } from './webdav/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider, sftpProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, sftpProvider, webdavProvider];
 
 export const builtinPlugin = definePlugin({
   name: BUILTIN_ORIGIN,

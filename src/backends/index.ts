@@ -5,8 +5,9 @@
 import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
 import { localProvider } from './local/index.ts';
+import { s3Provider } from './s3/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, s3Provider];
 
 /** A registry holding every built-in backend. */
 export function createDefaultRegistry(): BackendRegistry {

@@ -4,8 +4,12 @@
  * metadata in x-amz-meta-*, interrupted uploads, credentials and bucket errors.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createWriteStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createDefaultRegistry } from '../src/backends/index.ts';
@@ -17,6 +21,7 @@ import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import type { Destination } from '../src/core/types.ts';
 import { serviceEnv } from './helpers/services.ts';
+import { tempDir } from './helpers/tmp.ts';
 
 const MiB = 1024 * 1024;
 const s3 = serviceEnv('s3', ['S3_ENDPOINT', 'S3_TEST_BUCKET', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const);
@@ -50,7 +55,7 @@ function generated(size: number, onChunk?: (index: number) => void): { stream: R
     while (left > 0) {
       const n = Math.min(left, seed.length);
       const chunk = Buffer.from(seed.subarray(0, n));
-      chunk.writeUInt32LE(i, 0);
+      if (n >= 4) chunk.writeUInt32LE(i, 0);
       onChunk?.(i++);
       hash.update(chunk);
       left -= n;
@@ -290,6 +295,143 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
     }
   });
 });
+
+describe('s3 through the bitfog CLI', { skip: s3 ? false : 'service s3 not running (start it through npm test)' }, () => {
+  it('carries a tree local → spool → S3 and S3 → spool → local, keeping modes and mtimes; symlinks are reported', async () => {
+    const work = await tempDir('s3-cli-cycle');
+    const a = path.join(work, 'site a');
+    const c = path.join(work, 'site c');
+    await fsp.mkdir(path.join(a, 'sub dir', 'ünï #%'), { recursive: true });
+    const files: Record<string, { content: string; mode: number; mtimeMs: number }> = {
+      'top.txt': { content: 'top\n', mode: 0o644, mtimeMs: Date.UTC(2019, 1, 2, 3, 4, 5, 6) },
+      'sub dir/script?.sh': { content: '#!/bin/sh\necho hi\n', mode: 0o755, mtimeMs: Date.UTC(2018, 0, 1) },
+      'sub dir/ünï #%/secret & key.txt': { content: 'x'.repeat(70_000), mode: 0o600, mtimeMs: Date.UTC(2017, 6, 7, 8, 9, 10, 500) },
+      'sub dir/empty': { content: '', mode: 0o640, mtimeMs: Date.UTC(2016, 0, 1) },
+    };
+    for (const [rel, f] of Object.entries(files)) {
+      const abs = path.join(a, rel);
+      await fsp.writeFile(abs, f.content);
+      await fsp.chmod(abs, f.mode);
+      await fsp.utimes(abs, new Date(), f.mtimeMs / 1000);
+    }
+    await fsp.symlink('top.txt', path.join(a, 'link to top'));
+    const url = freshUrl();
+    const spool1 = path.join(work, 'spool 1');
+    const cache = ['--cache-dir', path.join(work, 'cache')];
+
+    expectExit(await bitfog(['store', spool1, url, ...cache]), 0);
+    expectExit(await bitfog(['fetch', a, spool1, ...cache]), 0);
+    const stored = await bitfog(['store', spool1, url, ...cache]);
+    expectExit(stored, 0);
+    assert.match(stored.stdout, /not storable here: 1/);
+
+    const b = (await s3Provider.open(url, { write: false })) as S3Backend;
+    try {
+      for (const [rel, f] of Object.entries(files)) {
+        const st = await b.stat(toRelPath(rel));
+        assert.equal(st.size, f.content.length, rel);
+        assert.equal(st.mode, f.mode, `mode of ${rel}`);
+        assert.equal(st.mtimeMs, f.mtimeMs, `mtime of ${rel}`);
+        assert.equal(st.hash, `sha256:${createHash('sha256').update(f.content).digest('hex')}`);
+      }
+      await expectCode(b.stat(toRelPath('link to top')), 'ENOENT');
+    } finally {
+      await b.close();
+    }
+
+    const spool2 = path.join(work, 'spool 2');
+    expectExit(await bitfog(['store', spool2, c, ...cache]), 0);
+    expectExit(await bitfog(['fetch', url, spool2, ...cache]), 0);
+    expectExit(await bitfog(['store', spool2, c, ...cache]), 0);
+    for (const [rel, f] of Object.entries(files)) {
+      const abs = path.join(c, rel);
+      assert.equal(await fsp.readFile(abs, 'utf8'), f.content, rel);
+      const st = await fsp.stat(abs);
+      assert.equal(st.mode & 0o777, f.mode, `mode of ${rel} at site c`);
+      assert.ok(Math.abs(st.mtimeMs - f.mtimeMs) < 1, `mtime of ${rel} at site c`);
+    }
+  });
+
+  it('a store killed (kill -9) during a multipart upload leaves no object; a rerun completes and cleans up', async () => {
+    const work = await tempDir('s3-cli-crash');
+    const a = path.join(work, 'src');
+    await fsp.mkdir(a);
+    const size = 96 * MiB + 3;
+    const { stream, sha256 } = generated(size);
+    await pipeline(stream, createWriteStream(path.join(a, 'big file.bin')));
+    const want = sha256();
+    await fsp.writeFile(path.join(a, 'small.txt'), 'small\n');
+    const base = freshUrl();
+    // One part in flight at a time, so the upload takes long enough to be caught mid-way.
+    const slowUrl = `${base}&part_size=5M&queue_size=1`;
+    const spool = path.join(work, 'spool');
+    const cache = ['--cache-dir', path.join(work, 'cache')];
+    expectExit(await bitfog(['store', spool, base, ...cache]), 0);
+    expectExit(await bitfog(['fetch', a, spool, ...cache]), 0);
+
+    const watcher = (await s3Provider.open(base, { write: true })) as S3Backend;
+    try {
+      const child = startBitfog(['store', spool, slowUrl, ...cache, '--quiet']);
+      let killed = false;
+      while (!child.exited()) {
+        if ((await uploadsUnder(watcher)) > 0) {
+          child.kill('SIGKILL');
+          killed = true;
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const result = await child.done;
+      assert.ok(killed, `the store finished before a multipart upload was seen (exit ${result.code})`);
+      assert.equal(result.signal, 'SIGKILL');
+      await expectCode(watcher.stat(toRelPath('big file.bin')), 'ENOENT');
+      assert.equal(await uploadsUnder(watcher), 1, 'the killed upload is left on the server');
+
+      // The rerun opens for writing with cleanup_age=0: the stale upload is aborted first.
+      expectExit(await bitfog(['store', spool, `${slowUrl}&cleanup_age=0`, ...cache]), 0);
+      assert.equal(await uploadsUnder(watcher), 0);
+      assert.equal(await sha256Of(watcher, 'big file.bin'), want);
+      assert.equal((await watcher.stat(toRelPath('big file.bin'))).hash, `sha256:${want}`);
+      assert.equal((await readRange(watcher, 'small.txt')).toString(), 'small\n');
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Starts the bitfog CLI as a child process. */
+function startBitfog(args: string[]): { done: Promise<CliRun>; exited: () => boolean; kill: (s: NodeJS.Signals) => void } {
+  const bin = path.resolve(import.meta.dirname, '..', 'bin', 'bitfog.mjs');
+  const child = spawn(process.execPath, [bin, ...args], { env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let exited = false;
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<CliRun>((resolve) => {
+    child.on('close', (code, signal) => {
+      exited = true;
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+  return { done, exited: () => exited, kill: (sig) => child.kill(sig) };
+}
+
+/** Runs the bitfog CLI to its end. */
+function bitfog(args: string[]): Promise<CliRun> {
+  return startBitfog(args).done;
+}
+
+function expectExit(run: CliRun, code: number): void {
+  assert.equal(run.code, code, `bitfog exited ${run.code} (${run.signal ?? 'no signal'}):\n${run.stdout}\n${run.stderr}`);
+}
 
 async function readRange(b: Destination, path: string, start?: number, end?: number): Promise<Buffer> {
   const chunks: Buffer[] = [];

@@ -37,7 +37,7 @@ export const MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB;
 export const MAX_COPY_SIZE = 5 * 1024 * MiB;
 
 export interface S3Config {
-  /** The URL as shown in messages: scheme, bucket, prefix and options (no credentials). */
+  /** The URL as shown in messages: scheme, bucket, prefix and endpoint (no credentials, no tuning). */
   displayUrl: string;
   bucket: string;
   /** Key prefix of the root: empty, or ending in `/`. */
@@ -163,7 +163,8 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
   }
 
   return {
-    displayUrl: `s3://${bucket}/${encodePrefix(prefix)}${u.search}`,
+    // Only what names the data: tuning options do not change it (hash caches are keyed by it).
+    displayUrl: `s3://${bucket}/${encodePrefix(prefix)}${endpoint === undefined ? '' : `?endpoint=${encodeURIComponent(endpoint)}`}`,
     bucket,
     prefix,
     ...(endpoint === undefined ? {} : { endpoint }),

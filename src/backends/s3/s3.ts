@@ -94,6 +94,11 @@ export class S3Backend implements Destination {
   readonly #writable: boolean;
   readonly #agent: http.Agent;
   #closed = false;
+  /**
+   * The mode and mtime strings stored by recent writes, so the `setMetadata` the core sends
+   * right after a write is answered without a HEAD. Bounded; an entry is used once.
+   */
+  readonly #justWritten = new Map<string, { mode?: string; mtime?: string }>();
 
   private constructor(config: S3Config, client: S3Client, agent: http.Agent, writable: boolean) {
     this.url = config.displayUrl;
@@ -111,6 +116,9 @@ export class S3Backend implements Destination {
    * EACCES, EUNREACHABLE, EUSAGE (no region).
    */
   static async open(config: S3Config, { write, signal }: { write: boolean; signal?: AbortSignal }): Promise<S3Backend> {
+    // The SDK warns once per process that its releases from 2027 need Node 22. That is about
+    // upgrading the SDK, not actionable by a bitfog user, and library code does not print.
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const sockets = config.concurrency * config.queueSize + config.concurrency;
     const isHttps = !config.endpoint || config.endpoint.startsWith('https:');
     const agent = isHttps
@@ -382,17 +390,27 @@ export class S3Backend implements Destination {
       const metadata: Record<string, string> = {};
       if (options.mode !== undefined) metadata[META_MODE] = (options.mode & 0o7777).toString(8);
       if (options.mtimeMs !== undefined) metadata[META_MTIME] = formatMtime(options.mtimeMs);
+      this.#justWritten.delete(this.#key(p));
       if (size <= this.#config.partSize) {
         await this.#putSmall(p, content, size, expectedHex, metadata, signal);
       } else {
         if (expectedHex) metadata[META_SHA256] = expectedHex;
         await this.#putMultipart(p, content, size, expectedHex, metadata, signal);
       }
+      this.#rememberWrite(this.#key(p), metadata);
     } catch (e) {
       content.destroy();
       if (signal?.aborted) throw abortError(signal);
       throw s3Error(e, what, this.#ctx(p));
     }
+  }
+
+  #rememberWrite(key: string, metadata: Record<string, string>): void {
+    if (this.#justWritten.size >= 10_000) this.#justWritten.delete(this.#justWritten.keys().next().value!);
+    this.#justWritten.set(key, {
+      ...(metadata[META_MODE] === undefined ? {} : { mode: metadata[META_MODE] }),
+      ...(metadata[META_MTIME] === undefined ? {} : { mtime: metadata[META_MTIME] }),
+    });
   }
 
   /** One PutObject from a buffer of at most one part, so the SDK can resend it on retry. */
@@ -506,6 +524,7 @@ export class S3Backend implements Destination {
 
   async remove(p: RelPath, options: SignalOption = {}): Promise<void> {
     const what = `cannot remove ${JSON.stringify(p)}`;
+    this.#justWritten.delete(this.#key(p));
     if (!(await this.#head(p, options.signal))) throw await this.#missing(p, what, options.signal);
     await this.#send(new DeleteObjectCommand({ Bucket: this.#config.bucket, Key: this.#key(p) }), what, options.signal, p);
   }
@@ -540,6 +559,8 @@ export class S3Backend implements Destination {
    */
   async rename(from: RelPath, to: RelPath, options: SignalOption = {}): Promise<void> {
     const what = `cannot rename ${JSON.stringify(from)} to ${JSON.stringify(to)}`;
+    this.#justWritten.delete(this.#key(from));
+    this.#justWritten.delete(this.#key(to));
     const head = await this.#head(from, options.signal);
     if (!head) throw await this.#missing(from, what, options.signal);
     if ((head.ContentLength ?? 0) > MAX_COPY_SIZE) {
@@ -568,6 +589,13 @@ export class S3Backend implements Destination {
    */
   async setMetadata(p: RelPath, metadata: Metadata, options: SignalOption = {}): Promise<void> {
     const what = `cannot set metadata of ${JSON.stringify(p)}`;
+    const wantMode = metadata.mode === undefined ? undefined : (metadata.mode & 0o7777).toString(8);
+    const wantMtime = metadata.mtimeMs === undefined ? undefined : formatMtime(metadata.mtimeMs);
+    const recent = this.#justWritten.get(this.#key(p));
+    if (recent) {
+      this.#justWritten.delete(this.#key(p));
+      if ((wantMode === undefined || wantMode === recent.mode) && (wantMtime === undefined || wantMtime === recent.mtime)) return;
+    }
     const head = await this.#head(p, options.signal);
     if (!head) {
       if (await this.#isPrefix(p, options.signal)) return; // directories keep no metadata
@@ -575,8 +603,8 @@ export class S3Backend implements Destination {
     }
     const stored = { ...(head.Metadata ?? {}) };
     const wanted = { ...stored };
-    if (metadata.mode !== undefined) wanted[META_MODE] = (metadata.mode & 0o7777).toString(8);
-    if (metadata.mtimeMs !== undefined) wanted[META_MTIME] = formatMtime(metadata.mtimeMs);
+    if (wantMode !== undefined) wanted[META_MODE] = wantMode;
+    if (wantMtime !== undefined) wanted[META_MTIME] = wantMtime;
     if (wanted[META_MODE] === stored[META_MODE] && wanted[META_MTIME] === stored[META_MTIME]) return;
     if ((head.ContentLength ?? 0) > MAX_COPY_SIZE) return;
     await this.#send(

@@ -155,7 +155,17 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
         assert.ok(Math.abs(e.mtimeMs! - mtimeMs) < 0.001);
         assert.ok(e.version, 'ETag as version');
       }
+      // What this backend just wrote is listed from memory, without a HEAD per object.
+      let heads = 0;
+      b.client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName === 'HeadObjectCommand') heads++;
+          return next(args);
+        },
+        { step: 'initialize', name: 'countHeads' },
+      );
       const listed = await listAll(b);
+      assert.equal(heads, 0, 'no HEAD for objects written by this backend');
       assert.deepEqual(
         listed.map((e) => [e.path, e.kind]),
         [

@@ -115,6 +115,12 @@ export function s3Error(err: unknown, what: string, ctx: S3ErrorContext): Bitfog
   }
   switch (mapped) {
     case 'EAUTH':
+      if (code === 'CredentialsProviderError') {
+        return bitfogError('EAUTH', `${what}: no AWS credentials found (environment, shared credentials file or profile)`, opts);
+      }
+      if (code === 'RequestTimeTooSkewed') {
+        return bitfogError('EAUTH', `${what}: ${where} refused the request because this machine's clock differs too much from its own`, opts);
+      }
       return bitfogError('EAUTH', `${what}: ${where} refused the credentials (${code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile`, opts);
     case 'EACCES':
       return bitfogError('EACCES', `${what}: access denied by ${where} (${code || status})`, opts);

@@ -164,7 +164,7 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
 
   return {
     // Only what names the data: tuning options do not change it (hash caches are keyed by it).
-    displayUrl: `s3://${bucket}/${encodePrefix(prefix)}${endpoint === undefined ? '' : `?endpoint=${encodeURIComponent(endpoint)}`}`,
+    displayUrl: `s3://${bucket}/${encodePrefix(prefix)}${endpoint === undefined ? '' : `?endpoint=${endpoint.replace(/[&#%+\s]/g, (c) => encodeURIComponent(c))}`}`,
     bucket,
     prefix,
     ...(endpoint === undefined ? {} : { endpoint }),

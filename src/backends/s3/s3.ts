@@ -36,6 +36,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -47,8 +48,10 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  type CopyObjectCommandOutput,
   type HeadObjectCommandOutput,
   type ListObjectsV2CommandOutput,
+  type PutObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { abortError, bitfogError, throwIfAborted, type BitfogError } from '../../core/errors.ts';
@@ -74,6 +77,18 @@ import {
   type S3Config,
 } from './options.ts';
 
+const derivedSignals = new WeakMap<AbortSignal, AbortSignal>();
+
+/** How many recent writes an open backend remembers (about 200 bytes each). */
+const RECENT_WRITES = 100_000;
+
+interface RecentWrite {
+  etag?: string;
+  size: number;
+  /** Our `x-amz-meta-*` values as stored. */
+  metadata: Record<string, string>;
+}
+
 /** Names of our `x-amz-meta-*` keys (the SDK lowercases and strips the prefix). */
 const META_SHA256 = 'sha256';
 const META_MTIME = 'mtime';
@@ -95,10 +110,12 @@ export class S3Backend implements Destination {
   readonly #agent: http.Agent;
   #closed = false;
   /**
-   * The mode and mtime strings stored by recent writes, so the `setMetadata` the core sends
-   * right after a write is answered without a HEAD. Bounded; an entry is used once.
+   * What this process wrote recently: key → ETag, size and the metadata stored. It answers
+   * the `setMetadata` the core sends right after a write, and the listing after a store,
+   * without a HEAD per object; an entry counts only while the listed ETag and size still
+   * match. Bounded (oldest dropped first).
    */
-  readonly #justWritten = new Map<string, { mode?: string; mtime?: string }>();
+  readonly #recent = new Map<string, RecentWrite>();
 
   private constructor(config: S3Config, client: S3Client, agent: http.Agent, writable: boolean) {
     this.url = config.displayUrl;
@@ -175,6 +192,21 @@ export class S3Backend implements Destination {
     return this.#client;
   }
 
+  /**
+   * The caller's signal as the SDK should see it: every request adds an abort listener, and a
+   * listing HEADs `concurrency` objects at once, past Node's leak warning at 10 listeners.
+   */
+  #sdkSignal(signal: AbortSignal | undefined): { abortSignal?: AbortSignal } {
+    if (!signal) return {};
+    let derived = derivedSignals.get(signal);
+    if (!derived) {
+      derived = AbortSignal.any([signal]);
+      setMaxListeners(0, derived);
+      derivedSignals.set(signal, derived);
+    }
+    return { abortSignal: derived };
+  }
+
   #key(p: RelPath): string {
     return this.#config.prefix + p;
   }
@@ -191,7 +223,7 @@ export class S3Backend implements Destination {
   async #send<T>(command: { input: unknown } & object, what: string, signal?: AbortSignal, path?: string): Promise<T> {
     throwIfAborted(signal);
     try {
-      return (await this.#client.send(command as never, signal ? { abortSignal: signal } : {})) as T;
+      return (await this.#client.send(command as never, this.#sdkSignal(signal))) as T;
     } catch (e) {
       if (signal?.aborted) throw abortError(signal);
       throw s3Error(e, what, this.#ctx(path));
@@ -202,7 +234,7 @@ export class S3Backend implements Destination {
     try {
       return await this.#client.send(
         new HeadObjectCommand({ Bucket: this.#config.bucket, Key: this.#key(p) }),
-        signal ? { abortSignal: signal } : {},
+        this.#sdkSignal(signal),
       );
     } catch (e) {
       if (signal?.aborted) throw abortError(signal);
@@ -315,6 +347,13 @@ export class S3Backend implements Destination {
       while (next < files.length) {
         const i = next++;
         const listed = files[i]!;
+        const recent = this.#recent.get(this.#key(listed.path));
+        if (recent && recent.etag === listed.version && recent.size === listed.size) {
+          const entry: Entry = { ...listed };
+          applyStoredMetadata(entry, recent.metadata, undefined);
+          done[i] = entry;
+          continue;
+        }
         const head = await this.#head(listed.path, signal);
         // Gone since the listing: not part of this listing, like a file deleted mid-walk.
         done[i] = head ? this.#entryFromHead(listed.path, head) : undefined;
@@ -345,7 +384,7 @@ export class S3Backend implements Destination {
     try {
       const res = await this.#client.send(
         new GetObjectCommand({ Bucket: this.#config.bucket, Key: this.#key(p), ...(range ? { Range: range } : {}) }),
-        signal ? { abortSignal: signal } : {},
+        this.#sdkSignal(signal),
       );
       body = res.Body as Readable;
     } catch (e) {
@@ -390,14 +429,16 @@ export class S3Backend implements Destination {
       const metadata: Record<string, string> = {};
       if (options.mode !== undefined) metadata[META_MODE] = (options.mode & 0o7777).toString(8);
       if (options.mtimeMs !== undefined) metadata[META_MTIME] = formatMtime(options.mtimeMs);
-      this.#justWritten.delete(this.#key(p));
+      this.#recent.delete(this.#key(p));
+      let etag: string | undefined;
       if (size <= this.#config.partSize) {
-        await this.#putSmall(p, content, size, expectedHex, metadata, signal);
+        etag = await this.#putSmall(p, content, size, expectedHex, metadata, signal);
       } else {
         if (expectedHex) metadata[META_SHA256] = expectedHex;
-        await this.#putMultipart(p, content, size, expectedHex, metadata, signal);
+        // Some servers (Ceph RGW) return no ETag when completing a multipart upload.
+        etag = await this.#putMultipart(p, content, size, expectedHex, metadata, signal);
       }
-      this.#rememberWrite(this.#key(p), metadata);
+      this.#remember(this.#key(p), { size, metadata, ...(etag ? { etag } : {}) });
     } catch (e) {
       content.destroy();
       if (signal?.aborted) throw abortError(signal);
@@ -405,16 +446,14 @@ export class S3Backend implements Destination {
     }
   }
 
-  #rememberWrite(key: string, metadata: Record<string, string>): void {
-    if (this.#justWritten.size >= 10_000) this.#justWritten.delete(this.#justWritten.keys().next().value!);
-    this.#justWritten.set(key, {
-      ...(metadata[META_MODE] === undefined ? {} : { mode: metadata[META_MODE] }),
-      ...(metadata[META_MTIME] === undefined ? {} : { mtime: metadata[META_MTIME] }),
-    });
+  #remember(key: string, write: RecentWrite): void {
+    this.#recent.delete(key);
+    if (this.#recent.size >= RECENT_WRITES) this.#recent.delete(this.#recent.keys().next().value!);
+    this.#recent.set(key, write);
   }
 
   /** One PutObject from a buffer of at most one part, so the SDK can resend it on retry. */
-  async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const buf = Buffer.allocUnsafe(size);
     let n = 0;
     for await (const chunk of content as AsyncIterable<Buffer>) {
@@ -427,12 +466,13 @@ export class S3Backend implements Destination {
     const hex = createHash('sha256').update(buf).digest('hex');
     if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
     metadata[META_SHA256] = hex;
-    await this.#send(
+    const res = await this.#send<PutObjectCommandOutput>(
       new PutObjectCommand({ Bucket: this.#config.bucket, Key: this.#key(p), Body: buf, ContentLength: size, Metadata: metadata }),
       `cannot write ${JSON.stringify(p)}`,
       signal,
       p,
     );
+    return res.ETag;
   }
 
   /**
@@ -440,7 +480,7 @@ export class S3Backend implements Destination {
    * hashes it; a wrong size or hash fails the stream before the last part, so the upload is
    * never completed. On any failure the upload is aborted on the server before this returns.
    */
-  async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const verifier = new VerifyingStream(p, size, expectedHex);
     content.on('error', (e) => verifier.destroy(e));
     content.pipe(verifier);
@@ -456,7 +496,8 @@ export class S3Backend implements Destination {
       leavePartsOnError: false,
     });
     try {
-      await upload.done();
+      const res = await upload.done();
+      return res.ETag || undefined;
     } catch (e) {
       // lib-storage aborts on failure; make sure, since a failed abort there is swallowed.
       const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
@@ -471,7 +512,7 @@ export class S3Backend implements Destination {
     try {
       await this.#client.send(
         new AbortMultipartUploadCommand({ Bucket: this.#config.bucket, Key: key, UploadId: uploadId }),
-        signal ? { abortSignal: signal } : {},
+        this.#sdkSignal(signal),
       );
     } catch (e) {
       if (s3Code(e) === 'NoSuchUpload' || isNotFound(e)) return; // already gone
@@ -524,7 +565,7 @@ export class S3Backend implements Destination {
 
   async remove(p: RelPath, options: SignalOption = {}): Promise<void> {
     const what = `cannot remove ${JSON.stringify(p)}`;
-    this.#justWritten.delete(this.#key(p));
+    this.#recent.delete(this.#key(p));
     if (!(await this.#head(p, options.signal))) throw await this.#missing(p, what, options.signal);
     await this.#send(new DeleteObjectCommand({ Bucket: this.#config.bucket, Key: this.#key(p) }), what, options.signal, p);
   }
@@ -559,8 +600,8 @@ export class S3Backend implements Destination {
    */
   async rename(from: RelPath, to: RelPath, options: SignalOption = {}): Promise<void> {
     const what = `cannot rename ${JSON.stringify(from)} to ${JSON.stringify(to)}`;
-    this.#justWritten.delete(this.#key(from));
-    this.#justWritten.delete(this.#key(to));
+    this.#recent.delete(this.#key(from));
+    this.#recent.delete(this.#key(to));
     const head = await this.#head(from, options.signal);
     if (!head) throw await this.#missing(from, what, options.signal);
     if ((head.ContentLength ?? 0) > MAX_COPY_SIZE) {
@@ -591,10 +632,9 @@ export class S3Backend implements Destination {
     const what = `cannot set metadata of ${JSON.stringify(p)}`;
     const wantMode = metadata.mode === undefined ? undefined : (metadata.mode & 0o7777).toString(8);
     const wantMtime = metadata.mtimeMs === undefined ? undefined : formatMtime(metadata.mtimeMs);
-    const recent = this.#justWritten.get(this.#key(p));
-    if (recent) {
-      this.#justWritten.delete(this.#key(p));
-      if ((wantMode === undefined || wantMode === recent.mode) && (wantMtime === undefined || wantMtime === recent.mtime)) return;
+    const recent = this.#recent.get(this.#key(p));
+    if (recent && (wantMode ?? recent.metadata[META_MODE]) === recent.metadata[META_MODE] && (wantMtime ?? recent.metadata[META_MTIME]) === recent.metadata[META_MTIME]) {
+      return;
     }
     const head = await this.#head(p, options.signal);
     if (!head) {
@@ -607,7 +647,7 @@ export class S3Backend implements Destination {
     if (wantMtime !== undefined) wanted[META_MTIME] = wantMtime;
     if (wanted[META_MODE] === stored[META_MODE] && wanted[META_MTIME] === stored[META_MTIME]) return;
     if ((head.ContentLength ?? 0) > MAX_COPY_SIZE) return;
-    await this.#send(
+    const copied = await this.#send<CopyObjectCommandOutput>(
       new CopyObjectCommand({
         Bucket: this.#config.bucket,
         Key: this.#key(p),
@@ -626,6 +666,9 @@ export class S3Backend implements Destination {
       options.signal,
       p,
     );
+    const etag = copied.CopyObjectResult?.ETag;
+    if (etag) this.#remember(this.#key(p), { etag, size: head.ContentLength ?? 0, metadata: wanted });
+    else this.#recent.delete(this.#key(p));
   }
 
   /** `bucket/key`, percent-encoded as CopyObject's x-amz-copy-source header wants. */

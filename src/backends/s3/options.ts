@@ -13,7 +13,7 @@
  *               (Ceph, MinIO and most self-hosted servers), false for AWS itself
  *   profile     ?profile= > AWS_PROFILE > the SDK's default profile
  *
- * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 16M,
+ * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 8M,
  * minimum 5M; also the single-PUT limit), `queue_size` (parts in flight per file, default
  * 4), `concurrency` (files in flight, default 16), `max_attempts` (per request, with
  * backoff, default 5), `cleanup_age` (seconds; on open for writing, multipart uploads under
@@ -152,7 +152,7 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
     };
   }
 
-  const partSize = parseSize('part_size', opt('part_size') ?? '16M');
+  const partSize = parseSize('part_size', opt('part_size') ?? '8M');
   if (partSize < MIN_PART_SIZE || partSize > MAX_PART_SIZE) {
     throw bitfogError('EBADURL', `part_size must be between 5M and 5G, not ${opt('part_size')}`);
   }

@@ -14,8 +14,8 @@
  * Writes. A PUT is atomic: readers see the old object or the new one, never a part, so
  * the core writes straight to the final key (`atomicWrite`). Files up to the part size go
  * in one PutObject, buffered so the SDK can retry it; larger ones go through a multipart
- * upload (lib-storage) whose parts grow with the file so 5 TiB fits in 10,000 parts; memory
- * per file ≈ (queue_size + 1) × part size. The SHA-256 (checked against the streamed bytes:
+ * upload whose parts grow with the file so 5 TiB fits in 10,000 parts, `queue_size` parts
+ * in flight; memory per file ≈ (queue_size + 1) × part size. The SHA-256 (checked against the streamed bytes:
  * a mismatch aborts the upload with EINTEGRITY), the mtime and the mode go into the
  * object's metadata (`x-amz-meta-sha256`, `-mtime`, `-mode`), so a later listing knows
  * them without downloading. A failed or aborted multipart upload is aborted on the server;
@@ -37,10 +37,12 @@ import http from 'node:http';
 import https from 'node:https';
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
   CopyObjectCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -48,12 +50,15 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
+  type CompleteMultipartUploadCommandOutput,
   type CopyObjectCommandOutput,
+  type CreateMultipartUploadCommandOutput,
   type HeadObjectCommandOutput,
   type ListObjectsV2CommandOutput,
   type PutObjectCommandOutput,
+  type UploadPartCommandOutput,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { abortError, bitfogError, throwIfAborted, type BitfogError } from '../../core/errors.ts';
 import { ancestors, relPathProblem, type RelPath } from '../../core/paths.ts';
 import type {
@@ -116,6 +121,13 @@ export class S3Backend implements Destination {
    * match. Bounded (oldest dropped first).
    */
   readonly #recent = new Map<string, RecentWrite>();
+  /**
+   * Part buffers of the configured part size, reused across uploads: first-touch page faults
+   * on fresh 10 MiB allocations cost more than the copy itself on some machines. At most
+   * 4 × (queue_size + 1) are kept, and none once idle for a few seconds or after close.
+   */
+  readonly #partPool: Buffer[] = [];
+  #partPoolTimer: NodeJS.Timeout | undefined;
 
   private constructor(config: S3Config, client: S3Client, agent: http.Agent, writable: boolean) {
     this.url = config.displayUrl;
@@ -476,36 +488,114 @@ export class S3Backend implements Destination {
   }
 
   /**
-   * A multipart upload through lib-storage. The content passes a verifier that counts and
-   * hashes it; a wrong size or hash fails the stream before the last part, so the upload is
-   * never completed. On any failure the upload is aborted on the server before this returns.
+   * A multipart upload, parts sent `queue_size` at a time. Bytes are copied once, from the
+   * stream into part buffers that are reused (at most queue_size + 1 per upload), and counted
+   * and hashed on the way: a wrong size or hash is found before the last part is sent, so
+   * the upload is never completed. On any failure or abort the upload is aborted on the
+   * server before this returns.
+   *
+   * Why not lib-storage's Upload: its chunker concatenates every part into a freshly
+   * allocated buffer (most of the CPU time of a large store, in profiles), and its abort()
+   * returns before the server-side abort has happened.
    */
   async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
-    const verifier = new VerifyingStream(p, size, expectedHex);
-    content.on('error', (e) => verifier.destroy(e));
-    content.pipe(verifier);
-    // Failing the body (rather than lib-storage's own abort, which returns before the upload
-    // is aborted) makes done() settle only after the server-side abort.
-    const onAbort = () => verifier.destroy(abortError(signal));
+    const what = `cannot write ${JSON.stringify(p)}`;
+    const bucket = this.#config.bucket;
+    const key = this.#key(p);
+    const partSize = partSizeFor(size, this.#config.partSize);
+    const created = await this.#send<CreateMultipartUploadCommandOutput>(
+      new CreateMultipartUploadCommand({ Bucket: bucket, Key: key, Metadata: metadata }),
+      what,
+      signal,
+      p,
+    );
+    const uploadId = created.UploadId!;
+    const onAbort = () => content.destroy(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
-    const upload = new Upload({
-      client: this.#client,
-      params: { Bucket: this.#config.bucket, Key: this.#key(p), Body: verifier, Metadata: metadata },
-      partSize: partSizeFor(size, this.#config.partSize),
-      queueSize: this.#config.queueSize,
-      leavePartsOnError: false,
-    });
+    const free: Buffer[] = [];
+    const take = () => free.pop() ?? (partSize === this.#config.partSize ? this.#partPool.pop() : undefined) ?? Buffer.allocUnsafeSlow(partSize);
+    const inFlight = new Set<Promise<void>>();
+    const parts: Array<{ PartNumber: number; ETag: string }> = [];
+    let failure: unknown;
+    let partNumber = 0;
+    let buf: Buffer = take();
+    let fill = 0;
+
+    const sendPart = async () => {
+      const n = ++partNumber;
+      const owned = buf;
+      const task: Promise<void> = this.#send<UploadPartCommandOutput>(
+        new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: uploadId, PartNumber: n, Body: owned.subarray(0, fill), ContentLength: fill }),
+        what,
+        signal,
+        p,
+      ).then(
+        (res) => {
+          inFlight.delete(task);
+          parts.push({ PartNumber: n, ETag: res.ETag ?? '' });
+          free.push(owned);
+        },
+        (e) => {
+          inFlight.delete(task);
+          failure ??= e;
+        },
+      );
+      inFlight.add(task);
+      buf = take();
+      fill = 0;
+      while (inFlight.size >= this.#config.queueSize && failure === undefined) await Promise.race(inFlight);
+      if (failure !== undefined) throw failure;
+    };
+
     try {
-      const res = await upload.done();
-      return res.ETag || undefined;
+      const hash = createHash('sha256');
+      let count = 0;
+      for await (const chunk of content as AsyncIterable<Buffer>) {
+        if (failure !== undefined) throw failure;
+        count += chunk.length;
+        if (count > size) throw sizeMismatch(p, `more than ${size}`);
+        hash.update(chunk);
+        let off = 0;
+        while (off < chunk.length) {
+          const n = Math.min(chunk.length - off, partSize - fill);
+          chunk.copy(buf, fill, off, off + n);
+          fill += n;
+          off += n;
+          // The last part waits until the whole content has been checked.
+          if (fill === partSize && count < size) await sendPart();
+        }
+      }
+      if (count !== size) throw sizeMismatch(p, count, size);
+      const hex = hash.digest('hex');
+      if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
+      await sendPart();
+      await Promise.all(inFlight);
+      if (failure !== undefined) throw failure;
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      const done = await this.#send<CompleteMultipartUploadCommandOutput>(
+        new CompleteMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+        what,
+        signal,
+        p,
+      );
+      return done.ETag || undefined;
     } catch (e) {
-      // lib-storage aborts on failure; make sure, since a failed abort there is swallowed.
-      const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
-      if (uploadId) await this.#abortUpload(this.#key(p), uploadId).catch(() => {});
-      throw verifier.failure ?? e;
+      await Promise.allSettled(inFlight);
+      // Without the signal: it may be the reason we are here, and the abort must still go out.
+      await this.#abortUpload(key, uploadId).catch(() => {});
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      // Buffers of parts still being sent on a failure are not returned: the SDK may hold them.
+      if (partSize === this.#config.partSize) this.#returnParts(inFlight.size === 0 ? [...free, buf] : free);
     }
+  }
+
+  #returnParts(buffers: Buffer[]): void {
+    const cap = 4 * (this.#config.queueSize + 1);
+    for (const b of buffers) if (this.#partPool.length < cap && !this.#closed) this.#partPool.push(b);
+    clearTimeout(this.#partPoolTimer);
+    this.#partPoolTimer = setTimeout(() => (this.#partPool.length = 0), 5000).unref();
   }
 
   async #abortUpload(key: string, uploadId: string, signal?: AbortSignal): Promise<void> {
@@ -683,6 +773,8 @@ export class S3Backend implements Destination {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#partPoolTimer);
+    this.#partPool.length = 0;
     this.#client.destroy();
     this.#agent.destroy();
   }
@@ -715,36 +807,4 @@ function sizeMismatch(p: RelPath, got: number | string, expected?: number): Bitf
 
 function hashMismatch(p: RelPath, got: string, expected: string): BitfogError {
   return bitfogError('EINTEGRITY', `cannot write ${JSON.stringify(p)}: content hashes to sha256:${got}, expected sha256:${expected}`, { path: p });
-}
-
-/** Passes bytes through, failing the stream when their count or SHA-256 is not the expected one. */
-class VerifyingStream extends Transform {
-  readonly #path: RelPath;
-  readonly #size: number;
-  readonly #expectedHex: string | undefined;
-  readonly #hash = createHash('sha256');
-  #count = 0;
-  /** The integrity error this stream failed with, if any. */
-  failure: BitfogError | undefined;
-
-  constructor(path: RelPath, size: number, expectedHex: string | undefined) {
-    super();
-    this.#path = path;
-    this.#size = size;
-    this.#expectedHex = expectedHex;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.#count += chunk.length;
-    if (this.#count > this.#size) return cb((this.failure = sizeMismatch(this.#path, `more than ${this.#size}`)));
-    this.#hash.update(chunk);
-    cb(null, chunk);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    if (this.#count !== this.#size) return cb((this.failure = sizeMismatch(this.#path, this.#count, this.#size)));
-    const hex = this.#hash.digest('hex');
-    if (this.#expectedHex && hex !== this.#expectedHex) return cb((this.failure = hashMismatch(this.#path, hex, this.#expectedHex)));
-    cb();
-  }
 }

@@ -15,10 +15,11 @@
  * the core writes straight to the final key (`atomicWrite`). Files up to the part size go
  * in one PutObject, buffered so the SDK can retry it; larger ones go through a multipart
  * upload whose parts grow with the file so 5 TiB fits in 10,000 parts, `queue_size` parts
- * in flight; memory per file ≈ (queue_size + 1) × part size. The SHA-256 (checked against the streamed bytes:
- * a mismatch aborts the upload with EINTEGRITY), the mtime and the mode go into the
- * object's metadata (`x-amz-meta-sha256`, `-mtime`, `-mode`), so a later listing knows
- * them without downloading. A failed or aborted multipart upload is aborted on the server;
+ * in flight; memory per file ≈ (queue_size + 1) × part size. The SHA-256 (checked against
+ * the streamed bytes: a mismatch aborts the upload with EINTEGRITY), the mtime and the mode
+ * go into the object's metadata (`x-amz-meta-sha256`, `-mtime`, `-mode`), so a later
+ * listing knows them without downloading. `setMetadata` rewrites them in place (CopyObject
+ * onto itself) only when they differ from what `write` stored. A failed or aborted multipart upload is aborted on the server;
  * uploads left behind by a killed process are aborted by `cleanupMultipartUploads`, which
  * runs when the backend is opened for writing (uploads older than `cleanup_age`).
  *
@@ -27,8 +28,14 @@
  * a prefix are contiguous, so remembering the previous key's ancestors deduplicates them
  * with O(depth) memory. ListObjectsV2 returns no user metadata, so with
  * `list_metadata=head` (the default) each object is HEADed (in parallel, bounded by
- * `concurrency`) to return its stored hash, mtime and mode; `version` is the ETag, so the
- * core's hash cache never re-reads an unchanged object that carries no hash.
+ * `concurrency`) to return its stored hash, mtime and mode — except objects this backend
+ * wrote itself whose listed ETag and size match what it remembers. `version` is the ETag,
+ * so the core's hash cache never re-reads an unchanged object that carries no hash.
+ *
+ * Opening checks the endpoint, credentials and bucket with one ListObjectsV2 of the
+ * prefix, so the credentials need s3:ListBucket as well as Get/Put/DeleteObject (and
+ * ListBucketMultipartUploads / AbortMultipartUpload for the cleanup, which is skipped
+ * silently when refused).
  *
  * Retries: the SDK's standard strategy (exponential backoff with jitter) on throttling,
  * 5xx and network errors, `max_attempts` tries per request.

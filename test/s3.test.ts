@@ -14,7 +14,7 @@ import { describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { s3Provider } from '../src/backends/s3/index.ts';
-import { formatMtime, parseMtime, parseS3Url, partSizeFor } from '../src/backends/s3/options.ts';
+import { formatMtime, parseMtime, parseS3Url, partSizeFor, s3Capabilities } from '../src/backends/s3/options.ts';
 import type { S3Backend } from '../src/backends/s3/s3.ts';
 import { listAll, testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
@@ -92,6 +92,16 @@ describe('s3 URL options (no server needed)', () => {
     assert.throws(() => parseS3Url('s3://bkt/p?endpoint=http://k:s@h', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
     assert.throws(() => parseS3Url('s3://bkt/p?secret_key=x', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
     assert.throws(() => parseS3Url('s3://bkt/a//b', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
+  });
+
+  it('the provider announces at least what any opened backend declares', () => {
+    const announced = s3Provider.capabilities;
+    for (const q of ['', '?concurrency=64', '?list_metadata=none']) {
+      const c = parseS3Url(`s3://bkt/p/${q}`, { AWS_REGION: 'x' });
+      const opened = s3Capabilities(c.listMetadata, c.concurrency);
+      assert.ok(opened.maxConcurrency <= announced.maxConcurrency);
+      assert.ok(!opened.modes || announced.modes);
+    }
   });
 
   it('grows the part size so 5 TiB fits in 10,000 parts', () => {

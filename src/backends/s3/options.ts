@@ -15,7 +15,7 @@
  *
  * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 8M,
  * minimum 5M; also the single-PUT limit), `queue_size` (parts in flight per file, default
- * 4), `concurrency` (files in flight, default 16), `max_attempts` (per request, with
+ * 4), `concurrency` (files in flight, default 16, at most 64), `max_attempts` (per request, with
  * backoff, default 5), `cleanup_age` (seconds; on open for writing, multipart uploads under
  * the prefix older than this are aborted; default 86400, `off` disables), and
  * `list_metadata` (`head`, the default: one HEAD per object while listing, to return the
@@ -35,6 +35,8 @@ export const MAX_PARTS = 10_000;
 export const MAX_OBJECT_SIZE = 5 * 1024 * 1024 * MiB;
 /** CopyObject's limit; larger objects cannot be renamed or have their metadata replaced. */
 export const MAX_COPY_SIZE = 5 * 1024 * MiB;
+/** The most files in flight the `concurrency` option allows (what the provider announces). */
+export const MAX_CONCURRENCY = 64;
 
 export interface S3Config {
   /** The URL as shown in messages: scheme, bucket, prefix and endpoint (no credentials, no tuning). */
@@ -58,7 +60,7 @@ export interface S3Config {
 }
 
 /** What an `s3://` backend can do (the `none` listing mode keeps no mtimes, modes or hashes in listings). */
-export function s3Capabilities(listMetadata: 'head' | 'none' = 'head', concurrency = 16): Capabilities {
+export function s3Capabilities(listMetadata: 'head' | 'none' = 'head', concurrency = MAX_CONCURRENCY): Capabilities {
   return {
     atomicRename: false,
     atomicWrite: true,
@@ -174,7 +176,7 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
     ...(credentials === undefined ? {} : { credentials }),
     partSize,
     queueSize: parseCount('queue_size', opt('queue_size') ?? '4', 64),
-    concurrency: parseCount('concurrency', opt('concurrency') ?? '16', 256),
+    concurrency: parseCount('concurrency', opt('concurrency') ?? '16', MAX_CONCURRENCY),
     maxAttempts: parseCount('max_attempts', opt('max_attempts') ?? '5', 20),
     ...(cleanupRaw === 'off' ? {} : { cleanupAgeMs: parseCount('cleanup_age', cleanupRaw, Number.MAX_SAFE_INTEGER, 0) * 1000 }),
     listMetadata,

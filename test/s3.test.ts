@@ -104,6 +104,21 @@ describe('s3 URL options (no server needed)', () => {
     }
   });
 
+  it('bitfog --help does not load the AWS SDK', async () => {
+    // A module resolve hook in the child reports every @aws-sdk module it loads.
+    const hook = `export async function resolve(s, c, next) { const r = await next(s, c); if (r.url.includes('@aws-sdk')) process.stderr.write('SDK LOADED\\n'); return r; }`;
+    const register = `import { register } from 'node:module'; register(${JSON.stringify('data:text/javascript,' + encodeURIComponent(hook))});`;
+    const bin = path.resolve(import.meta.dirname, '..', 'bin', 'bitfog.mjs');
+    const child = spawn(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, bin, '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, out);
+    assert.match(out, /bitfog/);
+    assert.doesNotMatch(out, /SDK LOADED/);
+  });
+
   it('grows the part size so 5 TiB fits in 10,000 parts', () => {
     assert.equal(partSizeFor(64 * MiB, 5 * MiB), 5 * MiB);
     const big = 5 * 1024 * 1024 * MiB;

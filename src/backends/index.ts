@@ -12,11 +12,6 @@ import { s3Provider } from './s3/index.ts';
 import { sftpProvider } from './sftp/index.ts';
 import { webdavProvider } from './webdav/index.ts';
 
-import { httpProvider } from './http/index.ts';
-import { s3Provider } from './s3/index.ts';
-import { sftpProvider } from './sftp/index.ts';
-import { webdavProvider } from './webdav/index.ts';
-
 export const builtinProviders: BackendProvider[] = [localProvider, httpProvider, s3Provider, sftpProvider, webdavProvider];
 
 export const builtinPlugin = definePlugin({

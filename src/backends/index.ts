@@ -8,8 +8,11 @@ import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
 import { httpProvider } from './http/index.ts';
 import { localProvider } from './local/index.ts';
+import { s3Provider } from './s3/index.ts';
+import { sftpProvider } from './sftp/index.ts';
+import { webdavProvider } from './webdav/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider, httpProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, httpProvider, s3Provider, sftpProvider, webdavProvider];
 
 export const builtinPlugin = definePlugin({
   name: BUILTIN_ORIGIN,

@@ -107,8 +107,12 @@ export class DeltaPlanner {
     this.carried = options.carried ?? new Set();
   }
 
-  /** Adds the next chunk of the new file (chunks must come in file order). */
-  add(chunk: Chunk): void {
+  /**
+   * Adds the next chunk of the new file (chunks must come in file order). Returns true
+   * when this chunk must be carried: the caller stores its bytes on the spool now (from
+   * `chunkStream(…, { withData: true })`), so the new file is read only once.
+   */
+  add(chunk: Chunk): boolean {
     if (chunk.offset !== this.size) throw new BitfogError('EIO', `delta planner: chunk at ${chunk.offset}, expected ${this.size}`);
     this.size += chunk.length;
     const hint: { continueAt?: ChunkLocation; preferPath?: string } = {};
@@ -129,15 +133,18 @@ export class DeltaPlanner {
         this.ops.push(op);
       }
       this.run!.digest.update(Buffer.from(chunk.sha256, 'hex'));
-      return;
+      return false;
     }
     this.closeRun();
     this.ops.push({ from: 'spool', sha256: chunk.sha256, length: chunk.length });
     if (!this.carried.has(chunk.sha256)) {
       this.carried.add(chunk.sha256);
-      this.carry.push(chunk);
+      const { data: _bytes, ...withoutData } = chunk;
+      this.carry.push(withoutData);
       this.carryBytes += chunk.length;
+      return true;
     }
+    return false;
   }
 
   /** Ends the file. `sha256` is its whole-file hash (hex, or `sha256:<hex>`). */

@@ -23,6 +23,7 @@ import {
   signatureFileSize,
   signContent,
 } from '../src/core/delta/signature.ts';
+import { workerHasher } from '../src/core/delta/hasher.ts';
 import { isBitfogError } from '../src/core/errors.ts';
 import { memorySources, readableOf, xorshiftBytes } from './delta-helpers.ts';
 
@@ -201,6 +202,19 @@ describe('delta assembler', () => {
     assert.equal(result.hash, `sha256:${sha(next)}`);
     assert.equal(result.destBytes + result.spoolBytes, next.length);
     assert.equal(reads.length, p.recipe.ops.filter((op) => op.from === 'dest').length);
+  });
+
+  it('rebuilds the file with the whole-file hash on a worker thread', async () => {
+    const { sources } = memorySources(new Map(Object.entries(dest)), spoolChunks);
+    const out = sink();
+    const result = await assemble(p.recipe, sources, out.stream, { wholeFileHasher: workerHasher });
+    assert.ok(out.bytes().equals(next));
+    assert.equal(result.hash, `sha256:${sha(next)}`);
+    // Past its in-flight limit the worker hasher makes the producer wait, and still adds up.
+    const big = xorshiftBytes(33, 80 * MiB);
+    const h = workerHasher();
+    for (let at = 0; at < big.length; at += MiB) await h.update(big.subarray(at, at + MiB));
+    assert.equal(await h.digest(), sha(big));
   });
 
   it('rebuilds the file without ranged reads by reading from the start and skipping', async () => {

@@ -11,10 +11,10 @@
  *
  * Assembling (at the destination): ops are followed in order; every chunk is verified as
  * it streams (spool chunks against their SHA-256; dest runs against the digest of their
- * chunks' SHA-256s), and the whole file against the source's hash. Verification of each
- * chunk runs in the thread pool (WebCrypto) while the main thread hashes the whole file,
- * so the two hashes cost about one. The last bytes are held back until everything has
- * verified: a consumer never sees a complete stream of wrong content, only an error.
+ * chunks' SHA-256s), and the whole file against the source's hash. A run or chunk that
+ * fails stops the assembly at once, naming the base file. The last bytes are held back
+ * until everything has verified: a consumer never sees a complete stream of wrong content,
+ * only an error.
  *
  * Binary format, version 1 (integers unsigned LEB128 unless noted):
  *
@@ -26,11 +26,12 @@
  * A dest op costs about 3 bytes per chunk: the destination's signature already said
  * which hashes those chunks have; the recipe only needs their lengths to check them.
  */
-import { createHash, webcrypto } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
 import type { Chunk } from './chunker.ts';
+import { type StreamHasher, syncHasher } from './hasher.ts';
 import type { ChunkIndex, ChunkLocation } from './signature.ts';
 import { ByteReader, pushVarint } from './varint.ts';
 
@@ -298,8 +299,13 @@ export interface AssembleOptions {
    * up to that point. Recipes from `DeltaPlanner` of an edited file read mostly forward.
    */
   rangedReads?: boolean;
-  /** Chunk verifications allowed in flight (each holds one chunk in memory). Default 8. */
-  maxInFlight?: number;
+  /**
+   * Computes the whole-file hash; default `syncHasher` (this thread). Hashing every byte
+   * twice (its chunk, the whole file) is the assembler's main cost; `workerHasher` moves
+   * the second hash to another thread, which pays only where a core is idle (measured on a
+   * busy 2-core machine it was slower), hence not the default.
+   */
+  wholeFileHasher?: () => StreamHasher;
 }
 
 export interface AssembleResult {
@@ -395,8 +401,6 @@ class ExactReader {
   }
 }
 
-const subtle = webcrypto.subtle;
-
 /**
  * Follows a recipe and yields the rebuilt file's bytes, verified as described at the top
  * of this file. Throws `BaseFileChangedError` (EINTEGRITY, with `path`) when a
@@ -406,26 +410,8 @@ const subtle = webcrypto.subtle;
  */
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
-  const maxInFlight = Math.max(1, options.maxInFlight ?? 8);
   let ranged = options.rangedReads ?? true;
-  const whole = createHash('sha256');
-  const inFlight: Promise<void>[] = [];
-  let failure: unknown;
-  const track = (p: Promise<unknown>) => {
-    inFlight.push(
-      p.then(
-        () => undefined,
-        (err) => {
-          failure ??= err;
-        },
-      ),
-    );
-  };
-  const settle = async (limit: number) => {
-    while (inFlight.length > limit) await inFlight.shift();
-    if (failure !== undefined) throw failure;
-  };
-  const digest = (buf: Buffer) => subtle.digest('SHA-256', buf).then((d) => Buffer.from(d));
+  const whole = options.wholeFileHasher?.() ?? syncHasher();
 
   /** One base stream kept open for the read-and-skip fallback. */
   let cursor: { path: string; reader: ExactReader } | undefined;
@@ -452,7 +438,13 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         throw baseReadError(op.path, err);
       }
     }
-    if (!(await cursor.reader.skip(op.offset - cursor.reader.position))) throw new BaseFileChangedError(op.path, 'is shorter than expected');
+    let skipped: boolean;
+    try {
+      skipped = await cursor.reader.skip(op.offset - cursor.reader.position);
+    } catch (err) {
+      throw baseReadError(op.path, err);
+    }
+    if (!skipped) throw new BaseFileChangedError(op.path, 'is shorter than expected');
     return { reader: cursor.reader, shared: true };
   };
 
@@ -465,7 +457,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
       throwIfAborted(signal);
       if (op.from === 'dest') {
         const { reader, shared } = await openDest(op);
-        const digests: Promise<Buffer>[] = [];
+        const run = createHash('sha256');
         try {
           for (const length of op.chunkLengths) {
             let bytes: Buffer | undefined;
@@ -475,61 +467,44 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
               throw baseReadError(op.path, err);
             }
             if (!bytes) throw new BaseFileChangedError(op.path, 'is shorter than expected');
-            const d = digest(bytes);
-            digests.push(d);
-            track(d);
-            whole.update(bytes);
+            run.update(createHash('sha256').update(bytes).digest());
+            const wait = whole.update(bytes);
+            if (wait) await wait;
             if (held) yield held;
             held = bytes;
             size += length;
             destBytes += length;
-            await settle(maxInFlight);
           }
         } finally {
           if (!shared) reader.close();
         }
-        const path = op.path;
-        const expected = op.runSha256;
-        track(
-          Promise.all(digests).then((ds) => {
-            if (createHash('sha256').update(Buffer.concat(ds)).digest('hex') !== expected) {
-              throw new BaseFileChangedError(path, `does not hold the expected bytes at ${op.offset}–${op.offset + op.length}`);
-            }
-          }),
-        );
-      } else {
-        let s: Readable;
-        try {
-          s = await sources.readSpoolChunk(op.sha256, signal);
-        } catch (err) {
-          throw toBitfogError(err, `reading spool chunk ${op.sha256}`);
+        if (run.digest('hex') !== op.runSha256) {
+          throw new BaseFileChangedError(op.path, `does not hold the expected bytes at ${op.offset}–${op.offset + op.length}`);
         }
-        const reader = new ExactReader(s, 0);
+      } else {
         let bytes: Buffer | undefined;
+        let reader: ExactReader | undefined;
         try {
+          reader = new ExactReader(await sources.readSpoolChunk(op.sha256, signal), 0);
           bytes = await reader.take(op.length);
         } catch (err) {
           throw toBitfogError(err, `reading spool chunk ${op.sha256}`);
         } finally {
-          reader.close();
+          reader?.close();
         }
         if (!bytes) throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is shorter than ${op.length} bytes`);
-        const expected = op.sha256;
-        track(
-          digest(bytes).then((d) => {
-            if (d.toString('hex') !== expected) throw new BitfogError('EINTEGRITY', `spool chunk ${expected} is damaged (its content does not match its hash)`);
-          }),
-        );
-        whole.update(bytes);
+        if (createHash('sha256').update(bytes).digest('hex') !== op.sha256) {
+          throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is damaged (its content does not match its hash)`);
+        }
+        const wait = whole.update(bytes);
+        if (wait) await wait;
         if (held) yield held;
         held = bytes;
         size += op.length;
         spoolBytes += op.length;
-        await settle(maxInFlight);
       }
     }
-    await settle(0);
-    const hex = whole.digest('hex');
+    const hex = await whole.digest();
     if (size !== recipe.size || hex !== recipe.sha256) {
       throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
     }
@@ -537,8 +512,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     return { size, hash: `sha256:${hex}`, destBytes, spoolBytes };
   } finally {
     closeCursor();
-    // Nothing may reject unobserved after we are gone.
-    await Promise.allSettled(inFlight);
+    whole.dispose();
   }
 }
 

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -8,5 +9,9 @@ testBackend({
   open: async () => {
     const dir = await tempDir('local-conf');
     return LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
+  },
+  cycle: {
+    registry: createDefaultRegistry(),
+    newUrl: async () => path.join(await tempDir('local-cycle'), 'dest'),
   },
 });

@@ -15,11 +15,15 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { describe, it } from 'node:test';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
 import { isBitfogError, type ErrorCode } from '../core/errors.ts';
 import { toRelPath, type RelPath } from '../core/paths.ts';
 import type { BackendRegistry } from '../core/registry.ts';
 import type { Destination, Entry } from '../core/types.ts';
+import { runCycleThrough } from './cycle.ts';
 
 export interface ConformanceOptions {
   /** Shown in the test names. */
@@ -288,7 +292,21 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
-    // The full spool cycle through the backend joins here once the core's fetch/store land.
+    if (options.cycle) {
+      const cycle = options.cycle;
+      describe('full spool cycle', () => {
+        let work: string;
+        before(async () => {
+          work = await mkdtemp(path.join(tmpdir(), 'bitfog-conformance-'));
+        });
+        after(async () => {
+          await rm(work, { recursive: true, force: true });
+        });
+        it('local → spool → backend over several trips, with changes and removals, and back out', async () => {
+          await runCycleThrough({ work, registry: cycle.registry, backendUrl: await cycle.newUrl(), names });
+        });
+      });
+    }
   });
 }
 

@@ -34,7 +34,8 @@ export const localCapabilities: Capabilities = {
   symlinks: true,
   rangedReads: true,
   serverSideHashes: false,
-  mtimePrecisionMs: 0.000001,
+  // The kernel keeps nanoseconds, but Node sets times through a double of seconds: a few µs of error.
+  mtimePrecisionMs: 0.01,
   modes: true,
   caseSensitive: process.platform !== 'darwin' && process.platform !== 'win32',
   emptyDirectories: true,

@@ -1,0 +1,24 @@
+import { Command, Option } from 'clipanion';
+import { Manifest } from '../../core/manifest.ts';
+import { BitfogCommand } from '../base.ts';
+import { ExitCode } from '../exit-codes.ts';
+
+export class EmptydbCommand extends BitfogCommand {
+  static paths = [['emptydb']];
+  static usage = Command.Usage({
+    category: 'Classic commands',
+    description: 'Write a manifest file <db> saying the destination is empty.',
+    examples: [['A blank destination', '$0 emptydb dest.db']],
+  });
+
+  db = Option.String({ name: 'db' });
+
+  protected async run(): Promise<number> {
+    const manifest = await Manifest.create();
+    manifest.putSnapshot('snapshot', { url: '(empty)', takenAt: new Date().toISOString(), entries: new Map() });
+    await manifest.save(this.db);
+    manifest.close();
+    this.out(`emptydb: wrote an empty destination snapshot to ${this.db}`);
+    return ExitCode.OK;
+  }
+}

@@ -1,0 +1,21 @@
+/** Every command of the CLI. A command is a clipanion class; adding one is one line here. */
+import type { CommandClass } from 'clipanion';
+import { BuilddbCommand } from './builddb.ts';
+import { EmptydbCommand } from './emptydb.ts';
+import { ClassicFetchCommand, FetchCommand } from './fetch.ts';
+import { LsCommand } from './ls.ts';
+import { StatusCommand } from './status.ts';
+import { ClassicStoreCommand, StoreCommand } from './store.ts';
+import { VerifyCommand } from './verify.ts';
+
+export const commands: CommandClass[] = [
+  FetchCommand,
+  StoreCommand,
+  StatusCommand,
+  VerifyCommand,
+  LsCommand,
+  BuilddbCommand,
+  EmptydbCommand,
+  ClassicFetchCommand,
+  ClassicStoreCommand,
+];

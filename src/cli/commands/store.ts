@@ -1,0 +1,99 @@
+import { Command, Option } from 'clipanion';
+import type { Snapshot } from '../../core/manifest.ts';
+import { formatDuration, formatSize } from '../../core/sizes.ts';
+import { Spool } from '../../core/spool.ts';
+import { storeFromSpool, type StoreResult } from '../../core/store.ts';
+import { BitfogCommand } from '../base.ts';
+import { ExitCode } from '../exit-codes.ts';
+import { loadSnapshotFile } from '../snapshot-file.ts';
+
+abstract class StoreBase extends BitfogCommand {
+  protected async storeFrom(spoolDir: string, destUrl: string, signal: AbortSignal, srcdb?: string): Promise<number> {
+    const source: Snapshot | undefined = srcdb ? await loadSnapshotFile(srcdb) : undefined;
+    const registry = await this.registry();
+    const destination = await registry.openDestination(destUrl, { signal });
+    const spool = await Spool.open(spoolDir, { create: true });
+    const progress = this.progress();
+    try {
+      const result = await storeFromSpool({
+        destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener,
+        ...(source ? { source } : {}),
+      });
+      progress.finish();
+      this.summarize(result);
+      if (result.corrupt.length) return ExitCode.CORRUPT;
+      if (result.conflicts.length) return ExitCode.CONFLICTS;
+      return ExitCode.OK;
+    } finally {
+      progress.finish();
+      await spool.close();
+      await destination.close();
+    }
+  }
+
+  private summarize(r: StoreResult): void {
+    if (r.recordedOnly) {
+      this.out(`store: the spool carried nothing; recorded the destination's state (${formatDuration(r.elapsedMs / 1000)})`);
+      this.out('  next: take the spool to the source and run "bitfog fetch <src-url> <spool>"');
+      return;
+    }
+    this.out(`store finished in ${formatDuration(r.elapsedMs / 1000)} (trip ${r.trip})`);
+    this.out(`  written:           ${r.writtenFiles} files, ${formatSize(r.writtenBytes)}${r.copiedFiles ? ` (${r.copiedFiles} copied from files already there)` : ''}`);
+    if (r.symlinks) this.out(`  symlinks:          ${r.symlinks}`);
+    if (r.directories) this.out(`  directories made:  ${r.directories}`);
+    this.out(`  removed:           ${r.removed}`);
+    if (r.metadataUpdated) this.out(`  metadata updated:  ${r.metadataUpdated}`);
+    this.out(`  conflicts:         ${r.conflicts.length}${r.conflicts.length ? ' (left alone; see "bitfog status")' : ''}`);
+    if (r.corrupt.length) this.out(`  corrupt on spool:  ${r.corrupt.length} (not written; carried again next trip)`);
+    if (r.unsupported.length) this.out(`  not storable here: ${r.unsupported.length}`);
+    this.out(`  still to carry:    ${r.pendingFiles} files, ${formatSize(r.pendingBytes)}`);
+    this.out(`  spool space freed: ${formatSize(r.freedBytes)}`);
+    if (r.pendingFiles === 0 && r.conflicts.length === 0) this.out('  the destination now matches the source snapshot');
+  }
+}
+
+export class StoreCommand extends StoreBase {
+  static paths = [['store']];
+  static usage = Command.Usage({
+    category: 'Sneakernet cycle',
+    description: 'At the destination: write what the spool carries, apply removals, record the new state.',
+    details: `
+      Writes every file the spool carries into \`<dest-url>\` (under a temporary name, verified against its hash, then renamed into place), creates symlinks and directories, sets modes and mtimes, and removes what the source no longer has. An entry at the destination is replaced or removed only if it still matches the destination state recorded when the plan was made; anything else is a conflict, left alone and listed by \`bitfog status\`. Then it records the destination's new state on the spool and frees the space of what landed.
+
+      On a spool that carries nothing (a new spool) it only records the destination's state: that is how a first trip starts. Interrupting (even kill -9) is safe: run the same command again.
+
+      Exit codes: 0 done; 3 done with conflicts left alone; 4 corrupt content found on the spool (not written).
+    `,
+    examples: [
+      ['Store into a local tree', '$0 store /media/usb/spool /srv/mirror'],
+      ['Start a first trip: record an empty or existing destination', '$0 store /media/usb/spool s3://bucket/mirror/'],
+    ],
+  });
+
+  spool = Option.String({ name: 'spool' });
+  dest = Option.String({ name: 'dest-url' });
+
+  protected run(signal: AbortSignal): Promise<number> {
+    return this.storeFrom(this.spool, this.dest, signal);
+  }
+}
+
+export class ClassicStoreCommand extends StoreBase {
+  static paths = [['store']];
+  static usage = Command.Usage({
+    category: 'Classic commands',
+    description: 'Classic form: write what <dir> carries into <dest-url>, removing what <srcdb> lacks.',
+    details: `
+      \`<srcdb>\` is a \`bitfog builddb\` snapshot of the source, carried along with \`<dir>\` (the directory \`bitfog fetch <destdb> <src-url> <dir>\` filled). Safety rules are those of the spool form.
+    `,
+    examples: [['The original README\'s flow', '$0 store src.db http://site-b:8675/dest/ /media/usb/tmp']],
+  });
+
+  srcdb = Option.String({ name: 'srcdb' });
+  dest = Option.String({ name: 'dest-url' });
+  dir = Option.String({ name: 'dir' });
+
+  protected run(signal: AbortSignal): Promise<number> {
+    return this.storeFrom(this.dir, this.dest, signal, this.srcdb);
+  }
+}

@@ -1,0 +1,62 @@
+import { Command, Option } from 'clipanion';
+import { hashStream } from '../../core/hashing.ts';
+import { formatSize } from '../../core/sizes.ts';
+import { Spool } from '../../core/spool.ts';
+import { throwIfAborted } from '../../core/errors.ts';
+import { BitfogCommand } from '../base.ts';
+import { ExitCode } from '../exit-codes.ts';
+import { quote } from '../progress.ts';
+
+export class VerifyCommand extends BitfogCommand {
+  static paths = [['verify']];
+  static usage = Command.Usage({
+    category: 'Sneakernet cycle',
+    description: 'Re-hash everything the spool carries; list what is corrupt.',
+    details: `
+      Reads every blob on the spool and checks it against its SHA-256, and checks the manifest database. Corrupt blobs are listed with the files that would have used them; nothing is changed (\`bitfog store\` never writes a corrupt blob: it removes it so the next fetch carries it again).
+
+      Exit codes: 0 all good; 4 something is corrupt.
+    `,
+    examples: [['Check a spool after a rough journey', '$0 verify /media/usb/spool']],
+  });
+
+  spool = Option.String({ name: 'spool' });
+
+  protected async run(signal: AbortSignal): Promise<number> {
+    const spool = await Spool.open(this.spool, { create: false });
+    const progress = this.progress();
+    try {
+      const integrity = spool.manifest.db.exec('PRAGMA integrity_check')[0]?.values[0]?.[0];
+      const manifestOk = integrity === 'ok';
+      const blobs = spool.blobs();
+      const total = blobs.reduce((n, b) => n + b.size, 0);
+      progress.listener({ type: 'transfer-start', phase: 'verify', files: blobs.length, bytes: total });
+      const source = spool.manifest.getSnapshot('source');
+      const pathsOf = new Map<string, string[]>();
+      for (const e of source?.entries.values() ?? []) if (e.hash) pathsOf.set(e.hash, [...(pathsOf.get(e.hash) ?? []), e.path]);
+      const corrupt: Array<{ hash: string; reason: string }> = [];
+      let files = 0;
+      let bytes = 0;
+      for (const b of blobs) {
+        throwIfAborted(signal);
+        const { hash, bytes: n } = await hashStream(await spool.readBlob(b.hash, signal), (k) => {
+          bytes += k;
+          progress.listener({ type: 'transfer', phase: 'verify', files, bytes });
+        });
+        if (hash !== b.hash) corrupt.push({ hash: b.hash, reason: `content hashes to ${hash} (${n} bytes)` });
+        files++;
+      }
+      progress.finish();
+      for (const c of corrupt) {
+        const paths = pathsOf.get(c.hash) ?? [];
+        this.out(`corrupt: ${c.hash}: ${c.reason}${paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : ''}`);
+      }
+      if (!manifestOk) this.out(`corrupt: manifest: ${String(integrity)}`);
+      this.out(`verify: ${blobs.length} blobs, ${formatSize(total)} checked; ${corrupt.length} corrupt${manifestOk ? '' : '; manifest damaged'}`);
+      return corrupt.length || !manifestOk ? ExitCode.CORRUPT : ExitCode.OK;
+    } finally {
+      progress.finish();
+      await spool.close();
+    }
+  }
+}

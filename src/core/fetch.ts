@@ -1,0 +1,234 @@
+/**
+ * fetch: at the source site, carry onto the spool what the destination lacks.
+ *
+ * 1. Snapshot the source (hash cache; files the destination obviously lacks are hashed
+ *    while carried instead of read twice).
+ * 2. Plan against the destination as last recorded on the spool (or as given, or empty).
+ * 3. Carry contents, largest first by default, up to the budget (`maxBytes` and the
+ *    spool's free space less a reserve). A blob lands only after its hash matched; a
+ *    source file that changes while being carried is detected and left for the next trip.
+ * 4. Record the source snapshot and a journal entry on the spool.
+ *
+ * Rerunning after a crash redoes nothing that finished: completed blobs are on the spool.
+ */
+import pLimit from 'p-limit';
+import { bitfogError, isBitfogError, throwIfAborted, toBitfogError } from './errors.ts';
+import type { HashCache } from './hashcache.ts';
+import type { JournalEvent, Snapshot } from './manifest.ts';
+import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
+import type { ProgressListener } from './progress.ts';
+import { takeSnapshot } from './snapshot.ts';
+import type { Spool } from './spool.ts';
+import type { Entry, Source } from './types.ts';
+
+/** Free space kept on the spool's disk by default, for the manifest and the file system. */
+export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
+/** Blobs at least this large are fsynced one by one; smaller ones rely on store's re-verification. */
+const FSYNC_BLOB_BYTES = 8 * 1024 * 1024;
+
+export interface FetchOptions {
+  source: Source;
+  spool: Spool;
+  cache: HashCache;
+  /** The destination's state; default: the one recorded on the spool, else empty. */
+  destination?: Snapshot;
+  /** Upper bound for all blobs on the spool, bytes. */
+  maxBytes?: number;
+  /** Free space to leave on the spool's disk (default DEFAULT_RESERVE_BYTES). */
+  reserveBytes?: number;
+  order?: CarryOrder;
+  /** Files carried at once (default: min(4, the source's maxConcurrency)). */
+  concurrency?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+}
+
+export interface FetchResult {
+  trip: number;
+  sourceEntries: number;
+  assumedEmptyDestination: boolean;
+  carriedFiles: number;
+  carriedBytes: number;
+  /** Content already on the spool from an earlier fetch, still needed. */
+  alreadyCarriedBytes: number;
+  /** Needed content left for later trips. */
+  deferredFiles: number;
+  deferredBytes: number;
+  /** Entries at the destination the source no longer has (removed at store). */
+  plannedRemovals: number;
+  skipped: Array<{ path: string; reason: string }>;
+  stoppedByFullDisk: boolean;
+  budgetBytes: number;
+  elapsedMs: number;
+}
+
+export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> {
+  const t0 = Date.now();
+  const { source, spool, cache, signal, onProgress } = options;
+  const manifest = spool.manifest;
+  const trip = Number(manifest.getMeta('trip') ?? '0') + 1;
+
+  let destination = options.destination ?? manifest.getSnapshot('destination');
+  const assumedEmpty = !destination || destination.assumedEmpty === true;
+  if (!destination) {
+    onProgress?.({ type: 'notice', message: 'no destination state on the spool: assuming an empty destination (run "bitfog store" at the destination first to record it)' });
+    destination = { url: '(assumed empty)', takenAt: new Date().toISOString(), entries: new Map(), assumedEmpty: true };
+  }
+  const destSizes = new Set<number>();
+  for (const d of destination.entries.values()) if (d.kind === 'file') destSizes.add(d.size);
+
+  // Only files the destination might already have, or that may duplicate another source file
+  // (a file of the same size exists), need their hash before planning; everything else is
+  // hashed while it is carried, so it is read once.
+  const scan = await takeSnapshot(source, {
+    side: 'source',
+    cache,
+    ...(signal ? { signal } : {}),
+    ...(onProgress ? { onProgress } : {}),
+    wantHash: (e, filesOfSize) => destSizes.has(e.size) || filesOfSize(e.size) > 1,
+  });
+  const snapshot = scan.snapshot;
+  const skipped = [...scan.skipped];
+  for (const s of skipped) onProgress?.({ type: 'skip', path: s.path, reason: s.reason });
+
+  // Blobs no longer needed by this source (changed again before they were stored) only take space.
+  const wanted = new Set<string>();
+  for (const e of snapshot.entries.values()) if (e.kind === 'file' && e.hash) wanted.add(e.hash);
+  for (const b of spool.blobs()) if (!wanted.has(b.hash)) await spool.removeBlob(b.hash);
+
+  const carriedSet = new Set(spool.blobs().map((b) => b.hash));
+  const { needs, alreadyCarried } = contentNeeds(snapshot, destination, carriedSet);
+  const alreadyCarriedBytes = alreadyCarried.reduce((n, c) => n + c.size, 0);
+
+  const reserve = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
+  const free = await spool.freeSpace();
+  const carriedNow = spool.carriedBytes;
+  let budget = Math.max(0, free - reserve);
+  if (options.maxBytes !== undefined) budget = Math.min(budget, Math.max(0, options.maxBytes - carriedNow));
+  manifest.setMeta('capacity', String(options.maxBytes ?? free - reserve + carriedNow));
+
+  const { selected, deferred } = selectForTrip(needs, budget, options.order ?? 'largest');
+  const totalBytes = selected.reduce((n, s) => n + s.size, 0);
+  onProgress?.({ type: 'transfer-start', phase: 'fetch', files: selected.length, bytes: totalBytes });
+
+  // Record the source snapshot before carrying: a crash mid-carry still leaves a spool whose
+  // status tells what it holds. It is rewritten with the hashes learnt while carrying.
+  manifest.putSnapshot('source', snapshot);
+  manifest.setMeta('trip', String(trip));
+  if (!manifest.hasSnapshot('destination')) manifest.putSnapshot('destination', destination);
+  await spool.save();
+
+  let doneFiles = 0;
+  let doneBytes = 0;
+  let carriedFiles = 0;
+  let carriedBytes = 0;
+  let fullDisk = false;
+  const stop = new AbortController();
+  const inner = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
+  const journal: JournalEvent[] = [];
+  const limit = pLimit(options.concurrency ?? Math.min(4, source.capabilities.maxConcurrency));
+  const largeHashes: string[] = [];
+  const carriedNeeds = new Set<ContentNeed>();
+  let lastSave = Date.now();
+
+  const carryOne = async (need: ContentNeed) => {
+    if (inner.aborted) return;
+    let lastError: unknown;
+    for (const path of need.paths) {
+      const entry = snapshot.entries.get(path)!;
+      try {
+        const hash = await carryFile(entry, need);
+        carriedFiles++;
+        carriedBytes += need.size;
+        carriedNeeds.add(need);
+        if (need.size >= FSYNC_BLOB_BYTES) largeHashes.push(hash);
+        journal.push({ command: 'fetch', event: 'carried', path, detail: `${need.size} ${hash}` });
+        lastError = undefined;
+        break;
+      } catch (e) {
+        lastError = e;
+        if (isBitfogError(e, 'ENOSPC')) {
+          fullDisk = true;
+          stop.abort();
+          return;
+        }
+        if (isBitfogError(e, 'EABORTED')) return;
+      }
+    }
+    if (lastError !== undefined) {
+      const err = toBitfogError(lastError);
+      if (!['ENOENT', 'EACCES', 'EINTEGRITY', 'EISDIR', 'EOPNOTSUPP'].includes(err.code)) throw err;
+      const reason = err.code === 'EINTEGRITY' ? `changed while being carried; it is carried on a later trip` : err.message;
+      for (const path of need.paths) {
+        skipped.push({ path, reason });
+        onProgress?.({ type: 'skip', path, reason });
+      }
+    }
+    doneFiles++;
+    if (Date.now() - lastSave > 30_000) {
+      lastSave = Date.now();
+      await spool.save();
+    }
+  };
+
+  const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
+    throwIfAborted(inner);
+    const startedAt = Date.now();
+    const stream = await source.read(entry.path, { signal: inner });
+    const hash = await spool.writeBlob(stream, { ...(need.hash ? { hash: need.hash } : {}), size: need.size }, {
+      signal: inner,
+      durable: need.size >= FSYNC_BLOB_BYTES,
+      onBytes: (n) => {
+        doneBytes += n;
+        onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
+      },
+    });
+    if (!need.hash) {
+      // Hashed while carried: make sure the file did not change under us, then remember it.
+      const after = await source.stat(entry.path, { signal: inner });
+      if (after.version !== entry.version || after.size !== entry.size) {
+        await spool.removeBlob(hash);
+        throw bitfogError('EINTEGRITY', `${JSON.stringify(entry.path)} changed while being carried`, { path: entry.path });
+      }
+      entry.hash = hash;
+      cache.record(entry, hash, startedAt);
+    }
+    return hash;
+  };
+
+  try {
+    await Promise.all(selected.map((need) => limit(() => carryOne(need))));
+  } finally {
+    await spool.syncBlobDirs(largeHashes).catch(() => {});
+    manifest.putSnapshot('source', snapshot);
+    manifest.setSkipped('source', skipped);
+    journal.push({
+      command: 'fetch',
+      event: 'fetch-finished',
+      detail: JSON.stringify({ carriedFiles, carriedBytes, deferred: deferred.length, fullDisk, aborted: signal?.aborted ?? false }),
+    });
+    manifest.appendJournal(trip, journal);
+    await spool.save();
+    await cache.save();
+  }
+  throwIfAborted(signal);
+
+  const left = [...deferred, ...selected.filter((n) => !carriedNeeds.has(n))];
+  let plannedRemovals = 0;
+  for (const d of destination.entries.values()) if (!snapshot.entries.has(d.path)) plannedRemovals++;
+  return {
+    trip,
+    sourceEntries: snapshot.entries.size,
+    assumedEmptyDestination: assumedEmpty,
+    carriedFiles,
+    carriedBytes,
+    alreadyCarriedBytes,
+    deferredFiles: left.length,
+    deferredBytes: left.reduce((n, d) => n + d.size, 0),
+    plannedRemovals,
+    skipped,
+    stoppedByFullDisk: fullDisk,
+    budgetBytes: budget,
+    elapsedMs: Date.now() - t0,
+  };
+}

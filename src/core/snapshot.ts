@@ -1,0 +1,146 @@
+/**
+ * Taking a snapshot: the state of one side, every entry with its content hash.
+ *
+ * Listing comes from the backend; hashes come from the backend when it knows them
+ * (serverSideHashes), else from the hash cache, else by reading the file. A caller may
+ * leave some files unhashed (`wantHash`) when it is about to read them anyway — fetch
+ * hashes a file it must carry while carrying it, instead of reading it twice.
+ */
+import pLimit from 'p-limit';
+import { throwIfAborted, toBitfogError } from './errors.ts';
+import { EMPTY_HASH, hashStream, sha256Hex } from './hashing.ts';
+import { RACY_WINDOW_MS, type HashCache } from './hashcache.ts';
+import type { Snapshot } from './manifest.ts';
+import type { RelPath } from './paths.ts';
+import type { ProgressListener, Side } from './progress.ts';
+import { isTempPath } from './tempnames.ts';
+import type { Entry, Source } from './types.ts';
+
+export interface SnapshotOptions {
+  side: Side;
+  cache: HashCache;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+  /**
+   * Return false to leave a file's hash unknown (the caller hashes it later). Default: hash
+   * all. `filesOfSize(n)` tells how many listed files have size n (identical content needs
+   * equal sizes, so a unique size cannot be a duplicate).
+   */
+  wantHash?: (entry: Entry, filesOfSize: (size: number) => number) => boolean;
+  /** Files read at once while hashing (default: the backend's maxConcurrency, at most 4). */
+  concurrency?: number;
+  /**
+   * Hashes the caller already knows because it just wrote and verified these files. They
+   * are taken (and cached) for listed files of the same size instead of re-reading them.
+   */
+  knownHashes?: ReadonlyMap<string, { hash: string; size: number }>;
+}
+
+export interface SnapshotResult {
+  snapshot: Snapshot;
+  /** Entries not included, with why (special files, unreadable, invalid names). */
+  skipped: Array<{ path: string; reason: string }>;
+  /** bitfog temporary files found (leftovers of an interrupted store). */
+  tempFiles: RelPath[];
+}
+
+export async function takeSnapshot(backend: Source, options: SnapshotOptions): Promise<SnapshotResult> {
+  const { side, cache, signal, onProgress } = options;
+  const entries = new Map<string, Entry>();
+  const skipped: Array<{ path: string; reason: string }> = [];
+  const tempFiles: RelPath[] = [];
+  const takenAt = new Date().toISOString();
+
+  for await (const entry of backend.list({ signal, onSkip: (path, reason) => skipped.push({ path, reason }) })) {
+    if (isTempPath(entry.path)) {
+      if (entry.kind !== 'directory') tempFiles.push(entry.path);
+      continue;
+    }
+    entries.set(entry.path, entry);
+    if (entries.size % 1000 === 0) {
+      throwIfAborted(signal);
+      onProgress?.({ type: 'scan', side, url: backend.url, entries: entries.size });
+    }
+  }
+
+  const toHash: Entry[] = [];
+  let toHashBytes = 0;
+  let sizeCounts: Map<number, number> | undefined;
+  const filesOfSize = (size: number) => {
+    if (!sizeCounts) {
+      sizeCounts = new Map();
+      for (const e of entries.values()) if (e.kind === 'file') sizeCounts.set(e.size, (sizeCounts.get(e.size) ?? 0) + 1);
+    }
+    return sizeCounts.get(size) ?? 0;
+  };
+  for (const entry of entries.values()) {
+    if (entry.kind !== 'file') continue;
+    if (sha256Hex(entry.hash)) continue;
+    if (entry.size === 0) {
+      entry.hash = EMPTY_HASH;
+      continue;
+    }
+    const known = options.knownHashes?.get(entry.path);
+    if (known && known.size === entry.size) {
+      entry.hash = known.hash;
+      // bitfog wrote and verified this content moments ago: trusted despite being recent.
+      cache.record(entry, known.hash, (entry.changedAtMs ?? 0) + RACY_WINDOW_MS);
+      continue;
+    }
+    const cached = cache.lookup(entry);
+    if (cached) {
+      entry.hash = cached;
+      continue;
+    }
+    entry.hash = undefined;
+    if (options.wantHash && !options.wantHash(entry, filesOfSize)) continue;
+    toHash.push(entry);
+    toHashBytes += entry.size;
+  }
+  onProgress?.({ type: 'scanned', side, url: backend.url, entries: entries.size, toHash: toHash.length, toHashBytes });
+
+  let files = 0;
+  let bytes = 0;
+  const limit = pLimit(options.concurrency ?? Math.min(4, backend.capabilities.maxConcurrency));
+  await Promise.all(
+    toHash.map((entry) =>
+      limit(async () => {
+        throwIfAborted(signal);
+        const startedAt = Date.now();
+        try {
+          const stream = await backend.read(entry.path, { signal });
+          const { hash, bytes: n } = await hashStream(stream, (chunk) => {
+            bytes += chunk;
+          });
+          if (n !== entry.size) {
+            // Changed while we read it: leave it unhashed; whoever needs it re-reads and checks.
+            skipped.push({ path: entry.path, reason: 'changed while being hashed' });
+            return;
+          }
+          entry.hash = hash;
+          cache.record(entry, hash, startedAt);
+        } catch (e) {
+          const err = toBitfogError(e, `cannot hash ${JSON.stringify(entry.path)}`, entry.path);
+          if (err.code === 'EABORTED') throw err;
+          if (err.code === 'ENOENT') {
+            // Deleted since it was listed: it is not part of this snapshot.
+            entries.delete(entry.path);
+            return;
+          }
+          if (err.code === 'EACCES' || err.code === 'EISDIR' || err.code === 'EOPNOTSUPP') {
+            // Kept without a hash: the plan neither carries it nor removes the other side's copy.
+            skipped.push({ path: entry.path, reason: err.message });
+            return;
+          }
+          throw err;
+        }
+        files++;
+        onProgress?.({ type: 'hash', side, files, bytes });
+      }),
+    ),
+  );
+  cache.retainOnly((p) => entries.has(p));
+  await cache.save();
+  onProgress?.({ type: 'scan', side, url: backend.url, entries: entries.size });
+  return { snapshot: { url: backend.url, takenAt, entries }, skipped, tempFiles };
+}

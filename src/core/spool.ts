@@ -1,0 +1,318 @@
+/**
+ * The spool: a directory on the carried disk.
+ *
+ *   <spool>/manifest.db              the manifest (SQLite; see manifest.ts)
+ *   <spool>/blobs/sha256/ab/<hex>    carried content, named by its SHA-256 (identical content once)
+ *   <spool>/tmp/                     blobs being written; emptied when a command starts
+ *   <spool>/lock                     held by the one process using the spool
+ *
+ * A blob only ever appears under its final name after its content hashed to that name and
+ * was fsynced, so the blobs directory is the truth about what is carried: a crash loses at
+ * most the blob being written, and the manifest's `carried` table is rebuilt from it.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants as C, createReadStream, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { bitfogError, toBitfogError } from './errors.ts';
+import { syncDir } from './fsutil.ts';
+import { formatHash, sha256Hex } from './hashing.ts';
+import { Manifest } from './manifest.ts';
+import { createHash } from 'node:crypto';
+
+const MANIFEST = 'manifest.db';
+const LOCK = 'lock';
+/** A lock whose owner on another host has not refreshed it for this long is stale. */
+const FOREIGN_LOCK_STALE_MS = 60_000;
+const LOCK_REFRESH_MS = 15_000;
+
+export interface BlobInfo {
+  hash: string;
+  size: number;
+}
+
+export class Spool {
+  readonly dir: string;
+  readonly manifest: Manifest;
+  readonly #blobs: Map<string, number>;
+  readonly #lock: SpoolLock;
+
+  private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, lock: SpoolLock) {
+    this.dir = dir;
+    this.manifest = manifest;
+    this.#blobs = blobs;
+    this.#lock = lock;
+  }
+
+  /**
+   * Opens (and with `create`, creates) the spool at `dir` and takes its lock.
+   * Throws ENOENT (no spool and not `create`), ELOCKED (another live process holds it),
+   * EBADSPOOL (damaged or unknown manifest).
+   */
+  static async open(dir: string, { create }: { create: boolean }): Promise<Spool> {
+    const abs = path.resolve(dir);
+    const manifestFile = path.join(abs, MANIFEST);
+    const exists = await fsp.access(manifestFile).then(() => true, () => false);
+    if (!exists) {
+      if (!create) {
+        throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST}); run "bitfog fetch" or "bitfog store" to create one`);
+      }
+      const entries = await fsp.readdir(abs).catch(() => [] as string[]);
+      const foreign = entries.filter((e) => ![MANIFEST, LOCK, 'blobs', 'tmp'].includes(e) && !e.startsWith(`${MANIFEST}.`));
+      if (foreign.length > 0) {
+        throw bitfogError('EBADSPOOL', `${dir} is not empty and not a spool (it holds ${JSON.stringify(foreign[0])}); use an empty or new directory`);
+      }
+      await fsp.mkdir(path.join(abs, 'blobs', 'sha256'), { recursive: true }).catch((e) => {
+        throw toBitfogError(e, `cannot create spool ${dir}`);
+      });
+    }
+    const lock = await SpoolLock.acquire(path.join(abs, LOCK));
+    try {
+      await fsp.mkdir(path.join(abs, 'blobs', 'sha256'), { recursive: true });
+      // Whatever is in tmp/ was being written when a previous run died.
+      await fsp.rm(path.join(abs, 'tmp'), { recursive: true, force: true });
+      await fsp.mkdir(path.join(abs, 'tmp'), { recursive: true });
+      const manifest = exists ? await Manifest.load(manifestFile) : await Manifest.create();
+      const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256'));
+      const spool = new Spool(abs, manifest, blobs, lock);
+      if (!exists) await spool.save();
+      return spool;
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+  }
+
+  /**
+   * Opens a spool for reading only, without its lock (for status while another command
+   * runs). Its manifest must not be saved. Throws ENOENT, EBADSPOOL.
+   */
+  static async inspect(dir: string): Promise<{ manifest: Manifest; blobs: BlobInfo[] }> {
+    const abs = path.resolve(dir);
+    if (!(await Spool.exists(abs))) throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST})`);
+    const manifest = await Manifest.load(path.join(abs, MANIFEST));
+    const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256')).catch(() => new Map<string, number>());
+    return { manifest, blobs: [...blobs].map(([hash, size]) => ({ hash, size })) };
+  }
+
+  /** True when `dir` holds a spool manifest. */
+  static async exists(dir: string): Promise<boolean> {
+    return fsp.access(path.join(dir, MANIFEST)).then(() => true, () => false);
+  }
+
+  get manifestFile(): string {
+    return path.join(this.dir, MANIFEST);
+  }
+
+  /** Writes the manifest (with the carried table mirrored from disk) atomically. */
+  async save(): Promise<void> {
+    this.manifest.setCarried([...this.#blobs].map(([hash, size]) => ({ hash, size })));
+    await this.manifest.save(this.manifestFile);
+  }
+
+  /** Releases the lock and closes the manifest (without saving). */
+  async close(): Promise<void> {
+    this.manifest.close();
+    await this.#lock.release();
+  }
+
+  has(hash: string): boolean {
+    return this.#blobs.has(hash);
+  }
+
+  blobs(): BlobInfo[] {
+    return [...this.#blobs].map(([hash, size]) => ({ hash, size }));
+  }
+
+  get carriedBytes(): number {
+    let n = 0;
+    for (const size of this.#blobs.values()) n += size;
+    return n;
+  }
+
+  blobPath(hash: string): string {
+    const hex = sha256Hex(hash);
+    if (!hex) throw bitfogError('EBADSPOOL', `not a sha256 content hash: ${JSON.stringify(hash)}`);
+    return path.join(this.dir, 'blobs', 'sha256', hex.slice(0, 2), hex);
+  }
+
+  /** Opens a blob for reading. The caller must verify what it reads against `hash`. */
+  async readBlob(hash: string, signal?: AbortSignal): Promise<Readable> {
+    const file = this.blobPath(hash);
+    try {
+      const handle = await fsp.open(file, C.O_RDONLY | C.O_NOFOLLOW);
+      return createReadStream('', { fd: handle, highWaterMark: 1 << 20, ...(signal ? { signal } : {}) });
+    } catch (e) {
+      throw toBitfogError(e, `cannot read blob ${hash}`);
+    }
+  }
+
+  /**
+   * Writes a blob from `content`, hashing as it goes. It lands under its final name only when
+   * the content hashed to `expectedHash` (when given) and had `expectedSize` bytes; otherwise
+   * it is discarded and EINTEGRITY thrown. Returns the hash. Throws ENOSPC on a full disk
+   * (nothing partial is kept).
+   */
+  async writeBlob(
+    content: AsyncIterable<Buffer>,
+    expected: { hash?: string; size: number },
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void; durable?: boolean } = {},
+  ): Promise<string> {
+    const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
+    const h = createHash('sha256');
+    let bytes = 0;
+    const handle = await fsp.open(tmp, 'w', 0o644).catch((e) => {
+      throw toBitfogError(e, 'cannot write to the spool');
+    });
+    try {
+      for await (const chunk of content) {
+        if (options.signal?.aborted) throw bitfogError('EABORTED', 'operation aborted');
+        h.update(chunk);
+        let off = 0;
+        while (off < chunk.length) {
+          const { bytesWritten } = await handle.write(chunk, off, chunk.length - off, bytes + off);
+          off += bytesWritten;
+        }
+        bytes += chunk.length;
+        options.onBytes?.(chunk.length);
+      }
+      if (options.durable !== false) await handle.sync();
+      await handle.close();
+    } catch (e) {
+      await handle.close().catch(() => {});
+      await fsp.rm(tmp, { force: true });
+      throw toBitfogError(e, 'cannot write to the spool');
+    }
+    const hash = formatHash(h);
+    if (bytes !== expected.size || (expected.hash !== undefined && hash !== expected.hash)) {
+      await fsp.rm(tmp, { force: true });
+      throw bitfogError(
+        'EINTEGRITY',
+        bytes !== expected.size
+          ? `read ${bytes} bytes, expected ${expected.size}: the file changed while being carried`
+          : `content hashed to ${hash}, expected ${expected.hash}: the file changed while being carried`,
+      );
+    }
+    const final = this.blobPath(hash);
+    await fsp.mkdir(path.dirname(final), { recursive: true });
+    await fsp.rename(tmp, final);
+    this.#blobs.set(hash, bytes);
+    return hash;
+  }
+
+  /** fsyncs the blob directories so that renamed blobs survive a power loss. */
+  async syncBlobDirs(hashes: string[]): Promise<void> {
+    const dirs = new Set(hashes.map((h) => path.dirname(this.blobPath(h))));
+    for (const d of dirs) await syncDir(d);
+  }
+
+  /** Deletes a blob (landed at the destination, or found corrupt). */
+  async removeBlob(hash: string): Promise<void> {
+    await fsp.rm(this.blobPath(hash), { force: true });
+    this.#blobs.delete(hash);
+  }
+
+  /** Free bytes on the spool's file system. */
+  async freeSpace(): Promise<number> {
+    const st = await fsp.statfs(this.dir);
+    return Number(st.bavail) * Number(st.bsize);
+  }
+}
+
+async function scanBlobs(root: string): Promise<Map<string, number>> {
+  const blobs = new Map<string, number>();
+  for (const prefix of await fsp.readdir(root)) {
+    if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+    const dir = path.join(root, prefix);
+    for (const name of await fsp.readdir(dir)) {
+      if (!/^[0-9a-f]{64}$/.test(name) || !name.startsWith(prefix)) continue;
+      const st = await fsp.stat(path.join(dir, name));
+      blobs.set(`sha256:${name}`, st.size);
+    }
+  }
+  return blobs;
+}
+
+/**
+ * One process per spool. The lock file holds the owner's host, pid and start time. On the
+ * same host a lock whose process is gone is stale and taken over at once (a kill -9 never
+ * leaves a spool stuck); a lock from another host is stale once its owner stopped
+ * refreshing it for FOREIGN_LOCK_STALE_MS.
+ */
+class SpoolLock {
+  readonly #file: string;
+  readonly #timer: NodeJS.Timeout;
+
+  private constructor(file: string) {
+    this.#file = file;
+    this.#timer = setInterval(() => {
+      const now = new Date();
+      fsp.utimes(file, now, now).catch(() => {});
+    }, LOCK_REFRESH_MS);
+    this.#timer.unref();
+  }
+
+  static async acquire(file: string): Promise<SpoolLock> {
+    const me = JSON.stringify({ host: os.hostname(), pid: process.pid, started: new Date().toISOString() });
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const handle = await fsp.open(file, 'wx', 0o644);
+        await handle.writeFile(me);
+        await handle.close();
+        return new SpoolLock(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw toBitfogError(e, 'cannot lock the spool');
+      }
+      const owner = await readLockOwner(file);
+      if (!owner) {
+        // Empty or half-written: another process may be writing it this very moment.
+        const st = await fsp.stat(file).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs < 5000) throw bitfogError('ELOCKED', 'the spool is being locked by another process');
+      } else if (!(await ownerIsGone(file, owner))) {
+        throw bitfogError(
+          'ELOCKED',
+          `the spool is in use by process ${owner.pid} on ${owner.host} since ${owner.started}; wait for it to finish`,
+        );
+      }
+      // Stale: remove it only if it is still the same stale lock, then retry.
+      await fsp.rm(file, { force: true });
+    }
+    throw bitfogError('ELOCKED', 'could not take the spool lock (another process keeps taking it)');
+  }
+
+  async release(): Promise<void> {
+    clearInterval(this.#timer);
+    await fsp.rm(this.#file, { force: true });
+  }
+}
+
+interface LockOwner {
+  host: string;
+  pid: number;
+  started: string;
+}
+
+async function readLockOwner(file: string): Promise<LockOwner | undefined> {
+  try {
+    const parsed = JSON.parse(await fsp.readFile(file, 'utf8')) as LockOwner;
+    if (typeof parsed.pid === 'number' && typeof parsed.host === 'string') return parsed;
+  } catch {
+    /* empty or half-written lock: treated as stale below */
+  }
+  return undefined;
+}
+
+async function ownerIsGone(file: string, owner: LockOwner): Promise<boolean> {
+  if (owner.host === os.hostname()) {
+    if (owner.pid === process.pid) return false;
+    try {
+      process.kill(owner.pid, 0);
+      return false;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'ESRCH';
+    }
+  }
+  const st = await fsp.stat(file).catch(() => undefined);
+  return !st || Date.now() - st.mtimeMs > FOREIGN_LOCK_STALE_MS;
+}

@@ -1,0 +1,401 @@
+/**
+ * store: at the destination site, write what the spool carries, apply removals, record
+ * the destination's new state on the spool and free the space of what landed.
+ *
+ * Every file is written under a temporary name in its directory, verified against its
+ * hash while it streams (a corrupt blob never lands: the write fails before the rename,
+ * and on all-or-nothing backends the upload is aborted), made durable in batches, then
+ * renamed into place. Removals and replacements happen only where the live entry still
+ * matches the recorded destination snapshot (see plan.ts); everything else is a conflict.
+ */
+import pLimit from 'p-limit';
+import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
+import { formatHash } from './hashing.ts';
+import type { HashCache } from './hashcache.ts';
+import type { JournalEvent, Snapshot } from './manifest.ts';
+import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
+import { contentNeeds, planStore, type StoreAction } from './plan.ts';
+import type { ProgressListener } from './progress.ts';
+import { takeSnapshot } from './snapshot.ts';
+import type { Spool } from './spool.ts';
+import { tempSiblingOf } from './tempnames.ts';
+import type { Destination } from './types.ts';
+
+/** A batch of small files is made durable together: at most this many files… */
+const BATCH_FILES = 256;
+/** …or this many bytes. */
+const BATCH_BYTES = 64 * 1024 * 1024;
+
+export interface StoreOptions {
+  destination: Destination;
+  spool: Spool;
+  cache: HashCache;
+  /** The source's state; default: the one recorded on the spool by fetch. */
+  source?: Snapshot;
+  /** Files written at once (default: min(8, the destination's maxConcurrency)). */
+  concurrency?: number;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+}
+
+export interface StoreResult {
+  trip: number;
+  /** True when the spool carried nothing and only the destination's state was recorded. */
+  recordedOnly: boolean;
+  writtenFiles: number;
+  writtenBytes: number;
+  /** Files written by copying content already at the destination (renames, duplicates). */
+  copiedFiles: number;
+  symlinks: number;
+  directories: number;
+  removed: number;
+  metadataUpdated: number;
+  conflicts: Array<{ path: string; reason: string }>;
+  /** Source files whose content is still to be carried (later trips). */
+  pendingFiles: number;
+  pendingBytes: number;
+  /** Blobs that failed verification: not written, removed from the spool (carried again next trip). */
+  corrupt: Array<{ path: string; hash: string }>;
+  unsupported: Array<{ path: string; reason: string }>;
+  skipped: Array<{ path: string; reason: string }>;
+  freedBytes: number;
+  elapsedMs: number;
+}
+
+/** Errors that concern one entry: reported for it, the store goes on. Others stop the store. */
+const PER_ENTRY_CODES = new Set(['ENOENT', 'EEXIST', 'EISDIR', 'ENOTDIR', 'ENOTEMPTY', 'EACCES', 'EINTEGRITY', 'EOPNOTSUPP', 'EBADPATH']);
+
+export async function storeFromSpool(options: StoreOptions): Promise<StoreResult> {
+  const t0 = Date.now();
+  const { destination: dest, spool, cache, signal, onProgress } = options;
+  const manifest = spool.manifest;
+  const trip = Number(manifest.getMeta('trip') ?? '0');
+  const caps = dest.capabilities;
+  const journal: JournalEvent[] = [];
+  const result: StoreResult = {
+    trip, recordedOnly: false, writtenFiles: 0, writtenBytes: 0, copiedFiles: 0, symlinks: 0, directories: 0,
+    removed: 0, metadataUpdated: 0, conflicts: [], pendingFiles: 0, pendingBytes: 0, corrupt: [], unsupported: [],
+    skipped: [], freedBytes: 0, elapsedMs: 0,
+  };
+
+  const source = options.source ?? manifest.getSnapshot('source');
+  const recorded: Snapshot = manifest.getSnapshot('destination') ?? {
+    url: dest.url, takenAt: new Date(0).toISOString(), entries: new Map(), assumedEmpty: true,
+  };
+
+  const liveScan = await takeSnapshot(dest, { side: 'destination', cache, ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) });
+  const live = liveScan.snapshot;
+  result.skipped.push(...liveScan.skipped);
+  // Leftovers of an interrupted store: bitfog's own temporary files, never a user's.
+  for (const tmp of liveScan.tempFiles) await dest.remove(tmp).catch(() => {});
+
+  if (!source) {
+    if (spool.blobs().length > 0) {
+      throw bitfogError('EBADSPOOL', 'the spool carries content but no source snapshot; it is damaged or was not written by "bitfog fetch"');
+    }
+    onProgress?.({ type: 'notice', message: 'the spool carries nothing: recording the destination state only' });
+    result.recordedOnly = true;
+    manifest.putSnapshot('destination', live);
+    manifest.setSkipped('destination', result.skipped);
+    manifest.appendJournal(trip, [{ command: 'store', event: 'recorded-destination', detail: `${live.entries.size} entries` }]);
+    await spool.save();
+    result.elapsedMs = Date.now() - t0;
+    return result;
+  }
+
+  const plan = planStore({ source, recorded, live, onSpool: (h) => spool.has(h), capabilities: caps });
+  result.unsupported = plan.unsupported;
+  result.conflicts.push(...plan.conflicts);
+  for (const c of plan.conflicts) onProgress?.({ type: 'conflict', path: c.path, reason: c.reason });
+  for (const u of plan.unsupported) onProgress?.({ type: 'skip', path: u.path, reason: u.reason });
+
+  const writes = plan.actions.filter((a): a is Extract<StoreAction, { op: 'write' }> => a.op === 'write');
+  const totalBytes = writes.reduce((n, w) => n + w.size, 0);
+  onProgress?.({ type: 'transfer-start', phase: 'store', files: writes.length, bytes: totalBytes });
+
+  const knownDirs = new Set<string>([ROOT]);
+  for (const e of live.entries.values()) if (e.kind === 'directory') knownDirs.add(e.path);
+  const written = new Map<string, { hash: string; size: number }>();
+  const limit = pLimit(options.concurrency ?? Math.min(8, caps.maxConcurrency));
+  let doneFiles = 0;
+  let doneBytes = 0;
+
+  const failed = (path: RelPath, err: BitfogError) => {
+    if (!PER_ENTRY_CODES.has(err.code)) throw err;
+    const reason = err.message;
+    result.conflicts.push({ path, reason });
+    onProgress?.({ type: 'conflict', path, reason });
+    journal.push({ command: 'store', event: 'failed', path, detail: reason });
+  };
+
+  const ensureParents = async (path: RelPath) => {
+    for (const dir of ancestors(path)) {
+      if (knownDirs.has(dir)) continue;
+      await dest.mkdir(dir, { ...(signal ? { signal } : {}) });
+      knownDirs.add(dir);
+    }
+  };
+
+  /** Opens the verified content of a write: a spool blob or a file already at the destination. */
+  const openContent = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Readable> => {
+    const raw = w.from.kind === 'spool'
+      ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
+      : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
+    const verifier = new VerifyingStream(w.hash, w.size, (n) => {
+      doneBytes += n;
+      onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
+    });
+    // pipeline carries a read error of the source into the verifier, where the writer sees it.
+    return pipeline(raw, verifier, () => {});
+  };
+
+  /** Writes one file under its temporary name (or in place on all-or-nothing backends). */
+  const writeStaged = async (w: Extract<StoreAction, { op: 'write' }>): Promise<RelPath | undefined> => {
+    throwIfAborted(signal);
+    const target = caps.atomicRename ? tempSiblingOf(w.path) : w.path;
+    try {
+      await ensureParents(w.path);
+      const content = await openContent(w);
+      await dest.write(target, content, {
+        size: w.size, hash: w.hash,
+        ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
+        ...(signal ? { signal } : {}),
+      });
+      if (!caps.atomicRename && (w.mode !== undefined || w.mtimeMs !== undefined)) {
+        await dest.setMetadata(target, { ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }) });
+      }
+      return target;
+    } catch (e) {
+      const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
+      if (caps.atomicRename) await dest.remove(target).catch(() => {});
+      if (err.code === 'EINTEGRITY' && w.from.kind === 'spool') {
+        result.corrupt.push({ path: w.path, hash: w.hash });
+        await spool.removeBlob(w.hash);
+        journal.push({ command: 'store', event: 'corrupt-blob', path: w.path, detail: w.hash });
+        onProgress?.({ type: 'skip', path: w.path, reason: `spool content failed verification (${w.hash}); removed from the spool, carried again next trip` });
+        return undefined;
+      }
+      if (err.code === 'EINTEGRITY') {
+        onProgress?.({ type: 'skip', path: w.path, reason: `the destination file it was copied from changed; carried on a later trip` });
+        result.pendingFiles++;
+        result.pendingBytes += w.size;
+        return undefined;
+      }
+      failed(w.path, err);
+      return undefined;
+    }
+  };
+
+  const runWrites = async (batch: Array<Extract<StoreAction, { op: 'write' }>>) => {
+    // Stage every file of the batch, flush them together, then rename each into place.
+    const staged = await Promise.all(batch.map((w) => limit(() => writeStaged(w))));
+    const ok = batch.map((w, i) => ({ w, tmp: staged[i] })).filter((x): x is { w: typeof x.w; tmp: RelPath } => x.tmp !== undefined);
+    if (caps.atomicRename && ok.length) {
+      await dest.sync?.(ok.map((x) => x.tmp), { ...(signal ? { signal } : {}) });
+      await Promise.all(
+        ok.map(({ w, tmp }) =>
+          limit(async () => {
+            try {
+              await dest.rename(tmp, w.path, { ...(signal ? { signal } : {}) });
+              landed(w);
+            } catch (e) {
+              await dest.remove(tmp).catch(() => {});
+              failed(w.path, toBitfogError(e, `cannot move ${JSON.stringify(w.path)} into place`, w.path));
+            }
+          }),
+        ),
+      );
+      await dest.sync?.([...new Set(ok.map((x) => parentPath(x.w.path)))], { ...(signal ? { signal } : {}) });
+    } else {
+      for (const { w } of ok) landed(w);
+    }
+  };
+
+  const landed = (w: Extract<StoreAction, { op: 'write' }>) => {
+    written.set(w.path, { hash: w.hash, size: w.size });
+    result.writtenFiles++;
+    result.writtenBytes += w.size;
+    if (w.from.kind === 'destination') result.copiedFiles++;
+    doneFiles++;
+    journal.push({ command: 'store', event: 'written', path: w.path, detail: `${w.size} ${w.hash}` });
+  };
+
+  const runOne = async (a: StoreAction) => {
+    throwIfAborted(signal);
+    const opt = signal ? { signal } : {};
+    try {
+      switch (a.op) {
+        case 'mkdir':
+          await ensureParents(a.path);
+          await dest.mkdir(a.path, opt);
+          knownDirs.add(a.path);
+          result.directories++;
+          break;
+        case 'remove':
+          try {
+            await dest.remove(a.path, opt);
+          } catch (e) {
+            if (!isBitfogError(e, 'ENOENT')) throw e;
+          }
+          result.removed++;
+          journal.push({ command: 'store', event: 'removed', path: a.path });
+          break;
+        case 'rmdir':
+          try {
+            await dest.rmdir(a.path, opt);
+            result.removed++;
+            journal.push({ command: 'store', event: 'removed', path: a.path });
+          } catch (e) {
+            if (isBitfogError(e, 'ENOENT')) break;
+            if (isBitfogError(e, 'ENOTEMPTY')) {
+              throw bitfogError('ENOTEMPTY', 'directory left in place: it still holds entries bitfog left alone', { path: a.path });
+            }
+            throw e;
+          }
+          break;
+        case 'symlink': {
+          await ensureParents(a.path);
+          if (a.replaces && caps.atomicRename) {
+            const tmp = tempSiblingOf(a.path);
+            await dest.symlink(tmp, a.target, opt);
+            await dest.rename(tmp, a.path, opt);
+          } else {
+            if (a.replaces) await dest.remove(a.path, opt).catch(() => {});
+            await dest.symlink(a.path, a.target, opt);
+          }
+          if (a.mtimeMs !== undefined) await dest.setMetadata(a.path, { mtimeMs: a.mtimeMs }, opt);
+          result.symlinks++;
+          journal.push({ command: 'store', event: 'symlinked', path: a.path, detail: a.target });
+          break;
+        }
+        case 'meta':
+          await dest.setMetadata(a.path, { ...(a.mode === undefined ? {} : { mode: a.mode }), ...(a.mtimeMs === undefined ? {} : { mtimeMs: a.mtimeMs }) }, opt);
+          result.metadataUpdated++;
+          break;
+        case 'write':
+          await runWrites([a]);
+          break;
+      }
+    } catch (e) {
+      failed(a.path, toBitfogError(e, `cannot ${a.op} ${JSON.stringify(a.path)}`, a.path));
+    }
+  };
+
+  try {
+    // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
+    // run concurrently in durable batches, everything else in order.
+    let i = 0;
+    const actions = plan.actions;
+    while (i < actions.length) {
+      const a = actions[i]!;
+      if (a.op === 'write') {
+        const batch: Array<Extract<StoreAction, { op: 'write' }>> = [];
+        let bytes = 0;
+        while (i < actions.length && actions[i]!.op === 'write' && batch.length < BATCH_FILES && bytes < BATCH_BYTES) {
+          const w = actions[i] as Extract<StoreAction, { op: 'write' }>;
+          if (batch.length > 0 && w.from.kind !== batch[0]!.from.kind) break;
+          batch.push(w);
+          bytes += w.size;
+          i++;
+        }
+        await runWrites(batch);
+      } else if (a.op === 'symlink' || a.op === 'meta') {
+        const group: StoreAction[] = [];
+        while (i < actions.length && actions[i]!.op === a.op && group.length < BATCH_FILES) group.push(actions[i++]!);
+        if (a.op === 'meta') for (const m of group) await runOne(m); // deepest first matters for directories
+        else await Promise.all(group.map((s) => limit(() => runOne(s))));
+      } else {
+        await runOne(a);
+        i++;
+      }
+    }
+  } finally {
+    // Whatever happened, record what is known so a rerun starts from the truth.
+    manifest.appendJournal(trip, journal);
+    journal.length = 0;
+    if (written.size > 0) await spool.save().catch(() => {});
+  }
+
+  // The destination's new state: one more listing, with the hashes of what was just
+  // written taken from the verified writes rather than read back.
+  const finalScan = await takeSnapshot(dest, {
+    side: 'destination', cache, knownHashes: written,
+    ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}),
+  });
+  const finalState = finalScan.snapshot;
+
+  // Free the blobs whose content has landed everywhere the source wants it.
+  const { alreadyCarried } = contentNeeds(source, finalState, new Set(spool.blobs().map((b) => b.hash)));
+  const stillNeeded = new Set(alreadyCarried.map((c) => c.hash!));
+  for (const b of spool.blobs()) {
+    if (!stillNeeded.has(b.hash)) {
+      await spool.removeBlob(b.hash);
+      result.freedBytes += b.size;
+    }
+  }
+  const pendingNeeds = contentNeeds(source, finalState, new Set()).needs.filter((n) => !n.hash || !stillNeeded.has(n.hash));
+  result.pendingFiles = pendingNeeds.reduce((n, p) => n + p.paths.length, 0);
+  result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);
+
+  manifest.putSnapshot('destination', finalState);
+  manifest.setConflicts(result.conflicts);
+  manifest.setSkipped('destination', [...result.skipped, ...result.unsupported]);
+  manifest.appendJournal(trip, [{
+    command: 'store', event: 'store-finished',
+    detail: JSON.stringify({
+      written: result.writtenFiles, bytes: result.writtenBytes, removed: result.removed, conflicts: result.conflicts.length,
+      pending: result.pendingFiles, corrupt: result.corrupt.length,
+    }),
+  }]);
+  await spool.save();
+  await cache.save();
+  result.elapsedMs = Date.now() - t0;
+  return result;
+}
+
+function emptyStream(): Readable {
+  const t = new Transform();
+  t.end();
+  return t;
+}
+
+/**
+ * Passes content through while hashing it; fails the stream (so the consumer's write fails
+ * before anything is renamed or committed) when the hash or size does not match.
+ */
+class VerifyingStream extends Transform {
+  readonly #hash = createHash('sha256');
+  #bytes = 0;
+  readonly #expectedHash: string;
+  readonly #expectedSize: number;
+  readonly #onBytes: (n: number) => void;
+
+  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void) {
+    super({ highWaterMark: 1 << 20 });
+    this.#expectedHash = expectedHash;
+    this.#expectedSize = expectedSize;
+    this.#onBytes = onBytes;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.#bytes += chunk.length;
+    if (this.#bytes > this.#expectedSize) {
+      cb(bitfogError('EINTEGRITY', `content is longer than the expected ${this.#expectedSize} bytes`));
+      return;
+    }
+    this.#hash.update(chunk);
+    this.#onBytes(chunk.length);
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    const got = formatHash(this.#hash);
+    if (this.#bytes !== this.#expectedSize || got !== this.#expectedHash) {
+      cb(bitfogError('EINTEGRITY', `content hashed to ${got} (${this.#bytes} bytes), expected ${this.#expectedHash} (${this.#expectedSize} bytes)`));
+      return;
+    }
+    cb();
+  }
+}

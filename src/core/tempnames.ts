@@ -1,0 +1,22 @@
+/**
+ * Names of bitfog's temporary files at a destination. A file is written under such a
+ * name in its final directory and renamed into place only when complete and verified;
+ * after a crash, leftovers are recognised by this pattern, ignored by snapshots and
+ * removed by the next store. The random part makes a collision with a user's file
+ * practically impossible.
+ */
+import { randomBytes } from 'node:crypto';
+import { baseName, childPath, parentPath, type RelPath } from './paths.ts';
+
+const PREFIX = '.bitfog-tmp-';
+const PATTERN = /^\.bitfog-tmp-[0-9a-f]{16}(?:-|$)/;
+
+/** A fresh temporary sibling of `path`. */
+export function tempSiblingOf(path: RelPath): RelPath {
+  const hint = baseName(path).replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40);
+  return childPath(parentPath(path), `${PREFIX}${randomBytes(8).toString('hex')}-${hint}`);
+}
+
+export function isTempPath(path: string): boolean {
+  return PATTERN.test(path.slice(path.lastIndexOf('/') + 1));
+}

@@ -1,0 +1,199 @@
+/**
+ * The sneakernet cycle through the CLI, as a person runs it: multi-trip, with changes,
+ * removals, conflicts and awkward names, in the spool form and the classic form.
+ */
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { bitfog, bitfogOk } from './helpers/cli.ts';
+import { tempDir } from './helpers/tmp.ts';
+import { contentOf, makeTree, metadataOf, readTree, type TreeSpec } from './helpers/tree.ts';
+
+const OLD = new Date('2020-01-02T03:04:05.678Z');
+
+const SITE_A: TreeSpec = {
+  'plain.txt': 'hello\n',
+  'with space/ünïcødé €.txt': 'utf-8 name\n',
+  'hash#tag/100%.txt': { content: 'percent\n', mode: 0o600, mtime: OLD },
+  'what?/really?.txt': 'question\n',
+  'new\nline/tab\there.txt': 'control characters\n',
+  'deep/a/b/c/d/e/f/g/h/i/j/leaf.txt': { content: 'deep\n', mode: 0o755, mtime: OLD },
+  'empty.txt': '',
+  'empty dir': { dir: true, mode: 0o750 },
+  'big-1.bin': { bytes: 300_000, seed: 1 },
+  'big-2.bin': { bytes: 250_000, seed: 2 },
+  'copy of big-1.bin': { bytes: 300_000, seed: 1 },
+  'medium.bin': { bytes: 120_000, seed: 3 },
+  'link to plain': { symlink: 'plain.txt' },
+  'dangling link': { symlink: '../../nowhere/at all' },
+  'link to dir': { symlink: 'deep/a' },
+};
+
+async function site(label: string) {
+  const dir = await tempDir(label);
+  const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+  return { dir, a: path.join(dir, 'site-a'), b: path.join(dir, 'site-b'), spool: path.join(dir, 'spool'), env };
+}
+
+/** Runs fetch/store trips until the spool reports nothing left; returns the number of trips. */
+async function tripsUntilDone(a: string, b: string, spool: string, env: NodeJS.ProcessEnv, max: string): Promise<number> {
+  for (let trip = 1; trip <= 20; trip++) {
+    await bitfogOk(['fetch', a, spool, '--max', max, '--reserve', '0'], { env });
+    const stored = await bitfog(['store', spool, b], { env });
+    assert.ok(stored.code === 0, `store exit ${stored.code}: ${stored.stderr}${stored.stdout}`);
+    const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+    if (status.left.files === 0 && status.carried.blobs === 0) return trip;
+  }
+  throw new Error('did not converge in 20 trips');
+}
+
+describe('sneakernet cycle (spool form)', () => {
+  it('carries a tree over several trips, then changes and removals, until B equals A', async () => {
+    const { a, b, spool, env } = await site('cycle');
+    await makeTree(a, SITE_A);
+    await fsp.mkdir(b);
+
+    // First trip starts at the destination: an empty spool records B's state.
+    const first = await bitfogOk(['store', spool, b], { env });
+    assert.match(first.stdout, /carried nothing; recorded the destination's state/);
+
+    const trips = await tripsUntilDone(a, b, spool, env, '400KiB');
+    assert.ok(trips >= 2, `needs several trips at 400 KiB (took ${trips})`);
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    assert.deepEqual(metadataOf(await readTree(b)), metadataOf(await readTree(a)), 'modes and mtimes carried');
+
+    // Changes at A: modify, delete, add, rename (a rename costs no carrying), replace a dir by a file.
+    await fsp.writeFile(path.join(a, 'plain.txt'), 'changed\n');
+    await fsp.rm(path.join(a, 'medium.bin'));
+    await fsp.rm(path.join(a, 'deep'), { recursive: true });
+    await fsp.writeFile(path.join(a, 'deep'), 'now a file\n');
+    await fsp.rename(path.join(a, 'big-2.bin'), path.join(a, 'with space', 'big-2 renamed.bin'));
+    await fsp.writeFile(path.join(a, 'added #1.txt'), 'added\n');
+    const fetched = await bitfogOk(['fetch', a, spool, '--max', '400KiB', '--reserve', '0'], { env });
+    assert.match(fetched.stdout, /removals planned:\s+\d+/);
+    const carried = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+    assert.ok(carried.carried.bytes < 1000, `a rename is not carried again (carried ${carried.carried.bytes} bytes)`);
+    await bitfogOk(['store', spool, b], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    assert.deepEqual(metadataOf(await readTree(b)), metadataOf(await readTree(a)));
+
+    // A rescan with nothing changed carries nothing and changes nothing.
+    const again = await bitfogOk(['fetch', a, spool], { env });
+    assert.match(again.stdout, /carried now:\s+0 files/);
+    const storedAgain = await bitfogOk(['store', spool, b], { env });
+    assert.match(storedAgain.stdout, /written:\s+0 files/);
+    assert.match(storedAgain.stdout, /removed:\s+0/);
+  });
+
+  it('leaves conflicting destination changes alone and reports them', async () => {
+    const { a, b, spool, env } = await site('conflict');
+    await makeTree(a, { 'keep.txt': 'keep\n', 'to change.txt': 'v1\n' });
+    await makeTree(b, { 'recorded only at b.txt': 'mine\n', 'to change.txt': 'b version\n' });
+    await bitfogOk(['store', spool, b], { env }); // records B as it is
+    await bitfogOk(['fetch', a, spool], { env });
+
+    // Behind the plan's back, B changes a file the plan replaces and gains one it never saw.
+    await fsp.writeFile(path.join(b, 'to change.txt'), 'b edited after the snapshot\n');
+    await fsp.writeFile(path.join(b, 'late #1.txt'), 'new after the snapshot\n');
+    const r = await bitfog(['store', spool, b], { env });
+    assert.equal(r.code, 3, `exit 3 for conflicts: ${r.stderr}`);
+    assert.match(r.stderr, /conflict: to change\.txt: changed at the destination since the snapshot/);
+    assert.match(r.stderr, /conflict: late #1\.txt: not in the recorded destination state/);
+    assert.equal(await fsp.readFile(path.join(b, 'to change.txt'), 'utf8'), 'b edited after the snapshot\n', 'not overwritten');
+    assert.equal(await fsp.readFile(path.join(b, 'late #1.txt'), 'utf8'), 'new after the snapshot\n', 'not removed');
+    await assert.rejects(fsp.access(path.join(b, 'recorded only at b.txt')), 'recorded and unchanged, absent at A: removed');
+    assert.equal(await fsp.readFile(path.join(b, 'keep.txt'), 'utf8'), 'keep\n');
+    const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+    assert.deepEqual(status.conflicts.map((c: { path: string }) => c.path).sort(), ['late #1.txt', 'to change.txt']);
+    assert.match((await bitfogOk(['status', spool], { env })).stdout, /conflicts:\s+2/);
+
+    // B's new state is recorded now: the next trip may replace and remove what still matches it.
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    assert.equal(await fsp.readFile(path.join(b, 'to change.txt'), 'utf8'), 'v1\n');
+    await assert.rejects(fsp.access(path.join(b, 'late #1.txt')));
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    assert.deepEqual(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).conflicts, []);
+  });
+
+  it('respects --max and the free space, carrying smaller files that still fit', async () => {
+    const { a, b, spool, env } = await site('capacity');
+    await makeTree(a, { 'huge.bin': { bytes: 600_000, seed: 9 }, 'large.bin': { bytes: 300_000, seed: 8 }, 'small.bin': { bytes: 50_000, seed: 7 } });
+    await fsp.mkdir(b);
+    const r = await bitfogOk(['fetch', a, spool, '--max', '400000', '--reserve', '0'], { env });
+    assert.match(r.stdout, /carried now:\s+2 files/);
+    const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+    assert.equal(status.carried.bytes, 350_000, 'large + small fit, huge waits');
+    assert.deepEqual(status.tooLarge.map((t: { path: string }) => t.path), ['huge.bin']);
+    const human = await bitfogOk(['status', spool], { env });
+    assert.match(human.stdout, /too large:\s+1 files exceed the spool size/);
+  });
+
+  it('explains input mistakes with one line and a usage exit code', async () => {
+    const { a, spool, env } = await site('errors');
+    await makeTree(a, { 'x.txt': 'x' });
+    const badSize = await bitfog(['fetch', a, spool, '--max', 'lots'], { env });
+    assert.equal(badSize.code, 2);
+    assert.match(badSize.stderr, /^bitfog: invalid size "lots"/m);
+    assert.doesNotMatch(badSize.stderr, /at .*\.ts:\d+/, 'no stack trace');
+    const badScheme = await bitfog(['ls', 'nosuch://x/y'], { env });
+    assert.equal(badScheme.code, 2);
+    assert.match(badScheme.stderr, /no backend for "nosuch:\/\/" URLs/);
+    const missing = await bitfog(['ls', path.join(a, 'does not exist')], { env });
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /does not exist/);
+    const notSpool = await bitfog(['status', a], { env });
+    assert.equal(notSpool.code, 1);
+    assert.match(notSpool.stderr, /is not a spool/);
+    const wrongArgs = await bitfog(['fetch'], { env });
+    assert.notEqual(wrongArgs.code, 0);
+    const intoNonEmpty = await bitfog(['fetch', a, a], { env });
+    assert.equal(intoNonEmpty.code, 1);
+    assert.match(intoNonEmpty.stderr, /not empty and not a spool/);
+    const verbose = await bitfog(['ls', path.join(a, 'nope'), '--verbose'], { env });
+    assert.match(verbose.stderr, /\[ENOENT\]/);
+  });
+
+  it('lists any backend with ls, awkward names quoted', async () => {
+    const { a, env } = await site('ls');
+    await makeTree(a, { 'new\nline.txt': 'x', 'd/f #1': 'yy', 'l': { symlink: 'd' } });
+    const r = await bitfogOk(['ls', a], { env });
+    assert.match(r.stdout, /^f \d{4} +1 \S+ "new\\nline\.txt"$/m);
+    assert.match(r.stdout, /^d \d{4} +0 \S+ d$/m);
+    assert.match(r.stdout, /^f \d{4} +2 \S+ d\/f #1$/m);
+    assert.match(r.stdout, /^l \d{4} +1 \S+ l -> d$/m);
+    const json = (await bitfogOk(['ls', a, '--json'], { env })).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    assert.ok(json.some((e) => e.path === 'new\nline.txt' && e.kind === 'file' && e.size === 1));
+  });
+});
+
+describe('sneakernet cycle (classic form)', () => {
+  it('builddb / emptydb / fetch / store as the original README shows them', async () => {
+    const { dir, a, b, env } = await site('classic');
+    await makeTree(a, { 'hello.txt': 'hello world\n', 'sub/nested.txt': 'nested\n', 'empty.txt': '', 'link': { symlink: 'hello.txt' } });
+    await makeTree(b, { 'extra-in-dest.txt': 'extra\n' });
+    const destdb = path.join(dir, 'dest.db');
+    const srcdb = path.join(dir, 'src.db');
+    const tmp = path.join(dir, 'tmp');
+    await bitfogOk(['builddb', b, destdb], { env });
+    await bitfogOk(['builddb', a, srcdb], { env });
+    const fetched = await bitfogOk(['fetch', destdb, a, tmp], { env });
+    assert.match(fetched.stdout, /carried now:\s+2 files/);
+    assert.match(fetched.stdout, /removals planned:\s+1/);
+    await bitfogOk(['store', srcdb, b, tmp], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+
+    // emptydb: a blank destination.
+    const emptydb = path.join(dir, 'empty.db');
+    await bitfogOk(['emptydb', emptydb], { env });
+    const c = path.join(dir, 'site-c');
+    await bitfogOk(['fetch', emptydb, a, path.join(dir, 'tmp2')], { env });
+    await bitfogOk(['store', srcdb, c, path.join(dir, 'tmp2')], { env });
+    assert.deepEqual(contentOf(await readTree(c)), contentOf(await readTree(a)));
+
+    const notDb = await bitfog(['fetch', path.join(a, 'hello.txt'), a, path.join(dir, 'tmp3')], { env });
+    assert.equal(notDb.code, 1);
+    assert.match(notDb.stderr, /not a bitfog manifest/);
+  });
+});

@@ -306,6 +306,11 @@ export interface AssembleOptions {
    * busy 2-core machine it was slower), hence not the default.
    */
   wholeFileHasher?: () => StreamHasher;
+  /**
+   * false: do not hash the whole file (the caller verifies it on the way, as store's
+   * verifying stream does); chunks and the size are still checked. Default true.
+   */
+  verifyWholeFile?: boolean;
 }
 
 export interface AssembleResult {
@@ -411,7 +416,8 @@ class ExactReader {
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
   let ranged = options.rangedReads ?? true;
-  const whole = options.wholeFileHasher?.() ?? syncHasher();
+  const verifyWhole = options.verifyWholeFile ?? true;
+  const whole = verifyWhole ? (options.wholeFileHasher?.() ?? syncHasher()) : noHasher;
 
   /** One base stream kept open for the read-and-skip fallback. */
   let cursor: { path: string; reader: ExactReader } | undefined;
@@ -504,7 +510,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         spoolBytes += op.length;
       }
     }
-    const hex = await whole.digest();
+    const hex = verifyWhole ? await whole.digest() : recipe.sha256;
     if (size !== recipe.size || hex !== recipe.sha256) {
       throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
     }
@@ -515,6 +521,8 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     whole.dispose();
   }
 }
+
+const noHasher: StreamHasher = { update: () => {}, digest: async () => '', dispose: () => {} };
 
 function baseReadError(path: string, err: unknown): unknown {
   if (isBitfogError(err, 'ENOENT', 'EISDIR', 'ENOTDIR')) return new BaseFileChangedError(path, 'is gone', err);

@@ -253,6 +253,11 @@ export class DeltaStore {
   /** True when content `hash` is carried as a delta (planStore's `hasRecipe`). */
   hasRecipe = (hash: string): boolean => this.tables.hasRecipe(hash);
 
+  /** Contents carried as deltas on this spool. */
+  recipeHashes(): string[] {
+    return this.tables.recipeRows().map((r) => r.hash);
+  }
+
   /**
    * The assembled content of `hash` as a stream, for `Destination.write` through store's
    * verifying stream (which checks the whole file, so the assembler does not hash it again).

@@ -147,6 +147,12 @@ export class DeltaTables {
     return new Set((r[0]?.values ?? []).map((v) => v[0] as string));
   }
 
+  /** Paths whose delta was refused (the source may not know a file's hash before reading it). */
+  refusedPaths(): Set<string> {
+    const r = this.db.exec('SELECT path FROM delta_refused');
+    return new Set((r[0]?.values ?? []).map((v) => v[0] as string));
+  }
+
   /** Forgets refusals of contents no longer wanted (they landed, or the source moved on). */
   retainRefused(keep: (hash: string) => boolean): void {
     for (const h of this.refused()) if (!keep(h)) this.db.run('DELETE FROM delta_refused WHERE hash = ?', [h]);

@@ -132,7 +132,9 @@ export class DeltaFetch {
   private readonly config: Required<DeltaConfig>;
   private readonly index = new ChunkIndex();
   private readonly signatures = new Map<string, FileSignature>();
+  private readonly sizes: number[] = [];
   private readonly refused: Set<string>;
+  private readonly refusedPaths: Set<string>;
   /** Chunks written this run (shared by all files, so identical chunks are carried once). */
   private readonly carried = new Set<string>();
 
@@ -144,12 +146,14 @@ export class DeltaFetch {
     this.tables = new DeltaTables(manifest);
     this.config = resolve(config);
     this.refused = this.tables.refused();
+    this.refusedPaths = this.tables.refusedPaths();
     if (!this.config.enabled) return;
     for (const [path, s] of this.tables.signatures()) {
       const d = destination.entries.get(path);
       if (!d || d.kind !== 'file' || d.hash !== s.hash || d.size !== s.size) continue;
       this.index.add(path, s.signature);
       this.signatures.set(path, s.signature);
+      this.sizes.push(s.size);
     }
   }
 
@@ -169,9 +173,18 @@ export class DeltaFetch {
     return this.tables.chunkBlobsOf(rows.filter((r) => wanted.has(r.hash)).map((r) => r.hash));
   }
 
-  /** True when this content should travel as a delta. */
-  wants(size: number, hash: string | undefined): boolean {
-    return this.config.enabled && size >= this.config.minBytes && this.index.size > 0 && !(hash !== undefined && this.refused.has(hash));
+  /**
+   * True when this content should travel as a delta: it is large enough, not refused, and
+   * the destination has a signature at the same path or of a file of similar size (half to
+   * twice): a renamed, copied or appended-to file. An unrelated new file travels whole,
+   * as one blob rather than as many chunks of which none could be reused.
+   */
+  wants(path: string, size: number, hash: string | undefined): boolean {
+    if (!this.config.enabled || size < this.config.minBytes || this.index.size === 0) return false;
+    if ((hash !== undefined && this.refused.has(hash)) || this.refusedPaths.has(path)) return false;
+    if (this.signatures.has(path)) return true;
+    for (const s of this.sizes) if (s >= size / 2 && s <= size * 2) return true;
+    return false;
   }
 
   /**

@@ -341,7 +341,8 @@ export function deltaBasePaths(manifest: Manifest, hash: string): string[] {
 // ---------------------------------------------------------------------------- status
 
 export interface DeltaStatus {
-  /** Contents on the spool as deltas: their full size and what they cost. */
+  /** Contents on the spool as deltas (`sha256:` hashes), their full size and what they cost. */
+  contents: string[];
   files: number;
   fileBytes: number;
   carriedBytes: number;
@@ -362,6 +363,7 @@ export function deltaStatus(manifest: Manifest): DeltaStatus {
   const fileBytes = rows.reduce((n, r) => n + r.size, 0);
   const carriedBytes = rows.reduce((n, r) => n + r.chunkBytes + r.recipeBytes, 0);
   return {
+    contents: rows.map((r) => r.hash),
     files: rows.length,
     fileBytes,
     carriedBytes,

@@ -20,6 +20,7 @@ import { takeSnapshot } from '../src/core/snapshot.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
 import { xorshiftBytes } from './delta-helpers.ts';
+import { bitfogOk } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const KiB = 1024;
@@ -235,5 +236,27 @@ describe('delta transfer through the cycle', () => {
     assert.equal(off.signed, 0);
     manifest.close();
     await dest.close();
+  });
+
+  it('shows through the CLI what deltas carry and save', async () => {
+    const s = await sites('delta-cli');
+    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
+    const img = xorshiftBytes(60, 6 * MiB);
+    await fsp.writeFile(path.join(s.a, 'disk.img'), img);
+    await bitfogOk(['fetch', s.a, s.spool], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await fsp.writeFile(path.join(s.a, 'disk.img'), edited(img, 4, 0, 70));
+    const fetched = await bitfogOk(['fetch', s.a, s.spool], { env });
+    assert.match(fetched.stdout, /as deltas: +1 of them \(6\.00 MiB\) took/);
+    const status = await bitfogOk(['status', s.spool], { env });
+    assert.match(status.stdout, /deltas: +1 files \(6\.00 MiB\) carried as [\d.]+ [KM]iB, saving [\d.]+ MiB; saved 0 B in stored trips; 1 destination signatures/);
+    const json = JSON.parse((await bitfogOk(['status', s.spool, '--json'], { env })).stdout);
+    assert.equal(json.formatVersion, 2);
+    assert.ok(json.delta.savedBytes > 4 * MiB);
+    const stored = await bitfogOk(['store', s.spool, s.b], { env });
+    assert.match(stored.stdout, /from deltas: +1 files, 6\.00 MiB assembled from [\d.]+ [KM]iB carried/);
+    await assertSameTrees(s.a, s.b);
+    const after = await bitfogOk(['status', s.spool], { env });
+    assert.match(after.stdout, /saved [\d.]+ MiB in stored trips/);
   });
 });

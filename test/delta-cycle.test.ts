@@ -6,10 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalBackend } from '../src/backends/local/index.ts';
+import { signContent } from '../src/core/delta/signature.ts';
 import { DeltaTables } from '../src/core/delta/tables.ts';
 import { deltaStatus, recordDestinationSignatures } from '../src/core/delta/transfer.ts';
 import { isBitfogError } from '../src/core/errors.ts';
@@ -140,6 +141,14 @@ describe('delta transfer through the cycle', () => {
     await assertSameTrees(s.a, s.b);
     assert.equal(await spoolBlobBytes(s.spool), 0, 'chunks are freed once their files landed');
     ({ manifest } = await Spool.inspect(s.spool));
+    // The assembled files' signatures, known from the assembly without re-reading, are exact.
+    const sigs = new DeltaTables(manifest).signatures();
+    for (const p of ['vm images #1/disk ü 1.img', 'moved/deeper/data % renamed.bin', 'copy of disk.img']) {
+      const recorded = sigs.get(p)!;
+      const fresh = await signContent(createReadStream(path.join(s.b, p)), recorded.size, { params: recorded.signature.params });
+      assert.deepEqual(recorded.signature, fresh.signature, p);
+      assert.equal(recorded.hash, fresh.hash);
+    }
     assert.ok(deltaStatus(manifest).storedSavedBytes > 18 * MiB);
     assert.equal(deltaStatus(manifest).files, 0);
     manifest.close();

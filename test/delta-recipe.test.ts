@@ -40,7 +40,7 @@ function signatureOf(data: Buffer, params: ChunkParams, hashLength = DEFAULT_HAS
 function plan(dest: Record<string, Buffer>, next: Buffer, params: ChunkParams, options: { basePath?: string; carried?: Set<string> } = {}): DeltaPlan {
   const index = new ChunkIndex();
   for (const [path, data] of Object.entries(dest)) index.add(path, signatureOf(data, params));
-  return planDelta(chunkBuffer(next, params), sha(next), index, options);
+  return planDelta(chunkBuffer(next, params), sha(next), index, { ...options, params });
 }
 
 /** Collects what a writable receives. */
@@ -179,7 +179,10 @@ describe('delta recipes', () => {
     const next = Buffer.concat([data.subarray(0, 300 * KiB), xorshiftBytes(26, 50 * KiB), data.subarray(300 * KiB)]);
     const p = plan({ 'a b/c%20d?#.bin': data, 'other/file': xorshiftBytes(27, 100 * KiB) }, next, small);
     const bytes = encodeRecipe(p.recipe);
+    assert.deepEqual(p.recipe.params, small);
     assert.deepEqual(decodeRecipe(bytes), p.recipe);
+    const { params: _params, ...withoutParams } = p.recipe;
+    assert.deepEqual(decodeRecipe(encodeRecipe(withoutParams)), withoutParams);
     const future = Buffer.from(bytes);
     future[0] = 9;
     assert.throws(() => decodeRecipe(future), (err) => isBitfogError(err, 'EBADSPOOL') && /version 9/.test(err.message));
@@ -196,8 +199,13 @@ describe('delta assembler', () => {
   const p = plan(dest, next, small, { basePath: 'images/base 1.img' });
   const spoolChunks = spoolOf(p, next);
 
-  it('rebuilds the file from ranged reads and spool chunks, one read per run', async () => {
-    const { bytes, result, reads } = await assembleFrom(p.recipe, dest, spoolChunks);
+  it('rebuilds the file from ranged reads and spool chunks, one read per run, and reports its chunks', async () => {
+    const { sources, reads } = memorySources(new Map(Object.entries(dest)), spoolChunks);
+    const out = sink();
+    const seen: Array<{ length: number; sha256: string }> = [];
+    const result = await assemble(p.recipe, sources, out.stream, { onChunk: (length, sha256) => void seen.push({ length, sha256 }) });
+    const bytes = out.bytes();
+    assert.deepEqual(seen, chunkBuffer(next, small).map((c) => ({ length: c.length, sha256: c.sha256 })));
     assert.ok(bytes.equals(next));
     assert.equal(result.hash, `sha256:${sha(next)}`);
     assert.equal(result.destBytes + result.spoolBytes, next.length);

@@ -236,7 +236,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     result.writtenFiles++;
     result.writtenBytes += w.size;
     if (w.from.kind === 'destination') result.copiedFiles++;
-    if (w.from.kind === 'delta') deltas.landed(w.hash);
+    if (w.from.kind === 'delta') deltas.landed(w.hash, w.path);
     doneFiles++;
     journal.push({ command: 'store', event: 'written', path: w.path, detail: `${w.size} ${w.hash}` });
   };
@@ -361,7 +361,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);
 
   manifest.putSnapshot('destination', finalState);
-  await recordDestinationSignatures({ ...signOptions, snapshot: finalState });
+  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: deltas.knownSignatures });
   manifest.setConflicts(result.conflicts);
   manifest.setSkipped('destination', [...result.skipped, ...result.unsupported]);
   manifest.appendJournal(trip, [{

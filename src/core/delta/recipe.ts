@@ -18,7 +18,8 @@
  *
  * Binary format, version 1 (integers unsigned LEB128 unless noted):
  *
- *   u8 version (1) · size · 32 bytes whole-file SHA-256 · pathCount · pathCount × (byteLength · UTF-8) ·
+ *   u8 version (1) · u8 hasParams · [u8 normalization · minSize · avgSize · maxSize] · size ·
+ *   32 bytes whole-file SHA-256 · pathCount · pathCount × (byteLength · UTF-8) ·
  *   opCount · ops, each one of:
  *     u8 0 · pathIndex · offset · chunkCount · chunkCount × length · 32 bytes run digest   (dest)
  *     u8 1 · length · 32 bytes chunk SHA-256                                               (spool)
@@ -30,7 +31,7 @@ import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
-import type { Chunk } from './chunker.ts';
+import { type Chunk, type ChunkParams, validateChunkParams } from './chunker.ts';
 import { type StreamHasher, syncHasher } from './hasher.ts';
 import type { ChunkIndex, ChunkLocation } from './signature.ts';
 import { ByteReader, pushVarint } from './varint.ts';
@@ -62,6 +63,11 @@ export type RecipeOp = DestOp | SpoolOp;
 
 /** How to rebuild one file: its ops in order, and what the result must be. */
 export interface Recipe {
+  /**
+   * The chunk params the new file was cut with, when known: with them the destination
+   * knows the rebuilt file's signature without reading it again (`AssembleOptions.onChunk`).
+   */
+  params?: ChunkParams;
   /** Size of the rebuilt file (the sum of the op lengths). */
   size: number;
   /** SHA-256 of the rebuilt file, lowercase hex (no `sha256:` prefix). */
@@ -81,6 +87,8 @@ export interface DeltaPlan {
 }
 
 export interface PlanOptions {
+  /** The params the chunks were cut with (recorded in the recipe). */
+  params?: ChunkParams;
   /** SHA-256s already carried this trip; the plan adds its own. Share one set across files. */
   carried?: Set<string>;
   /** The destination path this file replaces: its chunks are preferred (longer runs). */
@@ -153,7 +161,7 @@ export class DeltaPlanner {
     this.closeRun();
     const hex = sha256.startsWith('sha256:') ? sha256.slice(7) : sha256;
     return {
-      recipe: { size: this.size, sha256: hex, ops: this.ops },
+      recipe: { ...(this.options.params ? { params: { ...this.options.params } } : {}), size: this.size, sha256: hex, ops: this.ops },
       carry: this.carry,
       carryBytes: this.carryBytes,
       reuseBytes: this.reuseBytes,
@@ -190,6 +198,13 @@ function writeHash(out: number[], hex: string, what: string): void {
 /** Serialises a recipe (format above). Throws EUSAGE for malformed hashes. */
 export function encodeRecipe(recipe: Recipe): Buffer {
   const out: number[] = [RECIPE_VERSION];
+  if (recipe.params) {
+    validateChunkParams(recipe.params);
+    out.push(1, recipe.params.normalization);
+    pushVarint(out, recipe.params.minSize);
+    pushVarint(out, recipe.params.avgSize);
+    pushVarint(out, recipe.params.maxSize);
+  } else out.push(0);
   pushVarint(out, recipe.size);
   writeHash(out, recipe.sha256, 'file hash');
   const paths = recipeBasePaths(recipe);
@@ -232,6 +247,16 @@ export function decodeRecipe(bytes: Uint8Array): Recipe {
     );
   }
   const hex = (n: number) => Buffer.from(r.bytes(n)).toString('hex');
+  let params: ChunkParams | undefined;
+  const hasParams = r.u8();
+  if (hasParams === 1) {
+    params = { normalization: r.u8(), minSize: r.varint(), avgSize: r.varint(), maxSize: r.varint() };
+    try {
+      validateChunkParams(params);
+    } catch {
+      r.fail('invalid chunk parameters');
+    }
+  } else if (hasParams !== 0) r.fail('bad params flag');
   const size = r.varint();
   const sha256 = hex(32);
   const pathCount = r.varint();
@@ -270,7 +295,7 @@ export function decodeRecipe(bytes: Uint8Array): Recipe {
   }
   r.end();
   if (total !== size) r.fail(`ops add up to ${total} bytes, not ${size}`);
-  return { size, sha256, ops };
+  return { ...(params ? { params } : {}), size, sha256, ops };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -311,6 +336,12 @@ export interface AssembleOptions {
    * verifying stream does); chunks and the size are still checked. Default true.
    */
   verifyWholeFile?: boolean;
+  /**
+   * Called for every chunk of the rebuilt file, in order, with its length and SHA-256
+   * (hex), as it is verified: with `recipe.params`, that is the new file's signature.
+   * Only complete when the assembly succeeded.
+   */
+  onChunk?: (length: number, sha256: string) => void;
 }
 
 export interface AssembleResult {
@@ -473,7 +504,9 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
               throw baseReadError(op.path, err);
             }
             if (!bytes) throw new BaseFileChangedError(op.path, 'is shorter than expected');
-            run.update(createHash('sha256').update(bytes).digest());
+            const digest = createHash('sha256').update(bytes).digest();
+            run.update(digest);
+            options.onChunk?.(length, digest.toString('hex'));
             const wait = whole.update(bytes);
             if (wait) await wait;
             if (held) yield held;
@@ -502,6 +535,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         if (createHash('sha256').update(bytes).digest('hex') !== op.sha256) {
           throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is damaged (its content does not match its hash)`);
         }
+        options.onChunk?.(op.length, op.sha256);
         const wait = whole.update(bytes);
         if (wait) await wait;
         if (held) yield held;

@@ -1,16 +1,24 @@
 /**
- * The built-in backends, registered through the same registry a plugin uses. Each
- * provider is light; its SDK loads only when one of its URLs is opened.
+ * The built-in backends, registered as one plugin named `built-in` through the same
+ * `registerPlugin` a third-party plugin goes through. Each provider is light; its SDK
+ * loads only when one of its URLs is opened.
  */
+import { BUILTIN_ORIGIN, definePlugin, PLUGIN_API_VERSION, registerPlugin } from '../core/plugins.ts';
 import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
 import { localProvider } from './local/index.ts';
 
 export const builtinProviders: BackendProvider[] = [localProvider];
 
-/** A registry holding every built-in backend. */
+export const builtinPlugin = definePlugin({
+  name: BUILTIN_ORIGIN,
+  apiVersion: PLUGIN_API_VERSION,
+  backends: builtinProviders,
+});
+
+/** A registry holding every built-in backend (and no plugin). */
 export function createDefaultRegistry(): BackendRegistry {
   const registry = new BackendRegistry();
-  for (const provider of builtinProviders) registry.register(provider, 'built-in');
+  registerPlugin(registry, builtinPlugin, BUILTIN_ORIGIN);
   return registry;
 }

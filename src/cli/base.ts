@@ -3,18 +3,20 @@
  * rendering, Ctrl-C handling, and the one place where errors become messages and exit codes.
  */
 import { Command, Option, UsageError } from 'clipanion';
-import { createDefaultRegistry } from '../backends/index.ts';
 import { isBitfogError, toBitfogError } from '../core/errors.ts';
 import { HashCache } from '../core/hashcache.ts';
 import type { BackendRegistry } from '../core/registry.ts';
 import { ExitCode, exitCodeFor } from './exit-codes.ts';
 import { ProgressRenderer } from './progress.ts';
+import { createRegistry } from './registry.ts';
 
 export abstract class BitfogCommand extends Command {
   verbose = Option.Boolean('--verbose,-v', false, { description: 'Show stack traces and causes of errors (also BITFOG_DEBUG=1)' });
   quiet = Option.Boolean('--quiet,-q', false, { description: 'No progress output; only the summary and errors' });
   cacheDir = Option.String('--cache-dir', { description: 'Where hash caches live (default: $BITFOG_CACHE_DIR, else $XDG_CACHE_HOME/bitfog, else ~/.cache/bitfog)' });
   noCache = Option.Boolean('--no-cache', false, { description: 'Re-hash everything; do not read or write the hash cache' });
+  plugins = Option.Array('--plugin', [], { description: 'Load a backend plugin (package name or path); repeatable. See `bitfog backends`' });
+  config = Option.String('--config', { description: 'Config file listing plugins (default: $BITFOG_CONFIG, else ./bitfog.config.json, else $XDG_CONFIG_HOME/bitfog/config.json)' });
 
   /** The command's work. Throws coded errors; returns an exit code. */
   protected abstract run(signal: AbortSignal): Promise<number>;
@@ -23,7 +25,7 @@ export abstract class BitfogCommand extends Command {
 
   /** The scheme registry with every built-in backend (and configured plugins). */
   protected async registry(): Promise<BackendRegistry> {
-    this.#registry ??= createDefaultRegistry();
+    this.#registry ??= await createRegistry({ plugins: this.plugins, configPath: this.config, env: this.context.env });
     return this.#registry;
   }
 

@@ -110,7 +110,7 @@ export class ProgressRenderer {
 
   #redraw(): void {
     if (!this.#tty || !this.#status || this.#quiet) return;
-    const width = Math.max(20, (this.#out.columns ?? 100) - 1);
+    const width = Math.max(20, (this.#out.columns || 100) - 1);
     const text = this.#status.length > width ? `${this.#status.slice(0, width - 1)}…` : this.#status;
     this.#out.write(`\r\x1b[K${text}`);
     this.#drawn = true;

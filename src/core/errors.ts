@@ -57,7 +57,19 @@ export const ErrorCode = {
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * Marks BitfogErrors across copies of this module. A plugin installed with its own copy of
+ * bitfog (a peer dependency resolved to a second install) throws errors built from that
+ * copy's class; the brand, registered globally through Symbol.for, makes `instanceof` and
+ * `isBitfogError` recognise them all the same.
+ */
+const BITFOG_ERROR_BRAND = Symbol.for('bitfog.BitfogError');
+
 export class BitfogError extends Error {
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BITFOG_ERROR_BRAND] === true;
+  }
+
   readonly code: ErrorCode;
   /** The entry path the error is about, when there is one (portable relative form). */
   readonly path?: string;
@@ -65,6 +77,7 @@ export class BitfogError extends Error {
   constructor(code: ErrorCode, message: string, options: { cause?: unknown; path?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'BitfogError';
+    Object.defineProperty(this, BITFOG_ERROR_BRAND, { value: true });
     this.code = code;
     if (options.path !== undefined) this.path = options.path;
   }

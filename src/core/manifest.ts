@@ -22,8 +22,8 @@ import { promises as fsp } from 'node:fs';
 import type { Database } from 'sql.js';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { writeFileAtomic } from './fsutil.ts';
-import type { RelPath } from './paths.ts';
 import { DELTA_SCHEMA } from './delta/tables.ts';
+import { relPathProblem, type RelPath } from './paths.ts';
 import { looksLikeSqlite, sqlite } from './sqlite.ts';
 import type { Entry, EntryKind } from './types.ts';
 
@@ -179,6 +179,11 @@ export class Manifest {
         const [path, kind, size, mode, mtimeMs, hash, linkTarget] = stmt.get() as [
           string, EntryKind, number, number | null, number | null, string | null, string | null,
         ];
+        // A spool comes from elsewhere: never trust its paths or numbers to be sane.
+        const problem = relPathProblem(path);
+        if (problem || !Number.isSafeInteger(size) || size < 0 || !['file', 'symlink', 'directory'].includes(kind)) {
+          throw bitfogError('EBADSPOOL', `the manifest's ${role} snapshot has an invalid entry ${JSON.stringify(path)}${problem ? ` (${problem})` : ''}; refusing to use it`);
+        }
         const e: Entry = { path: path as RelPath, kind, size };
         if (mode !== null) e.mode = mode;
         if (mtimeMs !== null) e.mtimeMs = mtimeMs;

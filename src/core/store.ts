@@ -173,9 +173,6 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
         ...(signal ? { signal } : {}),
       });
-      if (!caps.atomicRename && (w.mode !== undefined || w.mtimeMs !== undefined)) {
-        await dest.setMetadata(target, { ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }) });
-      }
       return target;
     } catch (e) {
       const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);

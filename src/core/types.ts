@@ -94,7 +94,11 @@ export interface WriteOptions extends SignalOption {
   size: number;
   /** `sha256:<hex>` of the content, for backends that store or check it (object metadata, headers). */
   hash?: string;
-  /** Permission bits and mtime to store with the file where the backend keeps them. */
+  /**
+   * Permission bits and mtime to store with the file where the backend keeps them. A
+   * backend applies them as part of the write (the core does not call setMetadata after),
+   * and they survive a later `rename`.
+   */
   mode?: number;
   mtimeMs?: number;
 }

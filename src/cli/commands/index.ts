@@ -1,5 +1,6 @@
 /** Every command of the CLI. A command is a clipanion class; adding one is one line here. */
 import type { CommandClass } from 'clipanion';
+import { BackendsCommand } from './backends.ts';
 import { BuilddbCommand } from './builddb.ts';
 import { EmptydbCommand } from './emptydb.ts';
 import { ClassicFetchCommand, FetchCommand } from './fetch.ts';
@@ -16,6 +17,7 @@ export const commands: CommandClass[] = [
   LsCommand,
   BuilddbCommand,
   EmptydbCommand,
+  BackendsCommand,
   ClassicFetchCommand,
   ClassicStoreCommand,
 ];

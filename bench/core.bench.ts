@@ -1,0 +1,79 @@
+/**
+ * The foundation's speed, against what a person would do by hand (two copies:
+ * source → spool → destination), on the same data in the same run:
+ *
+ *   1. large files (default 2 GiB): bitfog fetch + store  vs  cp -a twice, then sync   (target ≤ 1.5×)
+ *   2. small files (default 100k, 1–64 KiB, nested): the same pair  vs  rsync -a twice, then sync   (≤ 2×)
+ *   3. unchanged rescan of those small files: bitfog builddb (warm cache)  vs  find -printf '%s %T@'   (≤ 3×)
+ *
+ * Hashing and verification are included in bitfog's time. The page cache is warm for both
+ * sides (the data was just written). Sizes: BENCH_LARGE_MIB, BENCH_SMALL_FILES; BENCH_DIR
+ * for where the data goes (default: the system temp dir).
+ */
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { bitfogArgs, report, timed, timedSteps } from './lib.ts';
+
+const largeMiB = Number(process.env.BENCH_LARGE_MIB ?? 2048);
+const smallFiles = Number(process.env.BENCH_SMALL_FILES ?? 100_000);
+const base = await fsp.mkdtemp(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'bitfog-bench-core-'));
+const env = { BITFOG_CACHE_DIR: path.join(base, 'cache') };
+
+async function writeRandomFile(file: string, bytes: number): Promise<void> {
+  const h = await fsp.open(file, 'w');
+  const block = randomBytes(1 << 20);
+  for (let off = 0; off < bytes; off += block.length) {
+    block.writeUInt32LE(off / block.length, 0);
+    await h.write(block, 0, Math.min(block.length, bytes - off));
+  }
+  await h.close();
+}
+
+async function compare(label: string, src: string, target: string): Promise<void> {
+  const spool = path.join(base, `${label}-spool`);
+  const dest = path.join(base, `${label}-dest`);
+  const bitfogSeconds = await timedSteps([bitfogArgs('fetch', src, spool, '--quiet'), bitfogArgs('store', spool, dest, '--quiet')], env);
+  const mid = path.join(base, `${label}-copy-mid`);
+  const end = path.join(base, `${label}-copy-end`);
+  const tool = label === 'large' ? 'cp -a ×2 + sync' : 'rsync -a ×2 + sync';
+  const toolSeconds =
+    label === 'large'
+      ? await timedSteps([['cp', ['-a', src, mid]], ['cp', ['-a', mid, end]], ['sync', []]])
+      : await timedSteps([['rsync', ['-a', `${src}/`, `${mid}/`]], ['rsync', ['-a', `${mid}/`, `${end}/`]], ['sync', []]]);
+  report(`${label === 'large' ? `${largeMiB} MiB of large files` : `${smallFiles} small files`}: fetch+store`, bitfogSeconds, tool, toolSeconds, target);
+  await Promise.all([spool, dest, mid, end].map((d) => fsp.rm(d, { recursive: true, force: true })));
+}
+
+try {
+  console.log(`core bench in ${base} (${os.cpus().length} cores)`);
+  const large = path.join(base, 'large-src');
+  await fsp.mkdir(large);
+  const files = Math.max(1, Math.round(largeMiB / 256));
+  for (let i = 0; i < files; i++) await writeRandomFile(path.join(large, `file ${i}.bin`), Math.floor((largeMiB / files) * 2 ** 20));
+  await compare('large', large, '≤ 1.5');
+  await fsp.rm(large, { recursive: true, force: true });
+
+  const small = path.join(base, 'small-src');
+  const pool = randomBytes(64 * 1024);
+  for (let i = 0; i < smallFiles; i++) {
+    const dir = path.join(small, `d${i % 100}`, `e${Math.floor(i / 100) % 10}`);
+    if (i < 1000) await fsp.mkdir(dir, { recursive: true });
+    const size = 1024 + ((i * 2654435761) % (63 * 1024));
+    pool.writeUInt32LE(i, 0);
+    await fsp.writeFile(path.join(dir, `f${i}.dat`), pool.subarray(0, size));
+  }
+  await compare('small', small, '≤ 2');
+
+  // Unchanged rescan: a first builddb fills the cache; wait out the racy window; then measure.
+  const db = path.join(base, 'rescan.db');
+  await timed(process.execPath, bitfogArgs('builddb', small, db, '--quiet')[1], { env });
+  await new Promise((r) => setTimeout(r, 2500));
+  await timed(process.execPath, bitfogArgs('builddb', small, db, '--quiet')[1], { env });
+  const rescan = await timed(process.execPath, bitfogArgs('builddb', small, db, '--quiet')[1], { env });
+  const find = await timed('sh', ['-c', `find "${small}" -printf '%s %T@\\n' > /dev/null`]);
+  report(`unchanged rescan of ${smallFiles} files`, rescan, "find -printf '%s %T@'", find, '≤ 3');
+} finally {
+  await fsp.rm(base, { recursive: true, force: true });
+}

@@ -1,0 +1,206 @@
+/**
+ * The promises around the spool and the destination: one process per spool, a full disk
+ * stops cleanly, cheap rescans that still catch racy changes, a file changing while being
+ * carried, special files, symlinked directories, and hostile manifests.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { Readable } from 'node:stream';
+import { LocalBackend } from '../src/backends/local/index.ts';
+import { isBitfogError } from '../src/core/errors.ts';
+import { fetchToSpool } from '../src/core/fetch.ts';
+import { HashCache, RACY_WINDOW_MS } from '../src/core/hashcache.ts';
+import { toRelPath } from '../src/core/paths.ts';
+import { takeSnapshot } from '../src/core/snapshot.ts';
+import { Spool } from '../src/core/spool.ts';
+import type { ReadOptions, Source } from '../src/core/types.ts';
+import { bitfog, bitfogOk } from './helpers/cli.ts';
+import { tempDir } from './helpers/tmp.ts';
+import { contentOf, makeTree, readTree } from './helpers/tree.ts';
+
+const exec = promisify(execFile);
+
+/** Counts the reads a Source serves (instrumentation around a real backend, not a mock). */
+function delegate(source: Source, read: Source['read']): Source {
+  return {
+    url: source.url,
+    capabilities: source.capabilities,
+    list: (o) => source.list(o),
+    stat: (p, o) => source.stat(p, o),
+    readlink: (p, o) => source.readlink(p, o),
+    close: () => source.close(),
+    read,
+  };
+}
+
+function countingReads(source: Source): { source: Source; reads: string[] } {
+  const reads: string[] = [];
+  const wrapped = delegate(source, (p, o?: ReadOptions) => {
+    reads.push(p);
+    return source.read(p, o);
+  });
+  return { source: wrapped, reads };
+}
+
+describe('the spool lock', () => {
+  it('refuses a second process and takes over the lock of a dead one', async () => {
+    const dir = await tempDir('lock');
+    const spool = path.join(dir, 'spool');
+    const held = await Spool.open(spool, { create: true });
+    const r = await bitfog(['fetch', dir, spool]);
+    assert.equal(r.code, 5, `exit 5 while locked: ${r.stderr}`);
+    assert.match(r.stderr, /the spool is in use by process \d+/);
+    await held.close();
+
+    // A lock left by a process that died (kill -9) does not keep the spool stuck.
+    const dead = spawn(process.execPath, ['-e', '0']);
+    await new Promise((res) => dead.on('exit', res));
+    await fsp.writeFile(path.join(spool, 'lock'), JSON.stringify({ host: os.hostname(), pid: dead.pid, started: 'then' }));
+    const again = await Spool.open(spool, { create: false });
+    await again.close();
+  });
+});
+
+describe('a full spool disk', () => {
+  it('stops cleanly, keeps what was carried, and the next trip goes on', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+    const dir = await tempDir('fulldisk');
+    const mnt = path.join(dir, 'small-disk');
+    await fsp.mkdir(mnt);
+    await exec('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt]);
+    try {
+      const a = path.join(dir, 'a');
+      const b = path.join(dir, 'b');
+      await makeTree(a, { 'one.bin': { bytes: 1_500_000, seed: 1 }, 'two.bin': { bytes: 1_400_000, seed: 2 }, 'three.bin': { bytes: 1_300_000, seed: 3 } });
+      const spool = path.join(mnt, 'spool');
+      // --reserve 0 lets bitfog try to use the whole disk: the disk, not the plan, says stop.
+      const r = await bitfog(['fetch', a, spool, '--reserve', '0'], { env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') } });
+      assert.equal(r.code, 0, r.stderr);
+      const status = JSON.parse((await bitfogOk(['status', spool, '--json'])).stdout);
+      assert.ok(status.carried.files >= 1 && status.left.files >= 1, `some carried, some left: ${JSON.stringify(status.carried)}`);
+      await bitfogOk(['verify', spool]);
+      for (let trip = 0; trip < 4; trip++) {
+        await bitfogOk(['store', spool, b]);
+        await bitfogOk(['fetch', a, spool, '--reserve', '0']);
+      }
+      await bitfogOk(['store', spool, b]);
+      assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    } finally {
+      await exec('umount', [mnt]);
+    }
+  });
+});
+
+describe('rescans', () => {
+  it('do not re-read unchanged files, but re-read a racy or changed one', async () => {
+    const dir = await tempDir('rescan');
+    const root = path.join(dir, 'tree');
+    await makeTree(root, { 'a.txt': 'aaa', 'b/c.txt': 'ccc', 'd.bin': { bytes: 10_000, seed: 4 } });
+    const cacheDir = path.join(dir, 'cache');
+    const backend = await LocalBackend.open(root, root, { write: false });
+    const scan = async () => {
+      const counted = countingReads(backend);
+      const r = await takeSnapshot(counted.source, { side: 'source', cache: await HashCache.open(backend.url, cacheDir) });
+      return { reads: counted.reads.sort(), snapshot: r.snapshot };
+    };
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+    await sleep(RACY_WINDOW_MS + 100);
+    assert.deepEqual((await scan()).reads, ['a.txt', 'b/c.txt', 'd.bin'], 'first scan reads everything');
+    assert.deepEqual((await scan()).reads, [], 'an unchanged rescan reads nothing');
+
+    // Same size, and an mtime forced back to the old value: only ctime and the racy rule catch it.
+    const before = await fsp.stat(path.join(root, 'a.txt'));
+    await fsp.writeFile(path.join(root, 'a.txt'), 'AAA');
+    await fsp.utimes(path.join(root, 'a.txt'), before.atime, before.mtime);
+    const changed = await scan();
+    assert.deepEqual(changed.reads, ['a.txt'], 'only the changed file is read');
+    assert.deepEqual((await scan()).reads, ['a.txt'], 'hashed within the racy window of its change: hashed again');
+    await sleep(RACY_WINDOW_MS + 100);
+    await scan();
+    assert.deepEqual((await scan()).reads, [], 'aged out of the window: trusted');
+    assert.equal(changed.snapshot.entries.get('a.txt')!.hash, 'sha256:cb1ad2119d8fafb69566510ee712661f9f14b83385006ef92aec47f523a38358');
+    assert.equal((await fsp.readdir(path.join(cacheDir, 'hashes'))).length, 1, 'the cache lives outside the tree');
+    assert.deepEqual((await fsp.readdir(root)).sort(), ['a.txt', 'b', 'd.bin'], 'nothing added to the tree');
+  });
+});
+
+describe('a source file changing while it is carried', () => {
+  it('is detected and left for the next trip, never carried wrong', async () => {
+    const dir = await tempDir('changing');
+    const root = path.join(dir, 'a');
+    await makeTree(root, { 'growing.log': { bytes: 2_000_000, seed: 1 }, 'calm.txt': 'calm' });
+    const backend = await LocalBackend.open(root, root, { write: false });
+    // Append to the file the moment its carrying starts.
+    const source = delegate(backend, async (p, o) => {
+      const stream = await backend.read(p, o);
+      if (p === 'growing.log') await fsp.appendFile(path.join(root, 'growing.log'), 'more lines\n');
+      return stream;
+    });
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    const r = await fetchToSpool({ source, spool, cache: HashCache.memory() });
+    assert.deepEqual(r.skipped.map((s) => s.path), ['growing.log']);
+    assert.match(r.skipped[0]!.reason, /changed while being carried/);
+    assert.equal(r.carriedFiles, 1);
+    for (const b of spool.blobs()) assert.notEqual(b.size, 2_000_000);
+    await spool.close();
+  });
+});
+
+describe('what is not a file, a symlink or a directory', () => {
+  it('is skipped, counted, and never blocks', async () => {
+    const dir = await tempDir('fifo');
+    const a = path.join(dir, 'a');
+    await makeTree(a, { 'ok.txt': 'ok' });
+    await exec('mkfifo', [path.join(a, 'a pipe')]);
+    const spool = path.join(dir, 'spool');
+    const r = await bitfogOk(['fetch', a, spool]);
+    assert.match(r.stdout, /skipped:\s+1/);
+    assert.match(r.stderr, /skipped: a pipe: not a regular file, symlink or directory/);
+    await bitfogOk(['store', spool, path.join(dir, 'b')]);
+    assert.deepEqual([...(await readTree(path.join(dir, 'b'))).keys()], ['ok.txt']);
+  });
+});
+
+describe('symlinked directories at the destination', () => {
+  it('are never written through', async () => {
+    const dir = await tempDir('symlinkdir');
+    const outside = path.join(dir, 'outside');
+    const root = path.join(dir, 'dest');
+    await makeTree(outside, { 'secret.txt': 'secret' });
+    await makeTree(root, { 'escape': { symlink: outside } });
+    const dest = await LocalBackend.open(root, root, { write: true });
+    for (const op of [
+      () => dest.write(toRelPath('escape/new.txt'), Readable.from([Buffer.from('x')]), { size: 1 }),
+      () => dest.remove(toRelPath('escape/secret.txt')),
+      () => dest.read(toRelPath('escape/secret.txt')),
+      () => dest.mkdir(toRelPath('escape/sub')),
+      () => dest.symlink(toRelPath('escape/l'), '/etc/passwd'),
+    ]) {
+      await assert.rejects(op(), (e) => isBitfogError(e, 'EACCES'));
+    }
+    assert.deepEqual(await fsp.readdir(outside), ['secret.txt']);
+  });
+});
+
+describe('a hostile manifest', () => {
+  it('is refused before anything is written', async () => {
+    const dir = await tempDir('hostile');
+    const spoolDir = path.join(dir, 'spool');
+    const spool = await Spool.open(spoolDir, { create: true });
+    spool.manifest.putSnapshot('source', {
+      url: 'evil', takenAt: '', entries: new Map([['../../escaped.txt', { path: '../../escaped.txt' as never, kind: 'file', size: 0, hash: 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' }]]),
+    });
+    await spool.save();
+    await spool.close();
+    const r = await bitfog(['store', spoolDir, path.join(dir, 'dest')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /invalid entry "\.\.\/\.\.\/escaped\.txt" \("\.\." segment\)/);
+    await assert.rejects(fsp.access(path.join(dir, 'escaped.txt')));
+  });
+});

@@ -13,7 +13,9 @@ import { LocalBackend } from '../src/backends/local/index.ts';
 import { signContent } from '../src/core/delta/signature.ts';
 import { DeltaTables } from '../src/core/delta/tables.ts';
 import { deltaStatus, recordDestinationSignatures } from '../src/core/delta/transfer.ts';
-import { isBitfogError } from '../src/core/errors.ts';
+import { BitfogError, isBitfogError } from '../src/core/errors.ts';
+import type { RelPath } from '../src/core/paths.ts';
+import type { Destination, ReadOptions } from '../src/core/types.ts';
 import { fetchToSpool, type FetchResult } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import { Manifest } from '../src/core/manifest.ts';
@@ -50,8 +52,26 @@ async function fetch(s: Sites): Promise<FetchResult> {
   }
 }
 
-async function store(s: Sites, signal?: AbortSignal): Promise<StoreResult> {
-  const destination = await LocalBackend.open('file:///site-b', s.b, { write: true });
+/** A local destination that, like a plain HTTP server without Range support, cannot read ranges. */
+function withoutRangedReads(d: Destination): Destination {
+  return new Proxy(d, {
+    get(target, prop, receiver) {
+      if (prop === 'capabilities') return { ...target.capabilities, rangedReads: false };
+      if (prop === 'read') {
+        return (p: RelPath, o: ReadOptions = {}) => {
+          if (o.start !== undefined || o.end !== undefined) throw new BitfogError('EOPNOTSUPP', 'no ranged reads here');
+          return target.read(p, o);
+        };
+      }
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+async function store(s: Sites, signal?: AbortSignal, options: { ranged?: boolean } = {}): Promise<StoreResult> {
+  const local = await LocalBackend.open('file:///site-b', s.b, { write: true });
+  const destination = options.ranged === false ? withoutRangedReads(local) : local;
   const spool = await Spool.open(s.spool, { create: true });
   try {
     return await storeFromSpool({ destination, spool, cache: await HashCache.open('site-b', s.cacheDir), delta, ...(signal ? { signal } : {}) });
@@ -152,6 +172,20 @@ describe('delta transfer through the cycle', () => {
     assert.ok(deltaStatus(manifest).storedSavedBytes > 18 * MiB);
     assert.equal(deltaStatus(manifest).files, 0);
     manifest.close();
+  });
+
+  it('assembles on a destination without ranged reads by reading base files from the start', async () => {
+    const s = await sites('delta-noranges');
+    const img = xorshiftBytes(80, 6 * MiB);
+    await fsp.writeFile(path.join(s.a, 'disk.raw'), img);
+    await fetch(s);
+    await store(s, undefined, { ranged: false });
+    await fsp.writeFile(path.join(s.a, 'disk.raw'), edited(img, 6, 30 * KiB, 90));
+    const f = await fetch(s);
+    assert.equal(f.delta.files, 1);
+    const st = await store(s, undefined, { ranged: false });
+    assert.equal(st.delta.files, 1);
+    await assertSameTrees(s.a, s.b);
   });
 
   it('detects a base file changed behind the plan\'s back, leaves its dependant alone, and carries it whole next trip', async () => {

@@ -346,7 +346,10 @@ export interface AssembleOptions {
 
 export interface AssembleResult {
   size: number;
-  /** `sha256:<hex>` of what was assembled (equal to the recipe's: it was verified). */
+  /**
+   * `sha256:<hex>` of what was assembled: equal to the recipe's, verified (with
+   * `verifyWholeFile: false`, the recipe's, left for the caller to verify).
+   */
   hash: string;
   /** Bytes read from destination files and from the spool. */
   destBytes: number;

@@ -14,6 +14,13 @@
  *    (store's own check against the source snapshot's hash), then renames it. A base file
  *    that changed behind the plan's back fails verification: the file is reported, left
  *    as it was, and its content is marked to travel whole on the next trip (`DeltaStore`).
+ *
+ * Known limits: fetch budgets a delta at the file's full size (its real cost is known only
+ * once read), so near a full spool a delta may wait for a later trip it did not need; the
+ * chunk index holds every signed chunk of the destination in memory (about 150 bytes per
+ * chunk: some 4 GB for 1 TB of files under 4 GiB); delta writes are assembled before
+ * removals, so a base file replaced earlier in the same store fails verification and its
+ * dependant travels whole next trip.
  */
 import { Readable } from 'node:stream';
 import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';

@@ -302,4 +302,21 @@ describe('delta transfer through the cycle', () => {
     const after = await bitfogOk(['status', s.spool], { env });
     assert.match(after.stdout, /saved [\d.]+ MiB in stored trips/);
   });
+
+  it('reads a format 1 spool (before delta transfer) and upgrades it; refuses a newer format', async () => {
+    const dir = await tempDir('delta-format');
+    const file = path.join(dir, 'manifest.db');
+    const old = await Manifest.create();
+    old.db.exec('DROP TABLE signatures; DROP TABLE recipes; DROP TABLE delta_refused');
+    old.setMeta('format_version', '1');
+    await old.save(file);
+    old.close();
+    const m = await Manifest.load(file);
+    assert.equal(m.getMeta('format_version'), '2');
+    assert.equal(deltaStatus(m).files, 0);
+    m.setMeta('format_version', '3');
+    await m.save(file);
+    m.close();
+    await assert.rejects(Manifest.load(file), (err) => isBitfogError(err, 'EBADSPOOL') && /manifest format 3; this bitfog reads format 2 and older/.test(err.message));
+  });
 });

@@ -311,8 +311,9 @@ export class DeltaStore {
     return assembleReadable(
       recipe,
       {
+        // A whole-file read passes no range at all: a backend without ranged reads may refuse any.
         readDestRange: (path, start, end, sig) =>
-          dest.read(toRelPath(path), { start, ...(end === undefined ? {} : { end }), ...(sig ? { signal: sig } : {}) }),
+          dest.read(toRelPath(path), { ...(start === 0 ? {} : { start }), ...(end === undefined ? {} : { end }), ...(sig ? { signal: sig } : {}) }),
         readSpoolChunk: (sha256, sig) => this.spool.readBlob(`sha256:${sha256}`, sig),
       },
       {

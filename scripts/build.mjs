@@ -1,4 +1,4 @@
-// Bundles the CLI into dist/cli.mjs with esbuild (shipped inside tsx), so that starting
+// Bundles the CLI into dist/cli.mjs (plus lazily loaded chunks) with esbuild (shipped inside tsx), so that starting
 // `bitfog` does not transpile TypeScript on every run. Dependencies stay external: their
 // own packages are loaded from node_modules as usual. Run by `npm install` (prepare),
 // `npm test`, `npm run demo` and `npm run bench`; bin/bitfog.mjs falls back to the
@@ -8,8 +8,13 @@ import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
 await build({
-  entryPoints: [path.join(root, 'src/cli/main.ts')],
-  outfile: path.join(root, 'dist/cli.mjs'),
+  entryPoints: { cli: path.join(root, 'src/cli/main.ts') },
+  outdir: path.join(root, 'dist'),
+  outExtension: { '.js': '.mjs' },
+  // Each dynamic import() becomes its own chunk, loaded only when reached: a backend's
+  // implementation (and the SDK it imports) stays out of `bitfog --help`.
+  splitting: true,
+  chunkNames: 'chunks/[name]-[hash]',
   bundle: true,
   platform: 'node',
   format: 'esm',

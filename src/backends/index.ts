@@ -6,9 +6,13 @@
 import { BUILTIN_ORIGIN, definePlugin, PLUGIN_API_VERSION, registerPlugin } from '../core/plugins.ts';
 import { BackendRegistry } from '../core/registry.ts';
 import type { BackendProvider } from '../core/types.ts';
+import { httpProvider } from './http/index.ts';
 import { localProvider } from './local/index.ts';
+import { s3Provider } from './s3/index.ts';
+import { sftpProvider } from './sftp/index.ts';
+import { webdavProvider } from './webdav/index.ts';
 
-export const builtinProviders: BackendProvider[] = [localProvider];
+export const builtinProviders: BackendProvider[] = [localProvider, httpProvider, s3Provider, sftpProvider, webdavProvider];
 
 export const builtinPlugin = definePlugin({
   name: BUILTIN_ORIGIN,

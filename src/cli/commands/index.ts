@@ -6,6 +6,7 @@ import { EmptydbCommand } from './emptydb.ts';
 import { ClassicFetchCommand, FetchCommand } from './fetch.ts';
 import { LsCommand } from './ls.ts';
 import { StatusCommand } from './status.ts';
+import { ServeCommand } from './serve.ts';
 import { ClassicStoreCommand, StoreCommand } from './store.ts';
 import { VerifyCommand } from './verify.ts';
 
@@ -20,4 +21,5 @@ export const commands: CommandClass[] = [
   BackendsCommand,
   ClassicFetchCommand,
   ClassicStoreCommand,
+  ServeCommand,
 ];

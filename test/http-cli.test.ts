@@ -1,0 +1,196 @@
+/**
+ * `bitfog serve` as a site runs it, and the sneakernet cycle over HTTP at both ends: the
+ * spool form (`fetch http://…/src/ SPOOL`, `store SPOOL http://…/dest/`) and the classic
+ * form (builddb / emptydb / fetch / store as the original README shows them).
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { bitfog, bitfogOk, startBitfog, type CliResult } from './helpers/cli.ts';
+import { rawGet } from './helpers/http.ts';
+import { tempDir } from './helpers/tmp.ts';
+import { contentOf, makeTree, metadataOf, readTree, type TreeSpec } from './helpers/tree.ts';
+
+const OLD = new Date('2020-01-02T03:04:05.678Z');
+
+const SITE_A: TreeSpec = {
+  'plain.txt': 'hello\n',
+  'with space/ünïcødé €.txt': 'utf-8 name\n',
+  'hash#tag/100%.txt': { content: 'percent\n', mode: 0o600, mtime: OLD },
+  'what?/really?.txt': 'question\n',
+  'new\nline/tab\there.txt': 'control characters\n',
+  'deep/a/b/c/d/e/f/g/h/leaf.txt': { content: 'deep\n', mode: 0o755, mtime: OLD },
+  'empty.txt': '',
+  'big-1.bin': { bytes: 300_000, seed: 1 },
+  'copy of big-1.bin': { bytes: 300_000, seed: 1 },
+  'medium.bin': { bytes: 120_000, seed: 3 },
+  'link to plain': { symlink: 'plain.txt' },
+  'dangling link': { symlink: '../../nowhere/at all' },
+};
+
+const children: ChildProcess[] = [];
+after(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+interface Served {
+  url: string;
+  stop(): Promise<CliResult>;
+  stderr(): string;
+}
+
+/** Starts `bitfog serve` and waits for its "serving" line. */
+async function serve(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Served> {
+  const port = await freePort();
+  const { child, done } = startBitfog(['serve', '--addr', `127.0.0.1:${port}`, ...args], options);
+  children.push(child);
+  let err = '';
+  child.stderr!.on('data', (d: string) => (err += d));
+  await new Promise<void>((resolve, reject) => {
+    const onData = () => {
+      if (err.includes('bitfog: serving')) resolve();
+    };
+    child.stderr!.on('data', onData);
+    void done.then((r) => reject(new Error(`serve exited ${r.code}: ${r.stderr}`)));
+  });
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    stderr: () => err,
+    stop: async () => {
+      child.kill('SIGTERM');
+      return done;
+    },
+  };
+}
+
+describe('bitfog serve', () => {
+  it('resolves relative area paths against the config file, logs requests, stops on SIGTERM', async () => {
+    const dir = await tempDir('http-serve');
+    await makeTree(path.join(dir, 'site/data'), { 'a.txt': 'a\n' });
+    await fsp.writeFile(path.join(dir, 'site/bitfog.json'), JSON.stringify({ data: { path: 'data', checksum: true } }));
+    // Run from elsewhere: the path is relative to the config file, not the cwd.
+    const s = await serve(['--conf', path.join(dir, 'site/bitfog.json')], { cwd: dir, env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') } });
+    const r = await rawGet(s.url, '/data/a.txt');
+    assert.equal(r.body.toString(), 'a\n');
+    const stopped = await s.stop();
+    assert.equal(stopped.code, 0);
+    assert.match(stopped.stderr, /GET \/data\/a\.txt 200 in=\d+ out=\d+ [\d.]+ms/);
+    assert.ok(!(await fsp.readdir(path.join(dir, 'site/data'))).some((n) => n !== 'a.txt'), 'nothing written into the area');
+  });
+
+  it('--quiet logs no requests', async () => {
+    const dir = await tempDir('http-serve-quiet');
+    await makeTree(path.join(dir, 'data'), { 'a.txt': 'a\n' });
+    await fsp.writeFile(path.join(dir, 'bitfog.json'), JSON.stringify({ data: { path: `${dir}/data` } }));
+    const s = await serve(['--quiet'], { cwd: dir });
+    await rawGet(s.url, '/data/');
+    const stopped = await s.stop();
+    assert.doesNotMatch(stopped.stderr, /GET \/data\//);
+  });
+
+  it('fails clearly at start-up on a missing area directory or a bad config', async () => {
+    const dir = await tempDir('http-serve-bad');
+    await fsp.writeFile(path.join(dir, 'missing.json'), JSON.stringify({ gone: { path: 'no/such/dir', writable: true } }));
+    const r = await bitfog(['serve', '--conf', path.join(dir, 'missing.json'), '--addr', '127.0.0.1:0'], { cwd: dir });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /area "gone": .* does not exist/);
+    await assert.rejects(fsp.stat(path.join(dir, 'no/such/dir')), 'a writable area is not created by serve');
+    await fsp.writeFile(path.join(dir, 'bad.json'), '{"src": {"path": 1}}');
+    const bad = await bitfog(['serve', '--conf', path.join(dir, 'bad.json'), '--addr', '127.0.0.1:0'], { cwd: dir });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /has no "path"/);
+    const none = await bitfog(['serve', '--conf', path.join(dir, 'nope.json'), '--addr', '127.0.0.1:0'], { cwd: dir });
+    assert.notEqual(none.code, 0);
+    assert.match(none.stderr, /cannot read configuration/);
+  });
+});
+
+describe('sneakernet cycle over HTTP at both ends', () => {
+  it('fetch http://…/src/ SPOOL, store SPOOL http://…/dest/, with changes, until dest equals src', async () => {
+    const dir = await tempDir('http-cycle');
+    const a = path.join(dir, 'site-a');
+    const b = path.join(dir, 'site-b');
+    await makeTree(a, SITE_A);
+    await fsp.mkdir(b);
+    await fsp.writeFile(
+      path.join(dir, 'bitfog.json'),
+      JSON.stringify({ src: { path: 'site-a', checksum: true }, dest: { path: 'site-b/', writable: true, checksum: true } }),
+    );
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    const s = await serve(['--conf', path.join(dir, 'bitfog.json'), '--quiet'], { env });
+    const spool = path.join(dir, 'spool');
+    const src = `${s.url}src/`;
+    const dest = `${s.url}dest/`;
+    const round = async () => {
+      await bitfogOk(['store', spool, dest], { env });
+      for (let trip = 0; trip < 10; trip++) {
+        await bitfogOk(['fetch', src, spool, '--reserve', '0'], { env });
+        await bitfogOk(['store', spool, dest], { env });
+        const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+        if (status.left.files === 0 && status.carried.blobs === 0) return;
+      }
+      throw new Error('did not converge');
+    };
+    await round();
+    const ignoreDirs = (t: Awaited<ReturnType<typeof readTree>>) => new Map([...t].filter(([, e]) => e.kind !== 'directory'));
+    assert.deepEqual(contentOf(ignoreDirs(await readTree(b))), contentOf(ignoreDirs(await readTree(a))));
+    // Modes and mtimes travel through the extension headers.
+    assert.deepEqual(metadataOf(ignoreDirs(await readTree(b))), metadataOf(ignoreDirs(await readTree(a))));
+
+    await fsp.writeFile(path.join(a, 'plain.txt'), 'changed\n');
+    await fsp.rm(path.join(a, 'medium.bin'));
+    await fsp.writeFile(path.join(a, 'new file #2.txt'), 'new\n');
+    await round();
+    assert.deepEqual(contentOf(ignoreDirs(await readTree(b))), contentOf(ignoreDirs(await readTree(a))));
+    await s.stop();
+  });
+
+  it('classic builddb / emptydb / fetch / store against the server', async () => {
+    const dir = await tempDir('http-classic-cli');
+    const a = path.join(dir, 'site-a');
+    const b = path.join(dir, 'site-b');
+    const c = path.join(dir, 'site-c');
+    await makeTree(a, { 'hello.txt': 'hello world\n', 'sub/nested.txt': 'nested\n', 'empty.txt': '', link: { symlink: 'hello.txt' }, 'sp ace #1.txt': 'x\n' });
+    await makeTree(b, { 'extra-in-dest.txt': 'extra\n' });
+    await fsp.mkdir(c);
+    await fsp.writeFile(
+      path.join(dir, 'bitfog.json'),
+      JSON.stringify({
+        src: { path: a, checksum: true },
+        dest: { path: b, writable: true, checksum: true },
+        blank: { path: c, writable: true },
+      }),
+    );
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    const s = await serve(['--conf', path.join(dir, 'bitfog.json'), '--quiet'], { env });
+    const destdb = path.join(dir, 'dest.db');
+    const srcdb = path.join(dir, 'src.db');
+    const tmp = path.join(dir, 'tmp');
+    await bitfogOk(['builddb', `${s.url}dest/`, destdb], { env });
+    await bitfogOk(['builddb', `${s.url}src/`, srcdb], { env });
+    await bitfogOk(['fetch', destdb, `${s.url}src/`, tmp], { env });
+    await bitfogOk(['store', srcdb, `${s.url}dest/`, tmp], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+
+    const emptydb = path.join(dir, 'empty.db');
+    await bitfogOk(['emptydb', emptydb], { env });
+    await bitfogOk(['fetch', emptydb, `${s.url}src/`, path.join(dir, 'tmp2')], { env });
+    await bitfogOk(['store', srcdb, `${s.url}blank/`, path.join(dir, 'tmp2')], { env });
+    const ignoreDirs = (t: Awaited<ReturnType<typeof readTree>>) => new Map([...t].filter(([, e]) => e.kind !== 'directory'));
+    assert.deepEqual(contentOf(ignoreDirs(await readTree(c))), contentOf(ignoreDirs(await readTree(a))));
+    await s.stop();
+  });
+});

@@ -1,7 +1,7 @@
 /**
- * A VM-image-like delta cycle with a remote destination: WebDAV (Apache mod_dav) and S3
- * (test/services). Each trip opens the destination afresh, as separate runs would.
- * Skips without the service outside CI.
+ * A VM-image-like delta cycle with a remote destination: bitfog's own HTTP server, WebDAV
+ * (Apache mod_dav) and S3 (test/services). Each trip opens the destination afresh, as
+ * separate runs would. WebDAV and S3 skip without their service outside CI.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
@@ -17,6 +17,7 @@ import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
 import { xorshiftBytes } from './delta-helpers.ts';
 import { serviceEnv } from './helpers/services.ts';
+import { startServer } from './helpers/http.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const KiB = 1024;
@@ -26,7 +27,12 @@ const delta = { minBytes: MiB };
 const webdav = serviceEnv('webdav', ['WEBDAV_URL', 'WEBDAV_USER', 'WEBDAV_PASSWORD'] as const);
 const s3 = serviceEnv('s3', ['S3_ENDPOINT', 'S3_TEST_BUCKET', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const);
 
-const targets: Array<{ name: string; url: () => string; env: NodeJS.ProcessEnv } | undefined> = [
+const targets: Array<{ name: string; url: () => string | Promise<string>; env: NodeJS.ProcessEnv } | undefined> = [
+  {
+    name: 'http',
+    url: async () => `${(await startServer({ 'vm area': { writable: true, checksum: true } })).url}vm%20area/`,
+    env: {},
+  },
   webdav && {
     name: 'webdav',
     url: () => `${webdav.WEBDAV_URL}${encodeURIComponent(`delta ${randomUUID()} #%`)}/`,
@@ -47,7 +53,7 @@ function edited(data: Buffer, count: number, seed: number): Buffer {
 }
 
 describe('delta transfer to remote destinations', () => {
-  for (const name of ['webdav', 's3']) {
+  for (const name of ['http', 'webdav', 's3']) {
     const target = targets.find((t) => t?.name === name);
     it(`carries a changed disk image to ${name} as a delta and rebuilds it exactly`, { skip: target ? false : `no ${name} service` }, async () => {
       const t = target!;
@@ -55,7 +61,7 @@ describe('delta transfer to remote destinations', () => {
       const a = path.join(dir, 'site a');
       const spoolDir = path.join(dir, 'spool');
       await fsp.mkdir(path.join(a, 'vm'), { recursive: true });
-      const url = t.url();
+      const url = await t.url();
       const registry = createDefaultRegistry();
       const trip = async (): Promise<StoreResult> => {
         const source = await LocalBackend.open('file:///site-a', a, { write: false });

@@ -54,7 +54,7 @@ function testFiles(): string[] {
 const wanted = process.env.BITFOG_SERVICES?.split(',').filter(Boolean);
 const services = existsSync(servicesDir)
   ? readdirSync(servicesDir)
-      .filter((f) => f.endsWith('.sh'))
+      .filter((f) => f.endsWith('.sh') && f !== 'install-packages.sh')
       .map((f) => f.slice(0, -3))
       .filter((name) => !wanted || wanted.includes(name))
   : [];

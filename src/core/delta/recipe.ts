@@ -488,7 +488,23 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     return { reader: cursor.reader, shared: true };
   };
 
+  // Chunks are gathered into pieces of about OUTPUT_PIECE bytes: one write per chunk would
+  // cost a round trip to the file system (or the network) per ~40 KiB. The last piece is
+  // held back until everything has been verified.
   let held: Buffer | undefined;
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const stage = (b: Buffer): boolean => {
+    pending.push(b);
+    pendingBytes += b.length;
+    return pendingBytes >= OUTPUT_PIECE;
+  };
+  const flush = (): Buffer => {
+    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending.length = 0;
+    pendingBytes = 0;
+    return out;
+  };
   let size = 0;
   let destBytes = 0;
   let spoolBytes = 0;
@@ -512,8 +528,10 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
             options.onChunk?.(length, digest.toString('hex'));
             const wait = whole.update(bytes);
             if (wait) await wait;
-            if (held) yield held;
-            held = bytes;
+            if (stage(bytes)) {
+              if (held) yield held;
+              held = flush();
+            }
             size += length;
             destBytes += length;
           }
@@ -541,8 +559,10 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         options.onChunk?.(op.length, op.sha256);
         const wait = whole.update(bytes);
         if (wait) await wait;
-        if (held) yield held;
-        held = bytes;
+        if (stage(bytes)) {
+          if (held) yield held;
+          held = flush();
+        }
         size += op.length;
         spoolBytes += op.length;
       }
@@ -552,12 +572,16 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
       throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
     }
     if (held) yield held;
+    if (pendingBytes > 0) yield flush();
     return { size, hash: `sha256:${hex}`, destBytes, spoolBytes };
   } finally {
     closeCursor();
     whole.dispose();
   }
 }
+
+/** Size of the pieces the assembler yields (see `assembleChunks`). */
+const OUTPUT_PIECE = 1 << 20;
 
 const noHasher: StreamHasher = { update: () => {}, digest: async () => '', dispose: () => {} };
 

@@ -95,6 +95,6 @@ describe('corrupt spool content', () => {
     m.close();
     const r3 = await bitfog(['fetch', a, spool]);
     assert.equal(r3.code, 1);
-    assert.match(r3.stderr, /manifest format 99; this bitfog reads format 1 and older/);
+    assert.match(r3.stderr, /manifest format 99; this bitfog reads format 2 and older/);
   });
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
-import { Manifest, type Snapshot } from '../src/core/manifest.ts';
+import { Manifest, MANIFEST_FORMAT_VERSION, type Snapshot } from '../src/core/manifest.ts';
 import { comparePaths, relPathProblem, toRelPath, type RelPath } from '../src/core/paths.ts';
 import { contentNeeds, planStore, planTrips, selectForTrip, type ContentNeed } from '../src/core/plan.ts';
 import { formatSize, parseSize } from '../src/core/sizes.ts';
@@ -150,7 +150,7 @@ describe('manifest', () => {
     assert.deepEqual([...back.getSnapshot('source')!.entries.values()].sort((x, y) => (x.path < y.path ? -1 : 1)), entries.sort((x, y) => (x.path < y.path ? -1 : 1)));
     assert.equal(back.journal()[0]!.event, 'carried');
     assert.deepEqual(back.conflicts(), [{ path: 'c', reason: 'r' }]);
-    assert.equal(back.getMeta('format_version'), '1');
+    assert.equal(back.getMeta('format_version'), String(MANIFEST_FORMAT_VERSION));
     back.close();
   });
 });

@@ -13,6 +13,7 @@
  */
 import pLimit from 'p-limit';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError } from './errors.ts';
+import { type DeltaConfig, DeltaFetch, type DeltaFetchStats } from './delta/transfer.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
@@ -43,6 +44,8 @@ export interface FetchOptions {
   concurrency?: number;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Delta transfer settings (threshold; default from the environment, see delta/transfer.ts). */
+  delta?: DeltaConfig;
 }
 
 export interface FetchResult {
@@ -61,6 +64,8 @@ export interface FetchResult {
   skipped: Array<{ path: string; reason: string }>;
   stoppedByFullDisk: boolean;
   budgetBytes: number;
+  /** Files carried as deltas this run: their size and the chunk bytes they took. */
+  delta: DeltaFetchStats;
   elapsedMs: number;
 }
 
@@ -101,9 +106,11 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   // Blobs no longer needed by this source (changed again before they were stored) only take space.
   const wanted = new Set<string>();
   for (const e of snapshot.entries.values()) if (e.kind === 'file' && e.hash) wanted.add(e.hash);
-  for (const b of spool.blobs()) if (!wanted.has(b.hash)) await spool.removeBlob(b.hash);
+  const deltas = new DeltaFetch(manifest, destination, options.delta);
+  const deltaChunks = deltas.keepFor(wanted);
+  for (const b of spool.blobs()) if (!wanted.has(b.hash) && !deltaChunks.has(b.hash)) await spool.removeBlob(b.hash);
 
-  const carriedSet = new Set(spool.blobs().map((b) => b.hash));
+  const carriedSet = new Set([...spool.blobs().map((b) => b.hash), ...deltas.carriedContents()]);
   const { needs, alreadyCarried } = contentNeeds(snapshot, destination, carriedSet);
   const alreadyCarriedBytes = alreadyCarried.reduce((n, c) => n + c.size, 0);
 
@@ -181,20 +188,23 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
     throwIfAborted(inner);
     const startedAt = Date.now();
-    const stream = await source.read(entry.path, { signal: inner });
-    const hash = await spool.writeBlob(stream, { ...(need.hash ? { hash: need.hash } : {}), size: need.size }, {
-      signal: inner,
-      durable: need.size >= FSYNC_BLOB_BYTES,
-      onBytes: (n) => {
-        doneBytes += n;
-        onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
-      },
-    });
+    const onBytes = (n: number) => {
+      doneBytes += n;
+      onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
+    };
+    const hash = deltas.wants(entry.path, need.size, need.hash)
+      ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
+      : await spool.writeBlob(await source.read(entry.path, { signal: inner }), { ...(need.hash ? { hash: need.hash } : {}), size: need.size }, {
+          signal: inner,
+          durable: need.size >= FSYNC_BLOB_BYTES,
+          onBytes,
+        });
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.
       const after = await source.stat(entry.path, { signal: inner });
       if (after.version !== entry.version || after.size !== entry.size) {
         await spool.removeBlob(hash);
+        deltas.forget(hash);
         throw bitfogError('EINTEGRITY', `${JSON.stringify(entry.path)} changed while being carried`, { path: entry.path });
       }
       entry.hash = hash;
@@ -236,6 +246,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     skipped,
     stoppedByFullDisk: fullDisk,
     budgetBytes: budget,
+    delta: deltas.stats,
     elapsedMs: Date.now() - t0,
   };
 }

@@ -13,18 +13,21 @@
  *   conflicts(path PRIMARY KEY, reason, found_at)           left alone at the destination
  *   skipped(role, path, reason)           entries not carried (special files, bad names, …)
  *
- * Later formats add tables (chunks and recipes for delta transfer); a reader refuses a
- * format_version newer than it knows with EBADSPOOL and a clear message.
+ * Format 2 adds the delta transfer tables (signatures, recipes, delta_refused; see
+ * delta/tables.ts). A format 1 manifest is upgraded when loaded (the new tables start
+ * empty); a reader refuses a format_version newer than it knows with EBADSPOOL and a clear
+ * message, so a bitfog that knows only format 1 refuses a format 2 spool.
  */
 import { promises as fsp } from 'node:fs';
 import type { Database } from 'sql.js';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { writeFileAtomic } from './fsutil.ts';
+import { DELTA_SCHEMA } from './delta/tables.ts';
 import { relPathProblem, type RelPath } from './paths.ts';
 import { looksLikeSqlite, sqlite } from './sqlite.ts';
 import type { Entry, EntryKind } from './types.ts';
 
-export const MANIFEST_FORMAT_VERSION = 1;
+export const MANIFEST_FORMAT_VERSION = 2;
 
 export type SnapshotRole = 'source' | 'destination' | 'snapshot';
 
@@ -87,6 +90,7 @@ export class Manifest {
     const SQL = await sqlite();
     const db = new SQL.Database();
     db.exec(SCHEMA);
+    db.exec(DELTA_SCHEMA);
     const m = new Manifest(db);
     m.setMeta('format_version', String(MANIFEST_FORMAT_VERSION));
     m.setMeta('created_at', new Date().toISOString());
@@ -125,7 +129,12 @@ export class Manifest {
         `${file} has manifest format ${version}; this bitfog reads format ${MANIFEST_FORMAT_VERSION} and older. Upgrade bitfog to use this spool.`,
       );
     }
-    return new Manifest(db);
+    const m = new Manifest(db);
+    if (Number(version) < MANIFEST_FORMAT_VERSION) {
+      db.exec(DELTA_SCHEMA);
+      m.setMeta('format_version', String(MANIFEST_FORMAT_VERSION));
+    }
+    return m;
   }
 
   /** Writes the whole database to `file` atomically (temp, fsync, rename, fsync dir). */

@@ -152,8 +152,11 @@ export type StoreAction =
       size: number;
       mode?: number;
       mtimeMs?: number;
-      /** Where the content comes from: a spool blob, or a file already at the destination. */
-      from: { kind: 'spool' } | { kind: 'destination'; path: RelPath };
+      /**
+       * Where the content comes from: a spool blob, a file already at the destination, or
+       * a delta (carried chunks plus the destination's own files, see delta/transfer.ts).
+       */
+      from: { kind: 'spool' } | { kind: 'destination'; path: RelPath } | { kind: 'delta' };
     }
   | { op: 'symlink'; path: RelPath; target: string; mtimeMs?: number; replaces: boolean }
   | { op: 'meta'; path: RelPath; mode?: number; mtimeMs?: number };
@@ -175,6 +178,8 @@ export interface StorePlanInput {
   live: Snapshot;
   /** True when the spool holds a verified blob with this hash. */
   onSpool: (hash: string) => boolean;
+  /** True when the spool carries this content as a delta (default: never). */
+  hasRecipe?: (hash: string) => boolean;
   capabilities: Pick<Capabilities, 'symlinks' | 'modes' | 'mtimePrecisionMs' | 'emptyDirectories'>;
 }
 
@@ -242,6 +247,8 @@ export function planStore(input: StorePlanInput): StorePlan {
             op: 'write', path: s.path, hash: s.hash, size: s.size, ...meta(s),
             from: { kind: 'destination', path: copySources.get(s.hash)! },
           });
+        } else if (s.hash && input.hasRecipe?.(s.hash)) {
+          actions.push({ op: 'write', path: s.path, hash: s.hash, size: s.size, ...meta(s), from: { kind: 'delta' } });
         } else {
           pending.push({ path: s.path, size: s.size });
           blockedByRemoval.delete(s.path);
@@ -304,7 +311,8 @@ function metaAction(s: Entry): StoreAction {
 /**
  * The order actions run in, so that nothing needed is gone before it is used:
  *   1. mkdir of new directories (shallowest first)
- *   2. writes that copy from files already at the destination (their sources still exist)
+ *   2. writes that copy from files already at the destination, or assemble deltas from
+ *      them (their sources still exist)
  *   3. removals of files and symlinks, then empty directories (deepest first)
  *   4. mkdir of directories that replace a removed entry
  *   5. writes from the spool and symlinks
@@ -316,7 +324,7 @@ export function orderActions(actions: StoreAction[]): StoreAction[] {
       case 'mkdir':
         return a.afterRemovals ? 4 : 1;
       case 'write':
-        return a.from.kind === 'destination' ? 2 : 5;
+        return a.from.kind === 'spool' ? 5 : 2;
       case 'remove':
         return 3;
       case 'rmdir':

@@ -3,6 +3,7 @@
  * takes at this spool's size, conflicts, skipped entries and the history of trips. Pure
  * reading of the manifest; used by `bitfog status` (and its --json) and the dashboard.
  */
+import { type DeltaStatus, deltaStatus } from './delta/transfer.ts';
 import type { Manifest, Snapshot } from './manifest.ts';
 import { contentNeeds, planTrips } from './plan.ts';
 import type { BlobInfo } from './spool.ts';
@@ -24,6 +25,8 @@ export interface SpoolStatus {
   conflicts: Array<{ path: string; reason: string }>;
   skipped: Array<{ side: string; path: string; reason: string }>;
   history: Array<{ trip: number; command: string; at: string; detail: string }>;
+  /** Delta transfer: files carried as deltas now, bytes they save, and savings so far. */
+  delta: DeltaStatus;
 }
 
 /**
@@ -37,7 +40,8 @@ export function spoolStatus(
 ): SpoolStatus {
   const source = loaded ? loaded.source : manifest.getSnapshot('source');
   const destination = loaded ? loaded.destination : manifest.getSnapshot('destination');
-  const carriedSet = new Set(blobs.map((b) => b.hash));
+  const delta = deltaStatus(manifest);
+  const carriedSet = new Set([...blobs.map((b) => b.hash), ...delta.contents]);
   const capacity = manifest.getMeta('capacity');
   const status: SpoolStatus = {
     formatVersion: Number(manifest.getMeta('format_version')),
@@ -55,6 +59,7 @@ export function spoolStatus(
       .journal({ events: ['fetch-finished', 'store-finished', 'recorded-destination'] })
       .map((j) => ({ trip: j.trip, command: j.command, at: j.at, detail: j.detail ?? '' })),
     ...(capacity ? { capacityBytes: Number(capacity) } : {}),
+    delta,
   };
   const summary = (s: NonNullable<typeof source>) => {
     let bytes = 0;

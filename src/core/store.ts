@@ -16,6 +16,7 @@ import { formatHash } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
+import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures } from './delta/transfer.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
@@ -38,6 +39,8 @@ export interface StoreOptions {
   concurrency?: number;
   signal?: AbortSignal;
   onProgress?: ProgressListener;
+  /** Delta transfer settings (signature threshold; default from the environment, see delta/transfer.ts). */
+  delta?: DeltaConfig;
 }
 
 export interface StoreResult {
@@ -61,6 +64,8 @@ export interface StoreResult {
   unsupported: Array<{ path: string; reason: string }>;
   skipped: Array<{ path: string; reason: string }>;
   freedBytes: number;
+  /** Files assembled from deltas, and deltas refused because a base file changed. */
+  delta: DeltaStoreStats;
   elapsedMs: number;
 }
 
@@ -77,8 +82,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const result: StoreResult = {
     trip, recordedOnly: false, writtenFiles: 0, writtenBytes: 0, copiedFiles: 0, symlinks: 0, directories: 0,
     removed: 0, metadataUpdated: 0, conflicts: [], pendingFiles: 0, pendingBytes: 0, corrupt: [], unsupported: [],
-    skipped: [], freedBytes: 0, elapsedMs: 0,
+    skipped: [], freedBytes: 0, delta: { files: 0, fileBytes: 0, carriedBytes: 0, refused: [] }, elapsedMs: 0,
   };
+  const signOptions = { destination: dest, manifest, cache, ...(options.delta ? { config: options.delta } : {}), ...(signal ? { signal } : {}), ...(onProgress ? { onProgress } : {}) };
 
   const source = options.source ?? manifest.getSnapshot('source');
   const recorded: Snapshot = manifest.getSnapshot('destination') ?? {
@@ -98,6 +104,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     onProgress?.({ type: 'notice', message: 'the spool carries nothing: recording the destination state only' });
     result.recordedOnly = true;
     manifest.putSnapshot('destination', live);
+    await recordDestinationSignatures({ ...signOptions, snapshot: live });
     manifest.setSkipped('destination', result.skipped);
     manifest.appendJournal(trip, [{ command: 'store', event: 'recorded-destination', detail: `${live.entries.size} entries` }]);
     await spool.save();
@@ -105,7 +112,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     return result;
   }
 
-  const plan = planStore({ source, recorded, live, onSpool: (h) => spool.has(h), capabilities: caps });
+  const deltas = new DeltaStore(manifest, spool, dest);
+  result.delta = deltas.stats;
+  const plan = planStore({ source, recorded, live, onSpool: (h) => spool.has(h), hasRecipe: deltas.hasRecipe, capabilities: caps });
   result.unsupported = plan.unsupported;
   result.conflicts.push(...plan.conflicts);
   for (const c of plan.conflicts) onProgress?.({ type: 'conflict', path: c.path, reason: c.reason });
@@ -142,6 +151,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const openContent = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Readable> => {
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
+      : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
       : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
     const verifier = new VerifyingStream(w.hash, w.size, (n) => {
       doneBytes += n;
@@ -167,6 +177,14 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     } catch (e) {
       const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
       if (caps.atomicRename) await dest.remove(target).catch(() => {});
+      const deltaRefused = w.from.kind === 'delta' ? deltas.failed(w.hash, w.path, err) : undefined;
+      if (deltaRefused !== undefined) {
+        onProgress?.({ type: 'skip', path: w.path, reason: deltaRefused });
+        journal.push({ command: 'store', event: 'delta-refused', path: w.path, detail: deltaRefused });
+        result.pendingFiles++;
+        result.pendingBytes += w.size;
+        return undefined;
+      }
       if (err.code === 'EINTEGRITY' && w.from.kind === 'spool') {
         result.corrupt.push({ path: w.path, hash: w.hash });
         await spool.removeBlob(w.hash);
@@ -215,6 +233,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     result.writtenFiles++;
     result.writtenBytes += w.size;
     if (w.from.kind === 'destination') result.copiedFiles++;
+    if (w.from.kind === 'delta') deltas.landed(w.hash, w.path);
     doneFiles++;
     journal.push({ command: 'store', event: 'written', path: w.path, detail: `${w.size} ${w.hash}` });
   };
@@ -326,17 +345,20 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   // Free the blobs whose content has landed everywhere the source wants it.
   const { alreadyCarried } = contentNeeds(source, finalState, new Set(spool.blobs().map((b) => b.hash)));
   const stillNeeded = new Set(alreadyCarried.map((c) => c.hash!));
+  const deltaNeeded = new Set(contentNeeds(source, finalState, new Set(deltas.recipeHashes())).alreadyCarried.map((c) => c.hash!));
+  const deltaChunks = deltas.keepFor(deltaNeeded);
   for (const b of spool.blobs()) {
-    if (!stillNeeded.has(b.hash)) {
+    if (!stillNeeded.has(b.hash) && !deltaChunks.has(b.hash)) {
       await spool.removeBlob(b.hash);
       result.freedBytes += b.size;
     }
   }
-  const pendingNeeds = contentNeeds(source, finalState, new Set()).needs.filter((n) => !n.hash || !stillNeeded.has(n.hash));
+  const pendingNeeds = contentNeeds(source, finalState, new Set()).needs.filter((n) => !n.hash || (!stillNeeded.has(n.hash) && !deltaNeeded.has(n.hash)));
   result.pendingFiles = pendingNeeds.reduce((n, p) => n + p.paths.length, 0);
   result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);
 
   manifest.putSnapshot('destination', finalState);
+  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: deltas.knownSignatures });
   manifest.setConflicts(result.conflicts);
   manifest.setSkipped('destination', [...result.skipped, ...result.unsupported]);
   manifest.appendJournal(trip, [{

@@ -53,6 +53,7 @@ abstract class FetchBase extends BitfogCommand {
     this.out(`fetch finished in ${formatDuration(r.elapsedMs / 1000)} (trip ${r.trip})`);
     this.out(`  source entries:    ${r.sourceEntries}`);
     this.out(`  carried now:       ${r.carriedFiles} files, ${formatSize(r.carriedBytes)}`);
+    if (r.delta.files) this.out(`  as deltas:         ${r.delta.files} of them (${formatSize(r.delta.fileBytes)}) took ${formatSize(r.delta.chunkBytes)} of new chunks`);
     if (r.alreadyCarriedBytes) this.out(`  already on spool:  ${formatSize(r.alreadyCarriedBytes)}`);
     this.out(`  left for later:    ${r.deferredFiles} files, ${formatSize(r.deferredBytes)}`);
     this.out(`  removals planned:  ${r.plannedRemovals}`);

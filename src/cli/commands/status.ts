@@ -33,6 +33,14 @@ export class StatusCommand extends BitfogCommand {
       this.out(`  destination:  ${s.destination ? `${s.destination.assumedEmpty ? 'assumed empty' : `${s.destination.url} — ${s.destination.entries} entries, ${formatSize(s.destination.bytes)}, snapshot ${s.destination.takenAt}`}` : 'not recorded yet (run "bitfog store")'}`);
       this.out(`  carried:      ${s.carried.files} files, ${formatSize(s.carried.bytes)} (${s.carried.blobs} blobs)`);
       this.out(`  left:         ${s.left.files} files, ${formatSize(s.left.bytes)}`);
+      const d = s.delta;
+      if (d.files || d.storedSavedBytes || d.signatures) {
+        this.out(
+          `  deltas:       ${d.files ? `${d.files} files (${formatSize(d.fileBytes)}) carried as ${formatSize(d.carriedBytes)}, saving ${formatSize(d.savedBytes)}; ` : ''}` +
+            `saved ${formatSize(d.storedSavedBytes)} in stored trips; ${d.signatures} destination signatures (${formatSize(d.signatureBytes)})` +
+            `${d.refused ? `; ${d.refused} refused (carried whole next trip)` : ''}`,
+        );
+      }
       if (s.tripsLeft !== undefined) {
         this.out(`  trips left:   ${s.tripsLeft} at ${formatSize(s.capacityBytes!)} per trip${s.carried.bytes ? ' (after storing what is carried now)' : ''}`);
       }

@@ -43,6 +43,8 @@ abstract class StoreBase extends BitfogCommand {
     if (r.directories) this.out(`  directories made:  ${r.directories}`);
     this.out(`  removed:           ${r.removed}`);
     if (r.metadataUpdated) this.out(`  metadata updated:  ${r.metadataUpdated}`);
+    if (r.delta.files) this.out(`  from deltas:       ${r.delta.files} files, ${formatSize(r.delta.fileBytes)} assembled from ${formatSize(r.delta.carriedBytes)} carried`);
+    for (const d of r.delta.refused) this.out(`  delta refused:     ${d.path}: ${d.reason}`);
     this.out(`  conflicts:         ${r.conflicts.length}${r.conflicts.length ? ' (left alone; see "bitfog status")' : ''}`);
     if (r.corrupt.length) this.out(`  corrupt on spool:  ${r.corrupt.length} (not written; carried again next trip)`);
     if (r.unsupported.length) this.out(`  not storable here: ${r.unsupported.length}`);

@@ -1,0 +1,207 @@
+/**
+ * Delta transfer benchmark: what bitfog carries for a changed large file, and how fast it
+ * rebuilds it, against rdiff (librsync) and rsync's batch mode in the same run.
+ *
+ * Workload (the issue's): a file of random bytes (default 1 GiB), then the same file with
+ * 20 scattered 64 KiB regions overwritten and 1 MiB inserted in the middle.
+ *
+ *   bitfog carries  = new chunks + recipe + the base file's signature (the destination's
+ *                     snapshot carries it to the source; it is this file's share)
+ *   rdiff carries   = `rdiff delta` against `rdiff signature` (the signature not counted)
+ *   rsync carries   = the batch file of `rsync --only-write-batch --no-whole-file`
+ *
+ * Targets: bitfog ≤ 2 × rdiff's delta; assembling ≤ 1.5 × `rdiff patch`.
+ *
+ * Usage: node --import tsx bench/delta.bench.ts
+ * Env: BITFOG_BENCH_DELTA_MIB (file size in MiB, default 1024), BITFOG_BENCH_TMP (where the
+ * temporary files go, default the system temp dir), BITFOG_BENCH_REPEAT (timed runs, best
+ * kept, default 2). Needs the Debian packages rdiff and rsync; without them those lines
+ * say "skipped".
+ */
+import { spawnSync } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { chunkStream } from '../src/core/delta/chunker.ts';
+import { workerHasher } from '../src/core/delta/hasher.ts';
+import { assemble, DeltaPlanner, encodeRecipe } from '../src/core/delta/recipe.ts';
+import { ChunkIndex, encodeSignature, signContent } from '../src/core/delta/signature.ts';
+
+const MiB = 1 << 20;
+const KiB = 1024;
+const size = Math.round(Number(process.env.BITFOG_BENCH_DELTA_MIB ?? 1024) * MiB);
+const repeat = Math.max(1, Number(process.env.BITFOG_BENCH_REPEAT ?? 2));
+const dir = await mkdtemp(path.join(process.env.BITFOG_BENCH_TMP ?? tmpdir(), 'bitfog-delta-bench-'));
+
+const mib = (n: number) => `${(n / MiB).toFixed(2)} MiB`;
+const secs = (n: number) => `${n.toFixed(2)}s`;
+const now = () => performance.now() / 1000;
+
+function have(tool: string): boolean {
+  return spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+function run(cmd: string, args: string[]): number {
+  const t0 = now();
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  if (r.status !== 0) throw new Error(`${cmd} ${args[0]} failed: ${r.stderr?.toString().trim()}`);
+  return now() - t0;
+}
+
+async function best(fn: () => Promise<number> | number): Promise<number> {
+  let t = Infinity;
+  for (let i = 0; i < repeat; i++) t = Math.min(t, await fn());
+  return t;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(file, { highWaterMark: MiB })) h.update(b);
+  return h.digest('hex');
+}
+
+/** Writes the base file (random) and the changed file, streaming. */
+async function makeFiles(oldFile: string, newFile: string): Promise<void> {
+  const block = Buffer.allocUnsafe(4 * MiB);
+  const fd = await open(oldFile, 'w');
+  for (let at = 0; at < size; at += block.length) {
+    randomFillSync(block);
+    await fd.write(block, 0, Math.min(block.length, size - at));
+  }
+  await fd.close();
+  // 20 regions spread over the file (not aligned to anything), 1 MiB inserted in the middle.
+  const edits = Array.from({ length: 20 }, (_, i) => Math.floor(((i + 0.37) * size) / 20) + i * 4099).filter((o) => o + 64 * KiB <= size);
+  const insertAt = Math.floor(size / 2) + 12345;
+  const out = createWriteStream(newFile);
+  let pos = 0;
+  async function* changed() {
+    for await (const piece of createReadStream(oldFile, { highWaterMark: MiB }) as AsyncIterable<Buffer>) {
+      const b = Buffer.from(piece);
+      for (const e of edits) {
+        const from = Math.max(e, pos);
+        const to = Math.min(e + 64 * KiB, pos + b.length);
+        if (from < to) randomFillSync(b, from - pos, to - from);
+      }
+      if (insertAt >= pos && insertAt < pos + b.length) {
+        yield b.subarray(0, insertAt - pos);
+        yield randomFillSync(Buffer.allocUnsafe(MiB));
+        yield b.subarray(insertAt - pos);
+      } else yield b;
+      pos += b.length;
+    }
+  }
+  await pipeline(changed, out);
+}
+
+try {
+  const oldFile = path.join(dir, 'base.img');
+  const newFile = path.join(dir, 'changed.img');
+  console.error(`[delta bench] writing ${mib(size)} of random data and its changed copy under ${path.basename(dir)}`);
+  await makeFiles(oldFile, newFile);
+  const newSize = (await stat(newFile)).size;
+  const newHash = await sha256File(newFile);
+
+  // --- bitfog: signature at the destination, plan + carry at the source, assemble at the destination.
+  let signed!: Awaited<ReturnType<typeof signContent>>;
+  const tSign = await best(async () => {
+    const t0 = now();
+    signed = await signContent(createReadStream(oldFile, { highWaterMark: MiB }), size);
+    return now() - t0;
+  });
+  const signatureBytes = encodeSignature(signed.signature).length;
+
+  const spoolDir = path.join(dir, 'spool');
+  let carryBytes = 0;
+  let recipeBytes = 0;
+  let recipe!: ReturnType<DeltaPlanner['finish']>['recipe'];
+  const tPlan = await best(async () => {
+    await rm(spoolDir, { recursive: true, force: true });
+    await mkdir(spoolDir);
+    const t0 = now();
+    const index = new ChunkIndex();
+    index.add('base.img', signed.signature);
+    const planner = new DeltaPlanner(index, { basePath: 'base.img' });
+    // One read of the new file: chunk, plan, and store each chunk to carry as it passes.
+    for await (const c of chunkStream(createReadStream(newFile, { highWaterMark: MiB }), signed.signature.params, { withData: true })) {
+      if (planner.add(c)) await writeFile(path.join(spoolDir, c.sha256), c.data!);
+    }
+    const plan = planner.finish(newHash);
+    carryBytes = plan.carryBytes;
+    recipe = plan.recipe;
+    recipeBytes = encodeRecipe(plan.recipe).length;
+    return now() - t0;
+  });
+  const bitfogBytes = carryBytes + recipeBytes + signatureBytes;
+
+  const assembled = path.join(dir, 'assembled.img');
+  const sources = {
+    readDestRange: (p: string, start: number, end: number | undefined) =>
+      createReadStream(path.join(dir, p), { start, ...(end === undefined ? {} : { end: end - 1 }), highWaterMark: MiB }),
+    readSpoolChunk: (sha: string) => createReadStream(path.join(spoolDir, sha), { highWaterMark: MiB }),
+  };
+  const tAssemble = await best(async () => {
+    const t0 = now();
+    await assemble(recipe, sources, createWriteStream(assembled));
+    return now() - t0;
+  });
+  const tAssembleWorker = await best(async () => {
+    const t0 = now();
+    await assemble(recipe, sources, createWriteStream(assembled), { wholeFileHasher: workerHasher });
+    return now() - t0;
+  });
+  const tAssembleSeq = await best(async () => {
+    const t0 = now();
+    await assemble(recipe, sources, createWriteStream(assembled), { rangedReads: false });
+    return now() - t0;
+  });
+  if ((await sha256File(assembled)) !== newHash) throw new Error('assembled file differs from the changed file');
+
+  console.log(
+    `bitfog carries: ${mib(bitfogBytes)} = chunks ${mib(carryBytes)} + recipe ${mib(recipeBytes)} + signature ${mib(signatureBytes)} ` +
+      `(${((100 * signatureBytes) / size).toFixed(3)} % of the base); file ${mib(newSize)}`,
+  );
+
+  // --- rdiff
+  if (have('rdiff')) {
+    const sig = path.join(dir, 'base.sig');
+    const delta = path.join(dir, 'changed.delta');
+    const patched = path.join(dir, 'patched.img');
+    const tRdiffSig = await best(() => run('rdiff', ['--force', 'signature', oldFile, sig]));
+    const tRdiffDelta = await best(() => run('rdiff', ['--force', 'delta', sig, newFile, delta]));
+    const tRdiffPatch = await best(() => run('rdiff', ['--force', 'patch', oldFile, delta, patched]));
+    const deltaBytes = (await stat(delta)).size;
+    console.log(`bytes carried: bitfog ${mib(bitfogBytes)}, rdiff delta ${mib(deltaBytes)}, ratio ${(bitfogBytes / deltaBytes).toFixed(2)} (target ≤ 2)`);
+    console.log(`assemble: bitfog ${secs(tAssemble)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssemble / tRdiffPatch).toFixed(2)} (target ≤ 1.5)`);
+    console.log(`assemble, whole-file hash on a worker thread: bitfog ${secs(tAssembleWorker)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssembleWorker / tRdiffPatch).toFixed(2)}`);
+    console.log(`assemble without ranged reads: bitfog ${secs(tAssembleSeq)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssembleSeq / tRdiffPatch).toFixed(2)}`);
+    console.log(
+      `signature of the base: bitfog ${secs(tSign)} (${(size / MiB / tSign).toFixed(0)} MB/s), rdiff signature ${secs(tRdiffSig)}, ratio ${(tSign / tRdiffSig).toFixed(2)}`,
+    );
+    console.log(`delta of the changed file: bitfog ${secs(tPlan)}, rdiff delta ${secs(tRdiffDelta)}, ratio ${(tPlan / tRdiffDelta).toFixed(2)}`);
+  } else {
+    console.log('bytes carried: rdiff skipped (install the rdiff package)');
+  }
+
+  // --- rsync batch
+  if (have('rsync')) {
+    const destDir = path.join(dir, 'rsync-dest');
+    const srcDir = path.join(dir, 'rsync-src');
+    await mkdir(destDir);
+    await mkdir(srcDir);
+    await rm(path.join(destDir, 'f.img'), { force: true });
+    run('cp', ['--reflink=auto', oldFile, path.join(destDir, 'f.img')]);
+    run('cp', ['--reflink=auto', newFile, path.join(srcDir, 'f.img')]);
+    const batch = path.join(dir, 'rsync.batch');
+    const tRsync = run('rsync', ['--only-write-batch=' + batch, '--no-whole-file', '-r', '--times', srcDir + '/', destDir + '/']);
+    const batchBytes = (await stat(batch)).size;
+    console.log(`bytes carried: bitfog ${mib(bitfogBytes)}, rsync --only-write-batch ${mib(batchBytes)}, ratio ${(bitfogBytes / batchBytes).toFixed(2)}`);
+    console.log(`delta of the changed file: bitfog ${secs(tPlan)}, rsync --only-write-batch ${secs(tRsync)}, ratio ${(tPlan / tRsync).toFixed(2)}`);
+  } else {
+    console.log('bytes carried: rsync skipped (install the rsync package)');
+  }
+} finally {
+  await rm(dir, { recursive: true, force: true });
+}

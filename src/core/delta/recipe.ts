@@ -1,0 +1,618 @@
+/**
+ * Recipes: how to rebuild a changed file at the destination from chunks it already holds
+ * plus the few new chunks carried on the spool — and the assembler that follows one.
+ *
+ * Planning (at the source): the new file's chunks (chunker.ts, with the params of the
+ * destination's signature of the same path when there is one) are looked up in the
+ * destination's `ChunkIndex`. Each chunk found becomes part of a "dest" op — a run of
+ * contiguous chunks of one destination file, read with one ranged read — and each chunk
+ * not found becomes a "spool" op and, unless carried already (this file or another one in
+ * the same trip: pass one `carried` set to every plan), a chunk to carry.
+ *
+ * Assembling (at the destination): ops are followed in order; every chunk is verified as
+ * it streams (spool chunks against their SHA-256; dest runs against the digest of their
+ * chunks' SHA-256s), and the whole file against the source's hash. A run or chunk that
+ * fails stops the assembly at once, naming the base file. The last bytes are held back
+ * until everything has verified: a consumer never sees a complete stream of wrong content,
+ * only an error.
+ *
+ * Binary format, version 1 (integers unsigned LEB128 unless noted):
+ *
+ *   u8 version (1) · u8 hasParams · [u8 normalization · minSize · avgSize · maxSize] · size ·
+ *   32 bytes whole-file SHA-256 · pathCount · pathCount × (byteLength · UTF-8) ·
+ *   opCount · ops, each one of:
+ *     u8 0 · pathIndex · offset · chunkCount · chunkCount × length · 32 bytes run digest   (dest)
+ *     u8 1 · length · 32 bytes chunk SHA-256                                               (spool)
+ *
+ * A dest op costs about 3 bytes per chunk: the destination's signature already said
+ * which hashes those chunks have; the recipe only needs their lengths to check them.
+ */
+import { createHash } from 'node:crypto';
+import { Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
+import { type Chunk, type ChunkParams, validateChunkParams } from './chunker.ts';
+import { type StreamHasher, syncHasher } from './hasher.ts';
+import type { ChunkIndex, ChunkLocation } from './signature.ts';
+import { ByteReader, pushVarint } from './varint.ts';
+
+export const RECIPE_VERSION = 1;
+
+/**
+ * A run of contiguous chunks `[offset, offset + length)` of a destination file.
+ * `runSha256` is the SHA-256 of the concatenated 32-byte SHA-256 digests of those chunks
+ * (split by `chunkLengths`), so one value checks them all and each is still hashed alone.
+ */
+export interface DestOp {
+  from: 'dest';
+  path: string;
+  offset: number;
+  length: number;
+  chunkLengths: number[];
+  runSha256: string;
+}
+
+/** One chunk carried on the spool, named by its SHA-256 (lowercase hex). */
+export interface SpoolOp {
+  from: 'spool';
+  sha256: string;
+  length: number;
+}
+
+export type RecipeOp = DestOp | SpoolOp;
+
+/** How to rebuild one file: its ops in order, and what the result must be. */
+export interface Recipe {
+  /**
+   * The chunk params the new file was cut with, when known: with them the destination
+   * knows the rebuilt file's signature without reading it again (`AssembleOptions.onChunk`).
+   */
+  params?: ChunkParams;
+  /** Size of the rebuilt file (the sum of the op lengths). */
+  size: number;
+  /** SHA-256 of the rebuilt file, lowercase hex (no `sha256:` prefix). */
+  sha256: string;
+  ops: RecipeOp[];
+}
+
+/** A planned delta: the recipe, the chunks to carry for it, and what it saves. */
+export interface DeltaPlan {
+  recipe: Recipe;
+  /** New chunks not carried before in this trip, in file order (offsets in the new file). */
+  carry: Chunk[];
+  /** Bytes of chunks newly carried for this file. */
+  carryBytes: number;
+  /** Bytes of this file taken from the destination. */
+  reuseBytes: number;
+}
+
+export interface PlanOptions {
+  /** The params the chunks were cut with (recorded in the recipe). */
+  params?: ChunkParams;
+  /** SHA-256s already carried this trip; the plan adds its own. Share one set across files. */
+  carried?: Set<string>;
+  /** The destination path this file replaces: its chunks are preferred (longer runs). */
+  basePath?: string;
+}
+
+/**
+ * Plans a file chunk by chunk as its chunks stream out of the chunker, so the chunk list
+ * is never held whole (only the recipe, a few bytes per chunk).
+ */
+export class DeltaPlanner {
+  private readonly ops: RecipeOp[] = [];
+  private readonly carry: Chunk[] = [];
+  private readonly carried: Set<string>;
+  private carryBytes = 0;
+  private reuseBytes = 0;
+  private size = 0;
+  /** The dest run being extended, with its location cursor and digest so far. */
+  private run: { op: DestOp; end: ChunkLocation; digest: ReturnType<typeof createHash> } | undefined;
+
+  constructor(
+    private readonly index: ChunkIndex,
+    private readonly options: PlanOptions = {},
+  ) {
+    this.carried = options.carried ?? new Set();
+  }
+
+  /**
+   * Adds the next chunk of the new file (chunks must come in file order). Returns true
+   * when this chunk must be carried: the caller stores its bytes on the spool now (from
+   * `chunkStream(…, { withData: true })`), so the new file is read only once.
+   */
+  add(chunk: Chunk): boolean {
+    if (chunk.offset !== this.size) throw new BitfogError('EIO', `delta planner: chunk at ${chunk.offset}, expected ${this.size}`);
+    this.size += chunk.length;
+    const hint: { continueAt?: ChunkLocation; preferPath?: string } = {};
+    if (this.run) hint.continueAt = this.run.end;
+    if (this.options.basePath !== undefined) hint.preferPath = this.options.basePath;
+    const at = this.index.lookup(chunk.sha256, chunk.length, hint);
+    if (at) {
+      this.reuseBytes += chunk.length;
+      const run = this.run;
+      if (run && run.end.path === at.path && run.end.offset + run.end.length === at.offset) {
+        run.op.length += chunk.length;
+        run.op.chunkLengths.push(chunk.length);
+        run.end = at;
+      } else {
+        this.closeRun();
+        const op: DestOp = { from: 'dest', path: at.path, offset: at.offset, length: chunk.length, chunkLengths: [chunk.length], runSha256: '' };
+        this.run = { op, end: at, digest: createHash('sha256') };
+        this.ops.push(op);
+      }
+      this.run!.digest.update(Buffer.from(chunk.sha256, 'hex'));
+      return false;
+    }
+    this.closeRun();
+    this.ops.push({ from: 'spool', sha256: chunk.sha256, length: chunk.length });
+    if (!this.carried.has(chunk.sha256)) {
+      this.carried.add(chunk.sha256);
+      const { data: _bytes, ...withoutData } = chunk;
+      this.carry.push(withoutData);
+      this.carryBytes += chunk.length;
+      return true;
+    }
+    return false;
+  }
+
+  /** Ends the file. `sha256` is its whole-file hash (hex, or `sha256:<hex>`). */
+  finish(sha256: string): DeltaPlan {
+    this.closeRun();
+    const hex = sha256.startsWith('sha256:') ? sha256.slice(7) : sha256;
+    return {
+      recipe: { ...(this.options.params ? { params: { ...this.options.params } } : {}), size: this.size, sha256: hex, ops: this.ops },
+      carry: this.carry,
+      carryBytes: this.carryBytes,
+      reuseBytes: this.reuseBytes,
+    };
+  }
+
+  private closeRun(): void {
+    if (!this.run) return;
+    this.run.op.runSha256 = this.run.digest.digest('hex');
+    this.run = undefined;
+  }
+}
+
+/** Plans a whole chunk list at once (see `DeltaPlanner`). */
+export function planDelta(chunks: Iterable<Chunk>, sha256: string, index: ChunkIndex, options: PlanOptions = {}): DeltaPlan {
+  const planner = new DeltaPlanner(index, options);
+  for (const c of chunks) planner.add(c);
+  return planner.finish(sha256);
+}
+
+/** The base files a recipe reads from the destination. */
+export function recipeBasePaths(recipe: Recipe): string[] {
+  return [...new Set(recipe.ops.flatMap((op) => (op.from === 'dest' ? [op.path] : [])))];
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+function writeHash(out: number[], hex: string, what: string): void {
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new BitfogError('EUSAGE', `recipe ${what} is not a SHA-256: ${hex}`);
+  for (let i = 0; i < 64; i += 2) out.push(parseInt(hex.slice(i, i + 2), 16));
+}
+
+/** Serialises a recipe (format above). Throws EUSAGE for malformed hashes. */
+export function encodeRecipe(recipe: Recipe): Buffer {
+  const out: number[] = [RECIPE_VERSION];
+  if (recipe.params) {
+    validateChunkParams(recipe.params);
+    out.push(1, recipe.params.normalization);
+    pushVarint(out, recipe.params.minSize);
+    pushVarint(out, recipe.params.avgSize);
+    pushVarint(out, recipe.params.maxSize);
+  } else out.push(0);
+  pushVarint(out, recipe.size);
+  writeHash(out, recipe.sha256, 'file hash');
+  const paths = recipeBasePaths(recipe);
+  const pathIndex = new Map(paths.map((p, i) => [p, i]));
+  pushVarint(out, paths.length);
+  for (const p of paths) {
+    const bytes = Buffer.from(p, 'utf8');
+    pushVarint(out, bytes.length);
+    for (const b of bytes) out.push(b);
+  }
+  pushVarint(out, recipe.ops.length);
+  for (const op of recipe.ops) {
+    if (op.from === 'dest') {
+      out.push(0);
+      pushVarint(out, pathIndex.get(op.path)!);
+      pushVarint(out, op.offset);
+      pushVarint(out, op.chunkLengths.length);
+      for (const l of op.chunkLengths) pushVarint(out, l);
+      writeHash(out, op.runSha256, 'run digest');
+    } else {
+      out.push(1);
+      pushVarint(out, op.length);
+      writeHash(out, op.sha256, 'chunk hash');
+    }
+  }
+  return Buffer.from(out);
+}
+
+/**
+ * Parses a recipe. Throws EBADSPOOL for damaged bytes or inconsistent sizes, and for a
+ * format version this build does not read, with a message that says so.
+ */
+export function decodeRecipe(bytes: Uint8Array): Recipe {
+  const r = new ByteReader(bytes, 'delta recipe');
+  const version = r.u8();
+  if (version !== RECIPE_VERSION) {
+    throw new BitfogError(
+      'EBADSPOOL',
+      `delta recipe has format version ${version}; this bitfog reads version ${RECIPE_VERSION} (written by a ${version > RECIPE_VERSION ? 'newer' : 'older'} bitfog)`,
+    );
+  }
+  const hex = (n: number) => Buffer.from(r.bytes(n)).toString('hex');
+  let params: ChunkParams | undefined;
+  const hasParams = r.u8();
+  if (hasParams === 1) {
+    params = { normalization: r.u8(), minSize: r.varint(), avgSize: r.varint(), maxSize: r.varint() };
+    try {
+      validateChunkParams(params);
+    } catch {
+      r.fail('invalid chunk parameters');
+    }
+  } else if (hasParams !== 0) r.fail('bad params flag');
+  const size = r.varint();
+  const sha256 = hex(32);
+  const pathCount = r.varint();
+  if (pathCount > r.remaining) r.fail('path count larger than the data');
+  const paths: string[] = [];
+  for (let i = 0; i < pathCount; i++) paths.push(Buffer.from(r.bytes(r.varint())).toString('utf8'));
+  const opCount = r.varint();
+  if (opCount > r.remaining) r.fail('op count larger than the data');
+  const ops: RecipeOp[] = [];
+  let total = 0;
+  for (let i = 0; i < opCount; i++) {
+    const tag = r.u8();
+    if (tag === 0) {
+      const path = paths[r.varint()] ?? r.fail('path index out of range');
+      const offset = r.varint();
+      const count = r.varint();
+      if (count < 1 || count > r.remaining) r.fail('bad chunk count');
+      const chunkLengths: number[] = [];
+      let length = 0;
+      for (let j = 0; j < count; j++) {
+        const l = r.varint();
+        if (l < 1) r.fail('empty chunk');
+        chunkLengths.push(l);
+        length += l;
+      }
+      ops.push({ from: 'dest', path, offset, length, chunkLengths, runSha256: hex(32) });
+      total += length;
+    } else if (tag === 1) {
+      const length = r.varint();
+      if (length < 1) r.fail('empty chunk');
+      ops.push({ from: 'spool', length, sha256: hex(32) });
+      total += length;
+    } else {
+      r.fail(`unknown op ${tag}`);
+    }
+  }
+  r.end();
+  if (total !== size) r.fail(`ops add up to ${total} bytes, not ${size}`);
+  return { ...(params ? { params } : {}), size, sha256, ops };
+}
+
+// ---------------------------------------------------------------------------------------
+// Assembling
+
+/** Where the assembler gets bytes from. Both may return a stream or a promise of one. */
+export interface AssembleSources {
+  /**
+   * Bytes `[start, end)` of a destination file (`end` undefined: to the end of the file).
+   * When ranged reads are off (see `AssembleOptions.rangedReads`) the assembler only ever
+   * asks for `start` 0 and `end` undefined. May throw EOPNOTSUPP for a range: the assembler
+   * then switches to reading from the start and skipping.
+   */
+  readDestRange(path: string, start: number, end: number | undefined, signal?: AbortSignal): Readable | Promise<Readable>;
+  /** The bytes of a chunk carried on the spool. */
+  readSpoolChunk(sha256: string, signal?: AbortSignal): Readable | Promise<Readable>;
+}
+
+export interface AssembleOptions {
+  signal?: AbortSignal;
+  /**
+   * Whether the destination honours ranged reads (`capabilities.rangedReads`; default
+   * true). Without them the assembler reads each base file from its start and skips to
+   * the bytes it needs, keeping one base stream open while the recipe reads forward in
+   * it; a recipe that goes back in a file (moved blocks) reopens it, which costs a re-read
+   * up to that point. Recipes from `DeltaPlanner` of an edited file read mostly forward.
+   */
+  rangedReads?: boolean;
+  /**
+   * Computes the whole-file hash; default `syncHasher` (this thread). Hashing every byte
+   * twice (its chunk, the whole file) is the assembler's main cost; `workerHasher` moves
+   * the second hash to another thread, which pays only where a core is idle (measured on a
+   * busy 2-core machine it was slower), hence not the default.
+   */
+  wholeFileHasher?: () => StreamHasher;
+  /**
+   * false: do not hash the whole file (the caller verifies it on the way, as store's
+   * verifying stream does); chunks and the size are still checked. Default true.
+   */
+  verifyWholeFile?: boolean;
+  /**
+   * Called for every chunk of the rebuilt file, in order, with its length and SHA-256
+   * (hex), as it is verified: with `recipe.params`, that is the new file's signature.
+   * Only complete when the assembly succeeded.
+   */
+  onChunk?: (length: number, sha256: string) => void;
+}
+
+export interface AssembleResult {
+  size: number;
+  /**
+   * `sha256:<hex>` of what was assembled: equal to the recipe's, verified (with
+   * `verifyWholeFile: false`, the recipe's, left for the caller to verify).
+   */
+  hash: string;
+  /** Bytes read from destination files and from the spool. */
+  destBytes: number;
+  spoolBytes: number;
+}
+
+/**
+ * The error for a base file whose bytes are not what its signature said (changed since
+ * the snapshot, shortened, gone). Code EINTEGRITY; `path` names the base file. The store
+ * leaves the target for a whole-file transfer on the next trip.
+ */
+export class BaseFileChangedError extends BitfogError {
+  constructor(path: string, reason: string, cause?: unknown) {
+    super('EINTEGRITY', `base file ${JSON.stringify(path)} ${reason}; it changed since its signature was taken`, {
+      path,
+      ...(cause === undefined ? {} : { cause }),
+    });
+    this.name = 'BaseFileChangedError';
+  }
+}
+
+/** Reads exact byte counts from a stream. */
+class ExactReader {
+  private readonly it: AsyncIterator<unknown>;
+  private left: Buffer | undefined;
+  /** Bytes consumed from the stream's start. */
+  position = 0;
+
+  constructor(
+    private readonly stream: Readable,
+    startPosition: number,
+  ) {
+    this.it = stream[Symbol.asyncIterator]();
+    this.position = startPosition;
+  }
+
+  private async next(): Promise<Buffer | undefined> {
+    if (this.left) {
+      const b = this.left;
+      this.left = undefined;
+      return b;
+    }
+    const r = await this.it.next();
+    if (r.done) return undefined;
+    const v = r.value;
+    return Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array);
+  }
+
+  /** Exactly `n` bytes as one buffer, or undefined if the stream ends first. */
+  async take(n: number): Promise<Buffer | undefined> {
+    const parts: Buffer[] = [];
+    let have = 0;
+    while (have < n) {
+      const b = await this.next();
+      if (!b) return undefined;
+      const want = n - have;
+      if (b.length > want) {
+        parts.push(b.subarray(0, want));
+        this.left = b.subarray(want);
+        have = n;
+      } else {
+        parts.push(b);
+        have += b.length;
+      }
+    }
+    this.position += n;
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+  }
+
+  /** Skips `n` bytes; false if the stream ends first. */
+  async skip(n: number): Promise<boolean> {
+    while (n > 0) {
+      const b = await this.next();
+      if (!b) return false;
+      if (b.length > n) {
+        this.left = b.subarray(n);
+        this.position += n;
+        return true;
+      }
+      n -= b.length;
+      this.position += b.length;
+    }
+    return true;
+  }
+
+  close(): void {
+    this.stream.destroy();
+  }
+}
+
+/**
+ * Follows a recipe and yields the rebuilt file's bytes, verified as described at the top
+ * of this file. Throws `BaseFileChangedError` (EINTEGRITY, with `path`) when a
+ * destination file does not hold what the recipe expects, EINTEGRITY without `path` when
+ * a spool chunk is damaged or the whole file does not match, EABORTED; other read errors
+ * pass through as BitfogErrors. The last piece is yielded only after all checks passed.
+ */
+export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
+  const { signal } = options;
+  let ranged = options.rangedReads ?? true;
+  const verifyWhole = options.verifyWholeFile ?? true;
+  const whole = verifyWhole ? (options.wholeFileHasher?.() ?? syncHasher()) : noHasher;
+
+  /** One base stream kept open for the read-and-skip fallback. */
+  let cursor: { path: string; reader: ExactReader } | undefined;
+  const closeCursor = () => {
+    cursor?.reader.close();
+    cursor = undefined;
+  };
+
+  const openDest = async (op: DestOp): Promise<{ reader: ExactReader; shared: boolean }> => {
+    if (ranged) {
+      try {
+        const s = await sources.readDestRange(op.path, op.offset, op.offset + op.length, signal);
+        return { reader: new ExactReader(s, op.offset), shared: false };
+      } catch (err) {
+        if (!isBitfogError(err, 'EOPNOTSUPP')) throw baseReadError(op.path, err);
+        ranged = false;
+      }
+    }
+    if (!cursor || cursor.path !== op.path || cursor.reader.position > op.offset) {
+      closeCursor();
+      try {
+        cursor = { path: op.path, reader: new ExactReader(await sources.readDestRange(op.path, 0, undefined, signal), 0) };
+      } catch (err) {
+        throw baseReadError(op.path, err);
+      }
+    }
+    let skipped: boolean;
+    try {
+      skipped = await cursor.reader.skip(op.offset - cursor.reader.position);
+    } catch (err) {
+      throw baseReadError(op.path, err);
+    }
+    if (!skipped) throw new BaseFileChangedError(op.path, 'is shorter than expected');
+    return { reader: cursor.reader, shared: true };
+  };
+
+  // Chunks are gathered into pieces of about OUTPUT_PIECE bytes: one write per chunk would
+  // cost a round trip to the file system (or the network) per ~40 KiB. The last piece is
+  // held back until everything has been verified.
+  let held: Buffer | undefined;
+  const pending: Buffer[] = [];
+  let pendingBytes = 0;
+  const stage = (b: Buffer): boolean => {
+    pending.push(b);
+    pendingBytes += b.length;
+    return pendingBytes >= OUTPUT_PIECE;
+  };
+  const flush = (): Buffer => {
+    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending.length = 0;
+    pendingBytes = 0;
+    return out;
+  };
+  let size = 0;
+  let destBytes = 0;
+  let spoolBytes = 0;
+  try {
+    for (const op of recipe.ops) {
+      throwIfAborted(signal);
+      if (op.from === 'dest') {
+        const { reader, shared } = await openDest(op);
+        const run = createHash('sha256');
+        try {
+          for (const length of op.chunkLengths) {
+            let bytes: Buffer | undefined;
+            try {
+              bytes = await reader.take(length);
+            } catch (err) {
+              throw baseReadError(op.path, err);
+            }
+            if (!bytes) throw new BaseFileChangedError(op.path, 'is shorter than expected');
+            const digest = createHash('sha256').update(bytes).digest();
+            run.update(digest);
+            options.onChunk?.(length, digest.toString('hex'));
+            const wait = whole.update(bytes);
+            if (wait) await wait;
+            if (stage(bytes)) {
+              if (held) yield held;
+              held = flush();
+            }
+            size += length;
+            destBytes += length;
+          }
+        } finally {
+          if (!shared) reader.close();
+        }
+        if (run.digest('hex') !== op.runSha256) {
+          throw new BaseFileChangedError(op.path, `does not hold the expected bytes at ${op.offset}–${op.offset + op.length}`);
+        }
+      } else {
+        let bytes: Buffer | undefined;
+        let reader: ExactReader | undefined;
+        try {
+          reader = new ExactReader(await sources.readSpoolChunk(op.sha256, signal), 0);
+          bytes = await reader.take(op.length);
+        } catch (err) {
+          throw toBitfogError(err, `reading spool chunk ${op.sha256}`);
+        } finally {
+          reader?.close();
+        }
+        if (!bytes) throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is shorter than ${op.length} bytes`);
+        if (createHash('sha256').update(bytes).digest('hex') !== op.sha256) {
+          throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is damaged (its content does not match its hash)`);
+        }
+        options.onChunk?.(op.length, op.sha256);
+        const wait = whole.update(bytes);
+        if (wait) await wait;
+        if (stage(bytes)) {
+          if (held) yield held;
+          held = flush();
+        }
+        size += op.length;
+        spoolBytes += op.length;
+      }
+    }
+    const hex = verifyWhole ? await whole.digest() : recipe.sha256;
+    if (size !== recipe.size || hex !== recipe.sha256) {
+      throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
+    }
+    if (held) yield held;
+    if (pendingBytes > 0) yield flush();
+    return { size, hash: `sha256:${hex}`, destBytes, spoolBytes };
+  } finally {
+    closeCursor();
+    whole.dispose();
+  }
+}
+
+/** Size of the pieces the assembler yields (see `assembleChunks`). */
+const OUTPUT_PIECE = 1 << 20;
+
+const noHasher: StreamHasher = { update: () => {}, digest: async () => '', dispose: () => {} };
+
+function baseReadError(path: string, err: unknown): unknown {
+  if (isBitfogError(err, 'ENOENT', 'EISDIR', 'ENOTDIR')) return new BaseFileChangedError(path, 'is gone', err);
+  return toBitfogError(err, `reading base file ${JSON.stringify(path)}`, path);
+}
+
+/** The rebuilt file as a Readable (for `Destination.write`); it errors instead of ending when a check fails. */
+export function assembleReadable(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): Readable {
+  return Readable.from(assembleChunks(recipe, sources, options), { objectMode: false });
+}
+
+/**
+ * Follows a recipe into `out` and resolves with what was written. Rejects (see
+ * `assembleChunks`) without ending `out` normally when a check fails; the caller writes
+ * to a temporary name and discards it then.
+ */
+export async function assemble(recipe: Recipe, sources: AssembleSources, out: Writable, options: AssembleOptions = {}): Promise<AssembleResult> {
+  const gen = assembleChunks(recipe, sources, options);
+  let result: AssembleResult | undefined;
+  async function* drain() {
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) {
+        result = r.value;
+        return;
+      }
+      yield r.value;
+    }
+  }
+  await pipeline(drain, out, options.signal ? { signal: options.signal } : {});
+  return result!;
+}

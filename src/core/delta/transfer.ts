@@ -1,0 +1,411 @@
+/**
+ * Delta transfer in the sneakernet cycle: the hooks fetch, store and status call.
+ *
+ *  - store records, with the destination snapshot, a signature of every file of at least
+ *    `minBytes` (default 64 MiB, `DEFAULT_DELTA_MIN_BYTES`); signatures are cached beside
+ *    the hash cache, so unchanged files are not re-read (`recordDestinationSignatures`).
+ *  - fetch carries a content of at least `minBytes` as a delta when the destination
+ *    recorded signatures: it reads the file once, cutting it into chunks with the params
+ *    of the destination's signature of the same path (else those for its size), and
+ *    carries only the chunks the destination holds nowhere in its tree, plus a recipe
+ *    (`DeltaFetch`). Identical chunks are carried once per spool.
+ *  - store assembles such a file from ranged reads of the destination's own files and the
+ *    carried chunks, under a temporary name, verified chunk by chunk and then as a whole
+ *    (store's own check against the source snapshot's hash), then renames it. A base file
+ *    that changed behind the plan's back fails verification: the file is reported, left
+ *    as it was, and its content is marked to travel whole on the next trip (`DeltaStore`).
+ *
+ * Known limits: fetch budgets a delta at the file's full size (its real cost is known only
+ * once read), so near a full spool a delta may wait for a later trip it did not need; the
+ * chunk index holds every signed chunk of the destination in memory (about 150 bytes per
+ * chunk: some 4 GB for 1 TB of files under 4 GiB); delta writes are assembled before
+ * removals, so a base file replaced earlier in the same store fails verification and its
+ * dependant travels whole next trip.
+ */
+import { Readable } from 'node:stream';
+import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
+import { type HashCache, RACY_WINDOW_MS } from '../hashcache.ts';
+import type { Manifest, Snapshot } from '../manifest.ts';
+import { toRelPath } from '../paths.ts';
+import type { ProgressListener } from '../progress.ts';
+import type { Spool } from '../spool.ts';
+import type { Destination, Entry, Source } from '../types.ts';
+import { chunkParamsForSize, chunkStream } from './chunker.ts';
+import { assembleReadable, BaseFileChangedError, DeltaPlanner, recipeBasePaths } from './recipe.ts';
+import { SignatureCache } from './sigcache.ts';
+import { ChunkIndex, DEFAULT_HASH_LENGTH, encodeSignature, type FileSignature, signatureFileSize, signContent } from './signature.ts';
+import { DeltaTables, type StoredSignature } from './tables.ts';
+import { createHash } from 'node:crypto';
+
+/** Files at least this large get signatures and travel as deltas, unless configured otherwise. */
+export const DEFAULT_DELTA_MIN_BYTES = 64 * 1024 * 1024;
+
+export interface DeltaConfig {
+  /** Size from which files get signatures and travel as deltas; default DEFAULT_DELTA_MIN_BYTES. */
+  minBytes?: number;
+  /** false: no signatures recorded, everything carried whole. Default true. */
+  enabled?: boolean;
+}
+
+/**
+ * The delta settings from the environment: BITFOG_DELTA_MIN_SIZE (bytes) and
+ * BITFOG_DELTA=0 to turn deltas off.
+ */
+export function deltaConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Required<DeltaConfig> {
+  const raw = env.BITFOG_DELTA_MIN_SIZE;
+  const min = raw === undefined || raw === '' ? DEFAULT_DELTA_MIN_BYTES : Number(raw);
+  if (!Number.isSafeInteger(min) || min < 1) throw new BitfogError('EUSAGE', `BITFOG_DELTA_MIN_SIZE must be a positive number of bytes, not ${JSON.stringify(raw)}`);
+  return { minBytes: min, enabled: env.BITFOG_DELTA !== '0' };
+}
+
+function resolve(config: DeltaConfig = {}): Required<DeltaConfig> {
+  const env = deltaConfigFromEnv();
+  return { minBytes: config.minBytes ?? env.minBytes, enabled: config.enabled ?? env.enabled };
+}
+
+// ---------------------------------------------------------------------------- destination side
+
+/**
+ * Signs the large files of a destination snapshot (from the cache when unchanged, else by
+ * reading them once) and records the signatures in the manifest. A file whose content no
+ * longer hashes to the snapshot's hash is left unsigned (it travels whole if needed).
+ * Returns how many files were read.
+ */
+export async function recordDestinationSignatures(options: {
+  destination: Source;
+  snapshot: Snapshot;
+  manifest: Manifest;
+  cache: HashCache;
+  config?: DeltaConfig;
+  signal?: AbortSignal;
+  onProgress?: ProgressListener;
+  /**
+   * Signatures already known for files bitfog just wrote and verified (path → content hash
+   * and signature; `DeltaStore.knownSignatures`): taken instead of reading those files.
+   */
+  known?: ReadonlyMap<string, { hash: string; signature: FileSignature }>;
+}): Promise<{ signed: number; read: number; bytes: number }> {
+  const { destination, snapshot, manifest, signal } = options;
+  const config = resolve(options.config);
+  const tables = new DeltaTables(manifest);
+  if (!config.enabled) {
+    tables.putSignatures([]);
+    return { signed: 0, read: 0, bytes: 0 };
+  }
+  const sigCache = await SignatureCache.besides(options.cache);
+  const out: StoredSignature[] = [];
+  let read = 0;
+  let bytes = 0;
+  for (const entry of snapshot.entries.values()) {
+    if (entry.kind !== 'file' || entry.size < config.minBytes || !entry.hash) continue;
+    throwIfAborted(signal);
+    const cached = sigCache.lookup(entry);
+    if (cached) {
+      out.push({ path: entry.path, hash: entry.hash, size: entry.size, bytes: cached.bytes });
+      bytes += cached.bytes.length;
+      continue;
+    }
+    const known = options.known?.get(entry.path);
+    if (known && known.hash === entry.hash && signatureFileSize(known.signature) === entry.size) {
+      const encoded = encodeSignature(known.signature);
+      // bitfog wrote and verified this content moments ago: trusted despite being recent.
+      sigCache.record(entry, entry.hash, encoded, (entry.changedAtMs ?? 0) + RACY_WINDOW_MS);
+      out.push({ path: entry.path, hash: entry.hash, size: entry.size, bytes: encoded });
+      bytes += encoded.length;
+      continue;
+    }
+    const startedAt = Date.now();
+    try {
+      const signed = await signContent(await destination.read(entry.path, signal ? { signal } : {}), entry.size, signal ? { signal } : {});
+      read++;
+      if (signed.hash !== entry.hash || signed.size !== entry.size) continue; // changed since listed
+      const encoded = encodeSignature(signed.signature);
+      sigCache.record(entry, signed.hash, encoded, startedAt);
+      out.push({ path: entry.path, hash: entry.hash, size: entry.size, bytes: encoded });
+      bytes += encoded.length;
+    } catch (e) {
+      const err = toBitfogError(e, `cannot sign ${JSON.stringify(entry.path)}`, entry.path);
+      if (!isBitfogError(err, 'ENOENT', 'EACCES', 'EISDIR', 'EOPNOTSUPP')) throw err;
+      options.onProgress?.({ type: 'skip', path: entry.path, reason: `no delta signature: ${err.message}` });
+    }
+  }
+  sigCache.retainOnly((p) => snapshot.entries.has(p));
+  await sigCache.save();
+  tables.putSignatures(out);
+  return { signed: out.length, read, bytes };
+}
+
+// ---------------------------------------------------------------------------- source side
+
+export interface DeltaFetchStats {
+  /** Files carried as deltas this run. */
+  files: number;
+  /** Their full size. */
+  fileBytes: number;
+  /** Bytes of new chunks carried for them. */
+  chunkBytes: number;
+}
+
+/** fetch's side of delta transfer: which contents go as deltas, and carrying them. */
+export class DeltaFetch {
+  readonly stats: DeltaFetchStats = { files: 0, fileBytes: 0, chunkBytes: 0 };
+  private readonly tables: DeltaTables;
+  private readonly config: Required<DeltaConfig>;
+  private readonly index = new ChunkIndex();
+  private readonly signatures = new Map<string, FileSignature>();
+  private readonly sizes: number[] = [];
+  private readonly refused: Set<string>;
+  private readonly refusedPaths: Set<string>;
+  /** Chunks written this run (shared by all files, so identical chunks are carried once). */
+  private readonly carried = new Set<string>();
+
+  /**
+   * Reads the destination's signatures from the manifest; only those that still describe
+   * the destination snapshot (same hash and size at that path) are used.
+   */
+  constructor(manifest: Manifest, destination: Snapshot, config?: DeltaConfig) {
+    this.tables = new DeltaTables(manifest);
+    this.config = resolve(config);
+    this.refused = this.tables.refused();
+    this.refusedPaths = this.tables.refusedPaths();
+    if (!this.config.enabled) return;
+    for (const [path, s] of this.tables.signatures()) {
+      const d = destination.entries.get(path);
+      if (!d || d.kind !== 'file' || d.hash !== s.hash || d.size !== s.size) continue;
+      this.index.add(path, s.signature);
+      this.signatures.set(path, s.signature);
+      this.sizes.push(s.size);
+    }
+  }
+
+  /** Contents (`sha256:` hashes) already carried as deltas on this spool. */
+  carriedContents(): string[] {
+    return this.tables.recipeRows().map((r) => r.hash);
+  }
+
+  /**
+   * Blobs to keep on the spool for the contents in `wanted`: the chunks of their recipes.
+   * Recipes of contents no longer wanted are dropped.
+   */
+  keepFor(wanted: ReadonlySet<string>): Set<string> {
+    const rows = this.tables.recipeRows();
+    for (const r of rows) if (!wanted.has(r.hash)) this.tables.removeRecipe(r.hash);
+    this.tables.retainRefused((h) => wanted.has(h));
+    return this.tables.chunkBlobsOf(rows.filter((r) => wanted.has(r.hash)).map((r) => r.hash));
+  }
+
+  /**
+   * True when this content should travel as a delta: it is large enough, not refused, and
+   * the destination has a signature at the same path or of a file of similar size (half to
+   * twice): a renamed, copied or appended-to file. An unrelated new file travels whole,
+   * as one blob rather than as many chunks of which none could be reused.
+   */
+  wants(path: string, size: number, hash: string | undefined): boolean {
+    if (!this.config.enabled || size < this.config.minBytes || this.index.size === 0) return false;
+    if ((hash !== undefined && this.refused.has(hash)) || this.refusedPaths.has(path)) return false;
+    if (this.signatures.has(path)) return true;
+    for (const s of this.sizes) if (s >= size / 2 && s <= size * 2) return true;
+    return false;
+  }
+
+  /**
+   * Carries `entry` as a delta: reads it once, writes the chunks the destination lacks to
+   * the spool, records the recipe, and returns the content's hash. Throws EINTEGRITY when
+   * the content is not `expectedHash` or `entry.size` (the file changed while carried;
+   * nothing is recorded then), ENOSPC, EABORTED and the source's read errors.
+   */
+  async carry(
+    source: Source,
+    spool: Spool,
+    entry: Entry,
+    expectedHash: string | undefined,
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+  ): Promise<string> {
+    const { signal } = options;
+    const base = this.signatures.get(entry.path);
+    const params = base?.params ?? chunkParamsForSize(entry.size);
+    const planner = new DeltaPlanner(this.index, { carried: this.carried, basePath: entry.path, params });
+    const whole = createHash('sha256');
+    let size = 0;
+    const stream = await source.read(entry.path, signal ? { signal } : {});
+    for await (const c of chunkStream(stream, params, {
+      withData: true,
+      ...(signal ? { signal } : {}),
+      onData: (d) => {
+        whole.update(d);
+        size += d.length;
+        options.onBytes?.(d.length);
+      },
+    })) {
+      if (!planner.add(c)) continue;
+      const blob = `sha256:${c.sha256}`;
+      if (!spool.has(blob)) await spool.writeBlob(Readable.from([c.data!]), { hash: blob, size: c.length }, { ...(signal ? { signal } : {}), durable: false });
+    }
+    const hash = `sha256:${whole.digest('hex')}`;
+    if (size !== entry.size || (expectedHash !== undefined && hash !== expectedHash)) {
+      throw new BitfogError('EINTEGRITY', `${JSON.stringify(entry.path)} changed while being carried`, { path: entry.path });
+    }
+    const plan = planner.finish(hash);
+    this.tables.putRecipe(plan.recipe, plan.carryBytes);
+    this.stats.files++;
+    this.stats.fileBytes += size;
+    this.stats.chunkBytes += plan.carryBytes;
+    return hash;
+  }
+
+  /** Drops the recipe of `hash` (the file turned out to have changed while carried). */
+  forget(hash: string): void {
+    this.tables.removeRecipe(hash);
+  }
+}
+
+// ---------------------------------------------------------------------------- destination side: store
+
+export interface DeltaStoreStats {
+  /** Files assembled from deltas. */
+  files: number;
+  fileBytes: number;
+  /** Bytes of carried chunks and recipes they took. */
+  carriedBytes: number;
+  /** Deltas refused because a base file changed; those contents travel whole next trip. */
+  refused: Array<{ path: string; base?: string; reason: string }>;
+}
+
+/** store's side of delta transfer: assembling, and what to keep on the spool. */
+export class DeltaStore {
+  readonly stats: DeltaStoreStats = { files: 0, fileBytes: 0, carriedBytes: 0, refused: [] };
+  /** Signatures of the files assembled by this store, by path (for `recordDestinationSignatures`). */
+  readonly knownSignatures = new Map<string, { hash: string; signature: FileSignature }>();
+  private readonly tables: DeltaTables;
+  /** Chunks seen while assembling each content, in order. */
+  private readonly assembled = new Map<string, { signature: FileSignature | undefined }>();
+
+  constructor(
+    private readonly manifest: Manifest,
+    private readonly spool: Spool,
+    private readonly destination: Destination,
+  ) {
+    this.tables = new DeltaTables(manifest);
+  }
+
+  /** True when content `hash` is carried as a delta (planStore's `hasRecipe`). */
+  hasRecipe = (hash: string): boolean => this.tables.hasRecipe(hash);
+
+  /** Contents carried as deltas on this spool. */
+  recipeHashes(): string[] {
+    return this.tables.recipeRows().map((r) => r.hash);
+  }
+
+  /**
+   * The assembled content of `hash` as a stream, for `Destination.write` through store's
+   * verifying stream (which checks the whole file, so the assembler does not hash it again).
+   * Errors: BaseFileChangedError (EINTEGRITY with the base's path), EINTEGRITY for a damaged
+   * spool chunk, ENOENT for a missing one.
+   */
+  open(hash: string, signal?: AbortSignal): Readable {
+    const recipe = this.tables.recipe(hash);
+    if (!recipe) throw new BitfogError('ENOENT', `no delta recipe for ${hash} on the spool`);
+    const dest = this.destination;
+    const signature: FileSignature | undefined = recipe.params ? { params: recipe.params, hashLength: DEFAULT_HASH_LENGTH, chunks: [] } : undefined;
+    this.assembled.set(hash, { signature });
+    return assembleReadable(
+      recipe,
+      {
+        // A whole-file read passes no range at all: a backend without ranged reads may refuse any.
+        readDestRange: (path, start, end, sig) =>
+          dest.read(toRelPath(path), { ...(start === 0 ? {} : { start }), ...(end === undefined ? {} : { end }), ...(sig ? { signal: sig } : {}) }),
+        readSpoolChunk: (sha256, sig) => this.spool.readBlob(`sha256:${sha256}`, sig),
+      },
+      {
+        rangedReads: dest.capabilities.rangedReads,
+        verifyWholeFile: false,
+        ...(signal ? { signal } : {}),
+        ...(signature ? { onChunk: (length: number, sha256: string) => void signature.chunks.push({ length, sha256: sha256.slice(0, 2 * DEFAULT_HASH_LENGTH) }) } : {}),
+      },
+    );
+  }
+
+  /** The file at `path` with content `hash` was assembled and landed. */
+  landed(hash: string, path: string): void {
+    const signature = this.assembled.get(hash)?.signature;
+    if (signature) this.knownSignatures.set(path, { hash, signature });
+    const row = this.tables.recipeRows().find((r) => r.hash === hash);
+    if (!row) return;
+    this.stats.files++;
+    this.stats.fileBytes += row.size;
+    this.stats.carriedBytes += row.chunkBytes + row.recipeBytes;
+  }
+
+  /**
+   * Assembling `hash` for `path` failed with `err`. A changed or missing base file, or a
+   * damaged chunk: the delta is dropped and the content marked to travel whole; returns
+   * the reason to report. Other errors (disk full, …) return undefined: not the delta's fault.
+   */
+  failed(hash: string, path: string, err: unknown): string | undefined {
+    if (!isBitfogError(err, 'EINTEGRITY', 'ENOENT', 'EBADSPOOL')) return undefined;
+    const base = err instanceof BaseFileChangedError ? err.path : undefined;
+    const reason = base !== undefined
+      ? `not assembled: ${err.message}; it is carried whole on the next trip`
+      : `not assembled from its delta (${err.message}); it is carried whole on the next trip`;
+    this.tables.refuse(hash, path, reason);
+    this.tables.removeRecipe(hash);
+    this.stats.refused.push({ path, ...(base === undefined ? {} : { base }), reason });
+    return reason;
+  }
+
+  /**
+   * Blobs to keep for contents still `needed` after this store: the chunks of their
+   * recipes. Recipes of contents no longer needed (landed, or gone from the source) are
+   * dropped, and the bytes saved are added to the spool's running total.
+   */
+  keepFor(needed: ReadonlySet<string>): Set<string> {
+    const rows = this.tables.recipeRows();
+    for (const r of rows) if (!needed.has(r.hash)) this.tables.removeRecipe(r.hash);
+    const saved = this.stats.fileBytes - this.stats.carriedBytes;
+    if (saved > 0) this.manifest.setMeta('delta_saved_bytes', String(Number(this.manifest.getMeta('delta_saved_bytes') ?? '0') + saved));
+    return this.tables.chunkBlobsOf(rows.filter((r) => needed.has(r.hash)).map((r) => r.hash));
+  }
+}
+
+/** The base files a content's recipe reads (for messages). */
+export function deltaBasePaths(manifest: Manifest, hash: string): string[] {
+  const recipe = new DeltaTables(manifest).recipe(hash);
+  return recipe ? recipeBasePaths(recipe) : [];
+}
+
+// ---------------------------------------------------------------------------- status
+
+export interface DeltaStatus {
+  /** Contents on the spool as deltas (`sha256:` hashes), their full size and what they cost. */
+  contents: string[];
+  files: number;
+  fileBytes: number;
+  carriedBytes: number;
+  /** fileBytes - carriedBytes. */
+  savedBytes: number;
+  /** Bytes saved by deltas stored at the destination so far (all trips). */
+  storedSavedBytes: number;
+  /** Destination files with signatures, and what the signatures cost on the spool. */
+  signatures: number;
+  signatureBytes: number;
+  /** Contents whose delta failed; they travel whole next trip. */
+  refused: number;
+}
+
+export function deltaStatus(manifest: Manifest): DeltaStatus {
+  const tables = new DeltaTables(manifest);
+  const rows = tables.recipeRows();
+  const fileBytes = rows.reduce((n, r) => n + r.size, 0);
+  const carriedBytes = rows.reduce((n, r) => n + r.chunkBytes + r.recipeBytes, 0);
+  return {
+    contents: rows.map((r) => r.hash),
+    files: rows.length,
+    fileBytes,
+    carriedBytes,
+    savedBytes: Math.max(0, fileBytes - carriedBytes),
+    storedSavedBytes: Number(manifest.getMeta('delta_saved_bytes') ?? '0'),
+    signatures: tables.signatures().size,
+    signatureBytes: tables.signatureBytes(),
+    refused: tables.refused().size,
+  };
+}

@@ -1,0 +1,67 @@
+/** Deterministic inputs and in-memory sources for the delta tests and bench. */
+import { Readable } from 'node:stream';
+import type { AssembleSources } from '../src/core/delta/recipe.ts';
+import { BitfogError } from '../src/core/errors.ts';
+
+/** `n` pseudo-random bytes from xorshift32 seeded with `seed` (never changes: golden tests depend on it). */
+export function xorshiftBytes(seed: number, n: number): Buffer {
+  const out = Buffer.alloc(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    if (i + 4 <= n) out.writeUInt32LE(x, i);
+    else for (let j = 0; i + j < n; j++) out[i + j] = (x >>> (8 * j)) & 0xff;
+  }
+  return out;
+}
+
+/** Splits a buffer into pieces of pseudo-random sizes in [0, maxPiece] (zero-length pieces included). */
+export function randomPieces(data: Buffer, seed: number, maxPiece: number): Buffer[] {
+  const out: Buffer[] = [];
+  let x = seed >>> 0 || 1;
+  for (let at = 0; at < data.length; ) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    const n = x % (maxPiece + 1);
+    out.push(data.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+/** A readable of `data` in pieces of `piece` bytes. */
+export function readableOf(data: Buffer, piece = 65536): Readable {
+  const parts: Buffer[] = [];
+  for (let at = 0; at < data.length; at += piece) parts.push(data.subarray(at, at + piece));
+  return Readable.from(parts, { objectMode: false });
+}
+
+/**
+ * Assembler sources over in-memory trees. `ranged: false` behaves like a backend without
+ * ranged reads: a range throws EOPNOTSUPP. `reads` records every read for assertions.
+ */
+export function memorySources(dest: Map<string, Buffer>, spool: Map<string, Buffer>, options: { ranged?: boolean } = {}) {
+  const reads: { path: string; start: number; end: number | undefined }[] = [];
+  const sources: AssembleSources = {
+    readDestRange(path, start, end) {
+      const file = dest.get(path);
+      if (!file) throw new BitfogError('ENOENT', `no such file ${path}`);
+      if (options.ranged === false && (start !== 0 || end !== undefined)) throw new BitfogError('EOPNOTSUPP', 'no ranged reads');
+      reads.push({ path, start, end });
+      return readableOf(file.subarray(start, end));
+    },
+    readSpoolChunk(sha256) {
+      const chunk = spool.get(sha256);
+      if (!chunk) throw new BitfogError('ENOENT', `no spool chunk ${sha256}`);
+      return readableOf(chunk, 10_000);
+    },
+  };
+  return { sources, reads };
+}

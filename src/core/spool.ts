@@ -142,7 +142,8 @@ export class Spool {
     const file = this.blobPath(hash);
     try {
       const handle = await fsp.open(file, C.O_RDONLY | C.O_NOFOLLOW);
-      return createReadStream('', { fd: handle, highWaterMark: 1 << 20, ...(signal ? { signal } : {}) });
+      const size = this.#blobs.get(hash) ?? 1 << 20;
+      return createReadStream('', { fd: handle, highWaterMark: readBufferSize(size), ...(signal ? { signal } : {}) });
     } catch (e) {
       throw toBitfogError(e, `cannot read blob ${hash}`);
     }
@@ -218,6 +219,14 @@ export class Spool {
     const st = await fsp.statfs(this.dir);
     return Number(st.bavail) * Number(st.bsize);
   }
+}
+
+/**
+ * Read buffers sized to the file: 1 MiB for large files, but a 20 KiB file must not cost a
+ * 1 MiB allocation (a hundred thousand small files would spend their time collecting garbage).
+ */
+export function readBufferSize(fileSize: number): number {
+  return Math.min(1 << 20, Math.max(16 * 1024, fileSize));
 }
 
 async function scanBlobs(root: string): Promise<Map<string, number>> {

@@ -25,7 +25,7 @@ import { tempSiblingOf } from './tempnames.ts';
 import type { Destination } from './types.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
-const BATCH_FILES = 256;
+const BATCH_FILES = 1024;
 /** …or this many bytes. */
 const BATCH_BYTES = 64 * 1024 * 1024;
 

@@ -211,7 +211,8 @@ export class LocalBackend implements Destination {
         fd: handle,
         start: options.start ?? 0,
         ...(options.end === undefined ? {} : { end: options.end - 1 }),
-        highWaterMark: 1 << 20,
+        // Sized to the file: small files must not each cost a 1 MiB buffer.
+        highWaterMark: Math.min(1 << 20, Math.max(16 * 1024, ((options.end ?? st.size) - (options.start ?? 0)) || 1)),
         autoClose: true,
         ...(options.signal ? { signal: options.signal } : {}),
       });

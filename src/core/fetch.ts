@@ -24,7 +24,7 @@ import type { Entry, Source } from './types.ts';
 
 /** Free space kept on the spool's disk by default, for the manifest and the file system. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
-/** Smaller files are not read ahead to find renames and duplicates: carrying them costs less. */
+/** Smaller files are not read ahead to find renames: carrying them costs less. */
 const HASH_BEFORE_PLAN_BYTES = 128 * 1024;
 /** Blobs at least this large are fsynced one by one; smaller ones rely on store's re-verification. */
 const FSYNC_BLOB_BYTES = 8 * 1024 * 1024;
@@ -85,18 +85,19 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   for (const d of destination.entries.values()) if (d.kind === 'file') destSizes.add(d.size);
 
   // A file is hashed before planning only when that may spare carrying it: the destination
-  // has a file of that size at the same path (unchanged?), or — for files large enough to
-  // matter — anywhere (renamed or copied?) or the source has another of that size
-  // (duplicate?). Everything else is hashed while it is carried, so it is read once.
+  // has a file of that size at the same path (unchanged?) or, for files large enough to
+  // matter, anywhere (renamed or copied?). Everything else is hashed while it is carried,
+  // so it is read once; duplicates inside the source still land once on the spool, whose
+  // blobs are named by their content.
   const scan = await takeSnapshot(source, {
     side: 'source',
     cache,
     ...(signal ? { signal } : {}),
     ...(onProgress ? { onProgress } : {}),
-    wantHash: (e, filesOfSize) => {
+    wantHash: (e) => {
       const d = destination.entries.get(e.path);
       if (d?.kind === 'file' && d.size === e.size) return true;
-      return e.size >= HASH_BEFORE_PLAN_BYTES && (destSizes.has(e.size) || filesOfSize(e.size) > 1);
+      return e.size >= HASH_BEFORE_PLAN_BYTES && destSizes.has(e.size);
     },
   });
   const snapshot = scan.snapshot;

@@ -39,6 +39,7 @@ import type {
   SignalOption,
   WriteOptions,
 } from '../../core/types.ts';
+import { classicCapabilities, extendedCapabilities } from './capabilities.ts';
 import { Crc64 } from './crc64.ts';
 import {
   fromGoFileMode,
@@ -53,33 +54,6 @@ import {
   type WireRecord,
 } from './wire.ts';
 
-/** What our server offers. */
-export const extendedCapabilities: Capabilities = {
-  atomicRename: true,
-  atomicWrite: true,
-  symlinks: true,
-  rangedReads: true,
-  serverSideHashes: true,
-  mtimePrecisionMs: 0.001,
-  modes: true,
-  caseSensitive: true,
-  emptyDirectories: false,
-  maxConcurrency: 4,
-};
-
-/** What an original (classic) server offers. */
-export const classicCapabilities: Capabilities = {
-  atomicRename: false,
-  atomicWrite: false,
-  symlinks: true,
-  rangedReads: false,
-  serverSideHashes: false,
-  mtimePrecisionMs: 0,
-  modes: false,
-  caseSensitive: true,
-  emptyDirectories: false,
-  maxConcurrency: 4,
-};
 
 const STATUS_RETRY = new Set([429, 502, 503, 504]);
 const KNOWN_CODES = new Set<string>(Object.keys(ErrorCode));

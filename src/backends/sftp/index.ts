@@ -3,23 +3,13 @@
  * Light: ssh2 and ssh2-sftp-client load only when a URL is opened.
  */
 import type { BackendProvider } from '../../core/types.ts';
+import { sftpCapabilities } from './capabilities.ts';
 import { parseSftpUrl } from './url.ts';
 
 export const sftpProvider: BackendProvider = {
   schemes: ['sftp'],
   description: 'a directory on any SSH server (sftp://user@host[:port]/absolute/path; ssh-agent, keys or BITFOG_SFTP_PASSWORD)',
-  capabilities: {
-    atomicRename: true,
-    atomicWrite: false,
-    symlinks: true,
-    rangedReads: true,
-    serverSideHashes: false,
-    mtimePrecisionMs: 1000,
-    modes: true,
-    caseSensitive: true,
-    emptyDirectories: true,
-    maxConcurrency: 8,
-  },
+  capabilities: sftpCapabilities,
   async open(url, { write, env, signal }) {
     const target = parseSftpUrl(url, env ?? process.env);
     const { SftpBackend } = await import('./sftp.ts');

@@ -36,6 +36,7 @@ import type * as Ssh2 from 'ssh2';
 import type SftpClient from 'ssh2-sftp-client';
 import { BitfogError, abortError, bitfogError, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
+import { sftpCapabilities } from './capabilities.ts';
 import type {
   Capabilities,
   Destination,
@@ -58,18 +59,6 @@ import {
 } from './known-hosts.ts';
 import type { SftpTarget } from './url.ts';
 
-export const sftpCapabilities: Capabilities = {
-  atomicRename: true,
-  atomicWrite: false,
-  symlinks: true,
-  rangedReads: true,
-  serverSideHashes: false,
-  mtimePrecisionMs: 1000,
-  modes: true,
-  caseSensitive: true,
-  emptyDirectories: true,
-  maxConcurrency: 8,
-};
 
 /** SFTP v3 status codes (draft-ietf-secsh-filexfer-02). */
 const STATUS = {

@@ -12,11 +12,9 @@
  * entries are hashed again next time, by which point they have aged out of the window.
  */
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomic } from './fsutil.ts';
-import { looksLikeSqlite, sqlite } from './sqlite.ts';
+import { readCacheRows, writeCacheTable } from './sqlite.ts';
 import type { Entry } from './types.ts';
 
 /** Entries changed less than this long before they were hashed are re-hashed next time. */
@@ -57,26 +55,8 @@ export class HashCache {
     const key = createHash('sha256').update(url).digest('hex').slice(0, 32);
     const file = path.join(cacheDir, 'hashes', `${key}.sqlite`);
     const cache = new HashCache(file);
-    let bytes: Buffer | undefined;
-    try {
-      bytes = await fsp.readFile(file);
-    } catch {
-      return cache;
-    }
-    if (!looksLikeSqlite(bytes)) return cache;
-    try {
-      const SQL = await sqlite();
-      const db = new SQL.Database(bytes);
-      const stmt = db.prepare('SELECT path, version, size, hash, recorded_at_ms FROM hashes');
-      while (stmt.step()) {
-        const [p, version, size, hash, recordedAtMs] = stmt.get() as [string, string, number, string, number];
-        cache.#records.set(p, { version, size, hash, recordedAtMs });
-      }
-      stmt.free();
-      db.close();
-    } catch {
-      cache.#records.clear();
-    }
+    const rows = await readCacheRows<[string, string, number, string, number]>(file, 'SELECT path, version, size, hash, recorded_at_ms FROM hashes');
+    for (const [p, version, size, hash, recordedAtMs] of rows) cache.#records.set(p, { version, size, hash, recordedAtMs });
     return cache;
   }
 
@@ -117,19 +97,12 @@ export class HashCache {
   async save(): Promise<void> {
     if (!this.file || !this.#dirty) return;
     try {
-      const SQL = await sqlite();
-      const db = new SQL.Database();
-      db.exec(
+      await writeCacheTable(
+        this.file,
         'CREATE TABLE hashes (path TEXT PRIMARY KEY, version TEXT NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL, recorded_at_ms REAL NOT NULL) WITHOUT ROWID',
+        'INSERT INTO hashes VALUES (?,?,?,?,?)',
+        [...this.#records].map(([p, r]) => [p, r.version, r.size, r.hash, r.recordedAtMs]),
       );
-      db.exec('BEGIN');
-      const stmt = db.prepare('INSERT INTO hashes VALUES (?,?,?,?,?)');
-      for (const [p, r] of this.#records) stmt.run([p, r.version, r.size, r.hash, r.recordedAtMs]);
-      stmt.free();
-      db.exec('COMMIT');
-      await fsp.mkdir(path.dirname(this.file), { recursive: true });
-      await writeFileAtomic(this.file, db.export());
-      db.close();
       this.#dirty = false;
     } catch {
       /* a cache that cannot be written only costs a rescan next time */

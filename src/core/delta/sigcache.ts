@@ -6,11 +6,9 @@
  * recorded at least RACY_WINDOW_MS after the entry's last change (see hashcache.ts).
  * A missing or unreadable cache is not an error: it only costs a re-read.
  */
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../fsutil.ts';
 import { type HashCache, RACY_WINDOW_MS } from '../hashcache.ts';
-import { looksLikeSqlite, sqlite } from '../sqlite.ts';
+import { readCacheRows, writeCacheTable } from '../sqlite.ts';
 import type { Entry } from '../types.ts';
 import { decodeSignature, encodeSignature, type FileSignature } from './signature.ts';
 
@@ -41,21 +39,11 @@ export class SignatureCache {
     if (!hashCache.file) return SignatureCache.memory();
     const file = path.join(path.dirname(path.dirname(hashCache.file)), 'signatures', path.basename(hashCache.file));
     const cache = new SignatureCache(file);
-    try {
-      const bytes = await fsp.readFile(file);
-      if (!looksLikeSqlite(bytes)) return cache;
-      const SQL = await sqlite();
-      const db = new SQL.Database(bytes);
-      const stmt = db.prepare('SELECT path, version, size, hash, signature, recorded_at_ms FROM signatures');
-      while (stmt.step()) {
-        const [p, version, size, hash, signature, recordedAtMs] = stmt.get() as [string, string, number, string, Uint8Array, number];
-        cache.#records.set(p, { version, size, hash, signature, recordedAtMs });
-      }
-      stmt.free();
-      db.close();
-    } catch {
-      cache.#records.clear();
-    }
+    const rows = await readCacheRows<[string, string, number, string, Uint8Array, number]>(
+      file,
+      'SELECT path, version, size, hash, signature, recorded_at_ms FROM signatures',
+    );
+    for (const [p, version, size, hash, signature, recordedAtMs] of rows) cache.#records.set(p, { version, size, hash, signature, recordedAtMs });
     return cache;
   }
 
@@ -94,19 +82,12 @@ export class SignatureCache {
   async save(): Promise<void> {
     if (!this.file || !this.#dirty) return;
     try {
-      const SQL = await sqlite();
-      const db = new SQL.Database();
-      db.exec(
+      await writeCacheTable(
+        this.file,
         'CREATE TABLE signatures (path TEXT PRIMARY KEY, version TEXT NOT NULL, size INTEGER NOT NULL, hash TEXT NOT NULL, signature BLOB NOT NULL, recorded_at_ms REAL NOT NULL) WITHOUT ROWID',
+        'INSERT INTO signatures VALUES (?,?,?,?,?,?)',
+        [...this.#records].map(([p, r]) => [p, r.version, r.size, r.hash, r.signature, r.recordedAtMs]),
       );
-      db.exec('BEGIN');
-      const stmt = db.prepare('INSERT INTO signatures VALUES (?,?,?,?,?,?)');
-      for (const [p, r] of this.#records) stmt.run([p, r.version, r.size, r.hash, r.signature, r.recordedAtMs]);
-      stmt.free();
-      db.exec('COMMIT');
-      await fsp.mkdir(path.dirname(this.file), { recursive: true });
-      await writeFileAtomic(this.file, db.export());
-      db.close();
       this.#dirty = false;
     } catch {
       /* only costs a re-read next time */

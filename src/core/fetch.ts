@@ -81,11 +81,13 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     onProgress?.({ type: 'notice', message: 'no destination state on the spool: assuming an empty destination (run "bitfog store" at the destination first to record it)' });
     destination = { url: '(assumed empty)', takenAt: new Date().toISOString(), entries: new Map(), assumedEmpty: true };
   }
+  const spoolSizes = new Set(spool.blobs().map((b) => b.size));
   const destSizes = new Set<number>();
   for (const d of destination.entries.values()) if (d.kind === 'file') destSizes.add(d.size);
 
   // A file is hashed before planning only when that may spare carrying it: the destination
-  // has a file of that size at the same path (unchanged?) or, for files large enough to
+  // has a file of that size at the same path (unchanged?), the spool holds content of that
+  // size (carried by an interrupted run?), or, for files large enough to
   // matter, anywhere (renamed or copied?). Everything else is hashed while it is carried,
   // so it is read once; duplicates inside the source still land once on the spool, whose
   // blobs are named by their content.
@@ -97,6 +99,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     wantHash: (e) => {
       const d = destination.entries.get(e.path);
       if (d?.kind === 'file' && d.size === e.size) return true;
+      // Already on the spool from an interrupted or earlier fetch? Then it is not carried again.
+      if (spoolSizes.has(e.size)) return true;
       return e.size >= HASH_BEFORE_PLAN_BYTES && destSizes.has(e.size);
     },
   });

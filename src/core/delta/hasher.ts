@@ -105,27 +105,26 @@ export function workerHasher(): StreamHasher {
 // Chunk hashing
 
 /**
- * SHA-256s of consecutive chunks of a byte stream. The caller feeds the stream in order,
- * saying where each chunk ends; digests come back in chunk order.
+ * SHA-256s of consecutive chunks of a byte stream: the caller starts each chunk with its
+ * length and feeds its bytes in order; digests come back in chunk order.
  */
 export interface ChunkHasher {
-  /**
-   * Adds the next bytes; `endsChunk`: the current chunk ends with them. `data` is copied or
-   * hashed before this returns (the caller may reuse it). A returned promise means "wait
-   * before adding more": the hasher is that far behind.
-   */
-  update(data: Uint8Array, endsChunk: boolean): void | Promise<void>;
+  /** Starts the next chunk, of `length` bytes (at least 1); the previous one must be complete. */
+  begin(length: number): void;
+  /** Adds bytes of the current chunk, never past its end; copied or hashed before this returns. */
+  update(data: Uint8Array): void;
   /** Digests (32 bytes each) of chunks finished since the last call, in chunk order. */
   take(): Buffer[];
-  /** Waits until every chunk added is hashed; returns the digests not taken yet. */
+  /** Waits until every chunk begun is hashed (all must be complete); returns the digests not taken yet. */
   finish(): Promise<Buffer[]>;
   /** Releases resources (idempotent). */
   dispose(): void;
 }
 
-/** Chunk SHA-256s on the calling thread: each digest is ready when `update` returns. */
+/** Chunk SHA-256s on the calling thread: each digest is ready once its last byte is added. */
 export function syncChunkHasher(): ChunkHasher {
   let h = createHash('sha256');
+  let left = 0;
   let ready: Buffer[] = [];
   const take = () => {
     const out = ready;
@@ -133,12 +132,14 @@ export function syncChunkHasher(): ChunkHasher {
     return out;
   };
   return {
-    update(data, endsChunk) {
+    begin(length) {
+      h = createHash('sha256');
+      left = length;
+    },
+    update(data) {
       h.update(data);
-      if (endsChunk) {
-        ready.push(h.digest());
-        h = createHash('sha256');
-      }
+      left -= data.length;
+      if (left === 0) ready.push(h.digest());
     },
     take,
     finish: async () => take(),
@@ -149,30 +150,20 @@ export function syncChunkHasher(): ChunkHasher {
 // Shared memory of the worker chunk hasher. Sizes are powers of two, so that the wrapping
 // int32 counters index the rings with a mask.
 /** Bytes in flight: small enough to stay in the CPU caches between the copy and the hash. */
-const RING_BYTES = 4 * 1024 * 1024;
-/** Pieces in flight (a piece is a run of bytes of one chunk). */
+const RING_BYTES = 8 * 1024 * 1024;
+/** Chunks in flight. */
 const JOB_SLOTS = 8192;
-/** Digests the worker may have ready before this thread takes them. */
-const DIGEST_SLOTS = 4096;
-/** Largest piece: a bigger `update` is cut, so that a piece always fits in the ring. */
-const MAX_PIECE = RING_BYTES / 4;
-/** The worker tells the producer about its progress every this many bytes (and when idle). */
-const NOTIFY_BYTES = RING_BYTES / 8;
+/** Larger chunks are always hashed on the calling thread. */
+const MAX_REMOTE_CHUNK = RING_BYTES / 4;
 // Int32 control cells.
 const JOBS_PUBLISHED = 0;
 const JOBS_DONE = 1;
 const BYTES_DONE = 2;
-const DIGESTS_DONE = 3;
-
-/** `Atomics.waitAsync` (Node ≥ 16; not in this TypeScript lib yet). */
-const waitAsync = (Atomics as unknown as {
-  waitAsync(array: Int32Array, index: number, value: number, timeoutMs: number): { async: false; value: string } | { async: true; value: Promise<string> };
-}).waitAsync;
 
 // Plain JavaScript so the worker needs no TypeScript loader. It blocks in Atomics.wait
-// when idle and is ended with terminate(). Job i: `lengths[i]` bytes at `starts[i]` in the
-// ring; `marks[i]`: the producer's byte counter once they are consumed; `ends[i]`: they
-// end a chunk.
+// when idle and is ended with terminate(). Job i: a chunk of `lengths[i]` bytes at
+// `starts[i]` in the ring, its digest to go to `digests[i]`; `marks[i]`: the producer's
+// ring byte counter once it is consumed.
 const CHUNK_WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -181,194 +172,155 @@ const ctl = new Int32Array(workerData.ctl);
 const starts = new Int32Array(workerData.starts);
 const lengths = new Int32Array(workerData.lengths);
 const marks = new Int32Array(workerData.marks);
-const ends = new Uint8Array(workerData.ends);
 const digests = Buffer.from(workerData.digests);
-let done = 0, hashed = 0, notifiedAt = 0;
-let h = createHash('sha256');
+let done = 0;
 for (;;) {
   const published = Atomics.load(ctl, ${JOBS_PUBLISHED});
   if (published === done) { Atomics.wait(ctl, ${JOBS_PUBLISHED}, published); continue; }
   while (done !== published) {
     const slot = done & ${JOB_SLOTS - 1};
     const start = starts[slot];
-    h.update(ring.subarray(start, start + lengths[slot]));
-    if (ends[slot] === 1) {
-      h.digest().copy(digests, (hashed & ${DIGEST_SLOTS - 1}) * 32);
-      h = createHash('sha256');
-      hashed = (hashed + 1) | 0;
-      Atomics.store(ctl, ${DIGESTS_DONE}, hashed);
-    }
-    const mark = marks[slot];
-    Atomics.store(ctl, ${BYTES_DONE}, mark);
+    createHash('sha256').update(ring.subarray(start, start + lengths[slot])).digest().copy(digests, slot * 32);
+    Atomics.store(ctl, ${BYTES_DONE}, marks[slot]);
     done = (done + 1) | 0;
     Atomics.store(ctl, ${JOBS_DONE}, done);
-    // Waking the producer costs it a task: once per NOTIFY_BYTES, or when out of work.
-    if (((mark - notifiedAt) >>> 0) >= ${NOTIFY_BYTES} || done === Atomics.load(ctl, ${JOBS_PUBLISHED})) {
-      notifiedAt = mark;
-      Atomics.notify(ctl, ${JOBS_DONE});
-    }
   }
 }
 `;
 
 /**
- * Chunk SHA-256s on a worker thread, so that the caller's thread can spend its time on the
- * other hash (the whole file) and on I/O: a file's bytes are hashed twice for the wall
- * time of about once on two cores.
+ * Chunk SHA-256s shared between the calling thread and a worker thread, so that a file's
+ * bytes can be hashed twice (per chunk, and whole on the calling thread) in about the
+ * wall time of once where a second core is free.
  *
- * `update` copies the bytes into a ring of shared memory (a memcpy, far cheaper than a
- * hash; nothing is allocated per piece) and the worker hashes them there. At most
- * `RING_BYTES` are in flight: past that, `update` returns a promise, so memory stays
- * bounded and the digests lag the bytes by at most that much. Throws EIO when the worker
- * fails.
+ * A chunk goes to the worker when there is room for it in a ring of shared memory (its
+ * bytes are copied there: a memcpy, far cheaper than a hash, and nothing is allocated per
+ * chunk); otherwise — the worker is behind, say because the machine is busy, or it
+ * failed — the calling thread hashes it itself. So `update` never waits, the worker takes
+ * as much of the work as it keeps up with, and digests lag the bytes by at most
+ * RING_BYTES. Digests still come back in chunk order.
  */
 export function workerChunkHasher(): ChunkHasher {
   const shared = {
     ring: new SharedArrayBuffer(RING_BYTES),
-    ctl: new SharedArrayBuffer(4 * 4),
+    ctl: new SharedArrayBuffer(3 * 4),
     starts: new SharedArrayBuffer(4 * JOB_SLOTS),
     lengths: new SharedArrayBuffer(4 * JOB_SLOTS),
     marks: new SharedArrayBuffer(4 * JOB_SLOTS),
-    ends: new SharedArrayBuffer(JOB_SLOTS),
-    digests: new SharedArrayBuffer(32 * DIGEST_SLOTS),
+    digests: new SharedArrayBuffer(32 * JOB_SLOTS),
   };
   const ring = Buffer.from(shared.ring);
   const ctl = new Int32Array(shared.ctl);
   const starts = new Int32Array(shared.starts);
   const lengths = new Int32Array(shared.lengths);
   const marks = new Int32Array(shared.marks);
-  const ends = new Uint8Array(shared.ends);
   const digests = new Uint8Array(shared.digests);
   const worker = new Worker(CHUNK_WORKER_SOURCE, { eval: true, workerData: shared });
   worker.unref();
-
-  // Counters wrap like the worker's int32 ones.
-  let published = 0; // pieces handed to the worker
-  let notified = 0; // `published` when the worker was last woken
-  let written = 0; // ring bytes used, padding included
-  let endsPublished = 0; // chunk ends handed to the worker
-  let taken = 0; // digests moved into `ready`
-  let ready: Buffer[] = [];
-  let failed: unknown;
+  let failed = false;
   let disposed = false;
-  const fail = (err: unknown) => {
-    failed ??= new BitfogError('EIO', 'chunk hash worker failed', { cause: err });
-    // Wakes a wait for progress, which then sees `failed`.
-    Atomics.notify(ctl, JOBS_DONE);
+  const fail = () => {
+    failed = true;
   };
   worker.on('error', fail);
-  worker.on('exit', (code) => {
-    if (!disposed) fail(new Error(`exited with code ${code}`));
+  worker.on('exit', () => {
+    if (!disposed) fail();
   });
-  const check = () => {
-    if (failed) throw failed;
-    if (disposed) throw new BitfogError('EIO', 'chunk hasher used after dispose');
-  };
 
-  const wake = () => {
-    if (notified !== published) {
-      notified = published;
-      Atomics.notify(ctl, JOBS_PUBLISHED);
-    }
-  };
-  const collect = () => {
-    const done = Atomics.load(ctl, DIGESTS_DONE);
-    while (taken !== done) {
-      const at = (taken & (DIGEST_SLOTS - 1)) * 32;
-      ready.push(Buffer.from(digests.subarray(at, at + 32)));
-      taken = (taken + 1) | 0;
-    }
-  };
-  /** Waits until the worker has done more (or failed). */
-  const progress = async () => {
-    wake();
-    const seen = Atomics.load(ctl, JOBS_DONE);
-    if (seen === published || failed) return;
-    // The timeout only bounds a wait on a worker that died between the check and the wait.
-    const w = waitAsync(ctl, JOBS_DONE, seen, 1000);
-    if (!w.async) return;
-    // A pending waitAsync does not keep the process alive; the (otherwise unref'd) worker does.
-    worker.ref();
-    try {
-      await w.value;
-    } finally {
-      worker.unref();
-    }
-  };
-  /** Where `piece` goes in the ring (contiguous: the end of the ring is skipped if need be); undefined: no room yet. */
-  const place = (piece: Uint8Array, endsChunk: boolean): { start: number; mark: number } | undefined => {
-    if (((published - Atomics.load(ctl, JOBS_DONE)) >>> 0) >= JOB_SLOTS) return undefined;
-    if (endsChunk && ((endsPublished - taken) >>> 0) >= DIGEST_SLOTS) return undefined;
+  // Counters wrap like the worker's int32 ones.
+  let published = 0; // chunks handed to the worker
+  let taken = 0; // their digests read back
+  let written = 0; // ring bytes used, skipped ends included
+  /** The chunk being added: hashed here, or bound for the ring at `at`. */
+  let local: ReturnType<typeof createHash> | undefined;
+  let remote: { start: number; at: number; length: number; mark: number } | undefined;
+  let left = 0;
+  /** Chunks in order: a digest computed here, or the worker's job number. */
+  const order: Array<Buffer | number> = [];
+  let head = 0;
+
+  /** Room in the ring for a chunk of `length` bytes (contiguous: the ring's end is skipped if need be). */
+  const place = (length: number): { start: number; mark: number } | undefined => {
+    if (failed || length > MAX_REMOTE_CHUNK || ((published - taken) >>> 0) >= JOB_SLOTS) return undefined;
     const at = written & (RING_BYTES - 1);
-    const start = at + piece.length > RING_BYTES ? 0 : at;
-    const mark = (written + (start === at ? 0 : RING_BYTES - at) + piece.length) | 0;
+    const start = at + length > RING_BYTES ? 0 : at;
+    const mark = (written + (start === at ? 0 : RING_BYTES - at) + length) | 0;
     return ((mark - Atomics.load(ctl, BYTES_DONE)) >>> 0) <= RING_BYTES ? { start, mark } : undefined;
   };
-  const publish = (piece: Uint8Array, endsChunk: boolean, where: { start: number; mark: number }) => {
-    // Buffer#fill copies with memcpy; TypedArray#set into shared memory copies byte by byte
-    // unless both ends are equally aligned (ten times slower).
-    if (piece.length > 0) ring.fill(piece, where.start, where.start + piece.length);
+  const publish = (c: { start: number; length: number; mark: number }) => {
     const slot = published & (JOB_SLOTS - 1);
-    starts[slot] = where.start;
-    lengths[slot] = piece.length;
-    marks[slot] = where.mark;
-    ends[slot] = endsChunk ? 1 : 0;
-    written = where.mark;
-    if (endsChunk) endsPublished = (endsPublished + 1) | 0;
+    starts[slot] = c.start;
+    lengths[slot] = c.length;
+    marks[slot] = c.mark;
+    const idle = Atomics.load(ctl, JOBS_DONE) === published;
+    order.push(published);
     published = (published + 1) | 0;
     Atomics.store(ctl, JOBS_PUBLISHED, published);
+    // Only a worker that ran out of work may be asleep.
+    if (idle) Atomics.notify(ctl, JOBS_PUBLISHED);
+  };
+  const collect = (): Buffer[] => {
+    const out: Buffer[] = [];
+    const done = Atomics.load(ctl, JOBS_DONE);
+    while (head < order.length) {
+      const next = order[head]!;
+      if (typeof next === 'number') {
+        if (((done - next) | 0) <= 0) break;
+        const at = (next & (JOB_SLOTS - 1)) * 32;
+        out.push(Buffer.from(digests.subarray(at, at + 32)));
+        taken = (taken + 1) | 0;
+      } else out.push(next);
+      head++;
+    }
+    if (head > 4096) {
+      order.splice(0, head);
+      head = 0;
+    }
+    return out;
   };
 
-  /** `update` once the ring is full: waits for room piece by piece. */
-  async function slowUpdate(data: Uint8Array, endsChunk: boolean): Promise<void> {
-    for (let at = 0; at < data.length || (at === 0 && endsChunk); ) {
-      const n = Math.min(MAX_PIECE, data.length - at);
-      const last = at + n === data.length;
-      const piece = data.subarray(at, at + n);
-      let where: { start: number; mark: number } | undefined;
-      for (;;) {
-        check();
-        collect();
-        where = place(piece, endsChunk && last);
-        if (where) break;
-        await progress();
-      }
-      publish(piece, endsChunk && last, where);
-      at += n;
-      if (n === 0) break;
-    }
-    wake();
-  }
-
   const hasher: ChunkHasher = {
-    update(data, endsChunk) {
-      check();
-      for (let at = 0; at < data.length || (at === 0 && endsChunk); ) {
-        const n = Math.min(MAX_PIECE, data.length - at);
-        const last = at + n === data.length;
-        const piece = data.subarray(at, at + n);
-        const where = place(piece, endsChunk && last) ?? (collect(), place(piece, endsChunk && last));
-        if (!where) return slowUpdate(data.subarray(at), endsChunk);
-        publish(piece, endsChunk && last, where);
-        at += n;
-        if (n === 0) break;
+    begin(length) {
+      const where = place(length);
+      if (where) {
+        remote = { start: where.start, at: where.start, length, mark: where.mark };
+        written = where.mark;
+        local = undefined;
+      } else {
+        remote = undefined;
+        local = createHash('sha256');
       }
-      // Wake the worker for a sizeable piece or a few chunks, not for every small chunk.
-      if (data.length >= 65536 || ((published - notified) >>> 0) >= 8) wake();
+      left = length;
     },
-    take() {
-      collect();
-      const out = ready;
-      ready = [];
-      return out;
+    update(data) {
+      left -= data.length;
+      if (remote) {
+        // Buffer#fill copies with memcpy; TypedArray#set into shared memory goes byte by
+        // byte unless both ends are equally aligned (ten times slower).
+        if (data.length > 0) ring.fill(data, remote.at, remote.at + data.length);
+        remote.at += data.length;
+        if (left === 0) publish(remote);
+      } else {
+        local!.update(data);
+        if (left === 0) order.push(local!.digest());
+      }
     },
+    take: collect,
     async finish() {
-      check();
-      while (Atomics.load(ctl, JOBS_DONE) !== published) {
-        await progress();
-        check();
+      // At most RING_BYTES are left (a few ms of hashing): poll. (Atomics.waitAsync was
+      // tried, and once in a while never woke up.)
+      while (!failed && Atomics.load(ctl, JOBS_DONE) !== published) await new Promise((resolve) => setTimeout(resolve, 1));
+      if (failed) {
+        // The worker died: hash here what it did not.
+        const done = Atomics.load(ctl, JOBS_DONE);
+        for (let i = head; i < order.length; i++) {
+          const job = order[i]!;
+          if (typeof job !== 'number' || ((done - job) | 0) > 0) continue;
+          const slot = job & (JOB_SLOTS - 1);
+          order[i] = createHash('sha256').update(ring.subarray(starts[slot]!, starts[slot]! + lengths[slot]!)).digest();
+        }
       }
-      return hasher.take();
+      return collect();
     },
     dispose() {
       if (disposed) return;

@@ -332,8 +332,8 @@ export interface AssembleOptions {
   wholeFileHasher?: () => StreamHasher;
   /**
    * Computes the chunk hashes. Default: for recipes that take at least 32 MiB from base
-   * files, `workerChunkHasher` (a worker thread, while this thread hashes the whole file
-   * or the caller does), else `syncChunkHasher` (this thread).
+   * files, `workerChunkHasher` (shared with a worker thread as far as it keeps up, while
+   * this thread hashes the whole file or the caller does), else `syncChunkHasher`.
    */
   chunkHasher?: () => ChunkHasher;
   /**
@@ -505,11 +505,11 @@ class ChunkChecks {
  * a spool chunk is damaged or the whole file does not match, EABORTED; other read errors
  * pass through as BitfogErrors. The last piece is yielded only after all checks passed.
  *
- * How it goes fast (a 1 GiB file is mostly bytes of its base, each hashed twice): bytes
- * pass through as the sources' buffers, never copied into new ones, and go out in pieces
- * of at most OUTPUT_PIECE; chunk digests are computed by `options.chunkHasher` (for a
- * large file, on a worker thread: see `workerChunkHasher`) while this thread hashes the
- * whole file, or, with `verifyWholeFile: false`, leaves the caller's own hash the core.
+ * How it goes fast (a large file is mostly bytes of its base, each hashed twice): bytes
+ * pass through as the sources' buffers, never copied into new ones, and chunk digests are
+ * computed by `options.chunkHasher` (for a large file, on a worker thread: see
+ * `workerChunkHasher`) while this thread hashes the whole file (or, with
+ * `verifyWholeFile: false`, leaves its core to the caller's own hash).
  */
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
@@ -554,11 +554,10 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     return { reader: cursor.reader, shared: true };
   };
 
-  // Output: a big buffer goes out as views of at most OUTPUT_PIECE (writes of 1 MiB and
-  // more were several times slower here than of 256 KiB); small ones (spool chunks, ends
-  // of runs) are gathered, since one write per ~40 KiB chunk would cost a round trip to
-  // the file system (or the network) each. The last piece is held back until everything
-  // has been verified.
+  // Output: buffers go out as the sources gave them (no copy); small ones (spool chunks,
+  // ends of runs) are gathered into pieces of about OUTPUT_PIECE, since one write per
+  // ~40 KiB chunk would cost a round trip to the file system (or the network) each. The
+  // last piece is held back until everything has been verified.
   let held: Buffer | undefined;
   const ready: Buffer[] = [];
   const pending: Buffer[] = [];
@@ -574,14 +573,14 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     pendingBytes = 0;
   };
   const output = (b: Buffer) => {
-    if (b.length < SMALL_PIECE) {
-      pending.push(b);
-      pendingBytes += b.length;
-      if (pendingBytes >= OUTPUT_PIECE) flushPending();
+    if (b.length >= SMALL_PIECE) {
+      flushPending();
+      emit(b);
       return;
     }
-    flushPending();
-    for (let at = 0; at < b.length; at += OUTPUT_PIECE) emit(at === 0 && b.length <= OUTPUT_PIECE ? b : b.subarray(at, at + OUTPUT_PIECE));
+    pending.push(b);
+    pendingBytes += b.length;
+    if (pendingBytes >= OUTPUT_PIECE) flushPending();
   };
 
   let size = 0;
@@ -595,7 +594,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         checks.expect(op);
         try {
           let chunk = 0;
-          let leftInChunk = op.chunkLengths[0]!;
+          let leftInChunk = 0;
           let left = op.length;
           while (left > 0) {
             let bytes: Buffer | undefined;
@@ -608,12 +607,14 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
             left -= bytes.length;
             // Chunk hashes: the buffer cut at chunk boundaries.
             for (let at = 0; at < bytes.length; ) {
+              if (leftInChunk === 0) {
+                leftInChunk = op.chunkLengths[chunk++]!;
+                chunks.begin(leftInChunk);
+              }
               const n = Math.min(leftInChunk, bytes.length - at);
+              chunks.update(n === bytes.length ? bytes : bytes.subarray(at, at + n));
               leftInChunk -= n;
-              const wait = chunks.update(n === bytes.length ? bytes : bytes.subarray(at, at + n), leftInChunk === 0);
-              if (wait) await wait;
               at += n;
-              if (leftInChunk === 0) leftInChunk = op.chunkLengths[++chunk] ?? 0;
             }
             if (whole) {
               const wait = whole.update(bytes);
@@ -641,8 +642,8 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
         }
         if (!bytes) throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is shorter than ${op.length} bytes`);
         checks.expect(op);
-        const wait = chunks.update(bytes, true);
-        if (wait) await wait;
+        chunks.begin(op.length);
+        chunks.update(bytes);
         if (whole) {
           const wait = whole.update(bytes);
           if (wait) await wait;
@@ -671,9 +672,13 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
   }
 }
 
-/** Largest piece the assembler yields (see `assembleChunks`). */
-const OUTPUT_PIECE = 256 * 1024;
-/** Pieces smaller than this are gathered into one of about OUTPUT_PIECE before they go out. */
+/**
+ * Size of the pieces small buffers are gathered into. Not less than the buffering of the
+ * streams they go through (store's verifying stream, 1 MiB): a stream that holds several
+ * pieces when read hands them on concatenated, a copy into a new buffer.
+ */
+const OUTPUT_PIECE = 1 << 20;
+/** Buffers from this size go out as they are; smaller ones are gathered. */
 const SMALL_PIECE = 64 * 1024;
 /** From this many bytes of base files, chunks are hashed on a worker thread by default. */
 const WORKER_MIN_BYTES = 32 * 1024 * 1024;

@@ -1,10 +1,15 @@
 /**
- * Whole-stream SHA-256 on a worker thread, so that a file's bytes can be hashed twice
- * (per chunk on the main thread, whole on the worker) for the wall time of once.
+ * SHA-256 off the calling thread, so that a file's bytes can be hashed twice (per chunk
+ * and whole, as the delta assembler must) in about the wall time of once on two cores.
  *
- * Flow control: the main thread copies each piece into a transferable buffer (a memcpy,
- * far cheaper than hashing) and may have at most `MAX_QUEUED` bytes in flight; `update`
- * returns a promise to wait on when over it, so memory stays bounded whatever the speeds.
+ *  - `workerChunkHasher` (what the assembler uses for large files): chunk digests, each
+ *    chunk hashed by a worker thread from a ring of shared memory while the worker keeps
+ *    up, else on the calling thread, which never waits for it.
+ *  - `workerHasher`: one whole-stream digest on a worker. Flow control: the main thread
+ *    copies each piece into a transferable buffer (a memcpy, far cheaper than hashing)
+ *    and may have at most `MAX_QUEUED` bytes in flight; `update` returns a promise to wait
+ *    on when over it, so memory stays bounded whatever the speeds. Every byte goes to the
+ *    worker however busy it is, so on a loaded machine it is slower than hashing here.
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
@@ -252,12 +257,14 @@ export function workerChunkHasher(): ChunkHasher {
     starts[slot] = c.start;
     lengths[slot] = c.length;
     marks[slot] = c.mark;
-    const idle = Atomics.load(ctl, JOBS_DONE) === published;
-    order.push(published);
+    const job = published;
+    order.push(job);
     published = (published + 1) | 0;
     Atomics.store(ctl, JOBS_PUBLISHED, published);
-    // Only a worker that ran out of work may be asleep.
-    if (idle) Atomics.notify(ctl, JOBS_PUBLISHED);
+    // Only a worker that had done every earlier job may be asleep (or about to wait on the
+    // old count, which the store above makes it skip). Checked after the store: before
+    // it, the worker could finish its last job and go to sleep in between.
+    if (Atomics.load(ctl, JOBS_DONE) === job) Atomics.notify(ctl, JOBS_PUBLISHED);
   };
   const collect = (): Buffer[] => {
     const out: Buffer[] = [];

@@ -597,6 +597,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
           let leftInChunk = 0;
           let left = op.length;
           while (left > 0) {
+            throwIfAborted(signal);
             let bytes: Buffer | undefined;
             try {
               bytes = await reader.read(left);
@@ -696,8 +697,14 @@ function baseReadError(path: string, err: unknown): unknown {
 
 /** The rebuilt file as a Readable (for `Destination.write`); it errors instead of ending when a check fails. */
 export function assembleReadable(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): Readable {
-  return Readable.from(assembleChunks(recipe, sources, options), { objectMode: false });
+  return Readable.from(assembleChunks(recipe, sources, options), { objectMode: false, highWaterMark: READ_AHEAD });
 }
+
+/**
+ * Bytes assembled ahead of the consumer, so that reading and hashing here overlap its
+ * writes (which happen on other threads) instead of taking turns with them.
+ */
+const READ_AHEAD = 4 << 20;
 
 /**
  * Follows a recipe into `out` and resolves with what was written. Rejects (see
@@ -717,6 +724,6 @@ export async function assemble(recipe: Recipe, sources: AssembleSources, out: Wr
       yield r.value;
     }
   }
-  await pipeline(drain, out, options.signal ? { signal: options.signal } : {});
+  await pipeline(Readable.from(drain(), { objectMode: false, highWaterMark: READ_AHEAD }), out, options.signal ? { signal: options.signal } : {});
   return result!;
 }

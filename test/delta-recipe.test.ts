@@ -282,6 +282,33 @@ describe('delta assembler', () => {
     }
   });
 
+  it('never leaves the hash worker asleep with work queued', { timeout: 120_000 }, async () => {
+    // The worker keeps catching up with this thread (busy hashing each chunk too, as the
+    // assembler hashes the whole file), so it goes to sleep and is woken thousands of times.
+    const data = xorshiftBytes(36, 4 * MiB);
+    for (let round = 0; round < 2; round++) {
+      const h = workerChunkHasher();
+      const whole = createHash('sha256');
+      let count = 0;
+      try {
+        for (let at = 0, i = 0; at < data.length; i++) {
+          const n = Math.min(data.length - at, 200 + ((i * 7919) % 1000));
+          const piece = data.subarray(at, at + n);
+          h.begin(n);
+          h.update(piece);
+          whole.update(piece);
+          at += n;
+          count += h.take().length;
+          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve));
+        }
+        count += (await h.finish()).length;
+      } finally {
+        h.dispose();
+      }
+      assert.ok(count > 5_000);
+    }
+  });
+
   it('rebuilds the file without ranged reads by reading from the start and skipping', async () => {
     for (const declared of [false, true]) {
       // declared: true = the backend claims ranges but refuses them (EOPNOTSUPP): same fallback.

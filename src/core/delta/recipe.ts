@@ -29,6 +29,7 @@
  * which hashes those chunks have; the recipe only needs their lengths to check them.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
@@ -331,9 +332,10 @@ export interface AssembleOptions {
    */
   wholeFileHasher?: () => StreamHasher;
   /**
-   * Computes the chunk hashes. Default: for recipes that take at least 32 MiB from base
-   * files, `workerChunkHasher` (shared with a worker thread as far as it keeps up, while
-   * this thread hashes the whole file or the caller does), else `syncChunkHasher`.
+   * Computes the chunk hashes. Default: on a machine of more than two cores, for recipes
+   * that take at least 32 MiB from base files, `workerChunkHasher` (shared with a worker
+   * thread as far as it keeps up, while this thread hashes the whole file or the caller
+   * does); else `syncChunkHasher` (this thread).
    */
   chunkHasher?: () => ChunkHasher;
   /**
@@ -506,10 +508,11 @@ class ChunkChecks {
  * pass through as BitfogErrors. The last piece is yielded only after all checks passed.
  *
  * How it goes fast (a large file is mostly bytes of its base, each hashed twice): bytes
- * pass through as the sources' buffers, never copied into new ones, and chunk digests are
- * computed by `options.chunkHasher` (for a large file, on a worker thread: see
- * `workerChunkHasher`) while this thread hashes the whole file (or, with
- * `verifyWholeFile: false`, leaves its core to the caller's own hash).
+ * pass through as the sources' buffers, never copied into new ones; the consumer's writes
+ * overlap the next reads and hashes (READ_AHEAD); and where cores are to spare, chunk
+ * digests are computed with a worker thread (`options.chunkHasher`, `workerChunkHasher`)
+ * while this thread hashes the whole file (or, with `verifyWholeFile: false`, leaves its
+ * core to the caller's own hash).
  */
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
@@ -681,10 +684,17 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
 const OUTPUT_PIECE = 1 << 20;
 /** Buffers from this size go out as they are; smaller ones are gathered. */
 const SMALL_PIECE = 64 * 1024;
-/** From this many bytes of base files, chunks are hashed on a worker thread by default. */
+/** From this many bytes of base files, chunks are hashed with a worker thread by default (where it pays). */
 const WORKER_MIN_BYTES = 32 * 1024 * 1024;
 
+/**
+ * The default chunk hasher: with a worker thread only for a large recipe on a machine of
+ * more than two cores. On two, the second core is already busy with the kernel's side of
+ * the reads and writes (on libuv's threads); there, measured on 1 GiB, the worker's copies
+ * cost more than its hashing saved.
+ */
 function defaultChunkHasher(recipe: Recipe): () => ChunkHasher {
+  if (availableParallelism() <= 2) return syncChunkHasher;
   let destBytes = 0;
   for (const op of recipe.ops) if (op.from === 'dest') destBytes += op.length;
   return destBytes >= WORKER_MIN_BYTES ? workerChunkHasher : syncChunkHasher;

@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
-import { syncDir } from './fsutil.ts';
+import { readBufferSize, syncDir } from './fsutil.ts';
 import { formatHash, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
 import { createHash } from 'node:crypto';
@@ -219,14 +219,6 @@ export class Spool {
     const st = await fsp.statfs(this.dir);
     return Number(st.bavail) * Number(st.bsize);
   }
-}
-
-/**
- * Read buffers sized to the file: 1 MiB for large files, but a 20 KiB file must not cost a
- * 1 MiB allocation (a hundred thousand small files would spend their time collecting garbage).
- */
-export function readBufferSize(fileSize: number): number {
-  return Math.min(1 << 20, Math.max(16 * 1024, fileSize));
 }
 
 async function scanBlobs(root: string): Promise<Map<string, number>> {

@@ -17,6 +17,7 @@ import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
+import { readBufferSize } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -211,8 +212,7 @@ export class LocalBackend implements Destination {
         fd: handle,
         start: options.start ?? 0,
         ...(options.end === undefined ? {} : { end: options.end - 1 }),
-        // Sized to the file: small files must not each cost a 1 MiB buffer.
-        highWaterMark: Math.min(1 << 20, Math.max(16 * 1024, ((options.end ?? st.size) - (options.start ?? 0)) || 1)),
+        highWaterMark: readBufferSize((options.end ?? st.size) - (options.start ?? 0)),
         autoClose: true,
         ...(options.signal ? { signal: options.signal } : {}),
       });

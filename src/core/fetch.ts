@@ -190,6 +190,18 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     }
   };
 
+  /** The source's own copy into the spool, when it has one (undefined: stream instead). */
+  const sourceCopies = typeof source.copyToLocalFile === 'function';
+  const copyIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: Parameters<Spool['importBlob']>[2]) => {
+    if (!sourceCopies || expected.size === 0) return undefined;
+    try {
+      return await spool.importBlob((file) => source.copyToLocalFile!(entry.path, file, { signal: inner }), expected, blobOptions);
+    } catch (e) {
+      if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+      return undefined;
+    }
+  };
+
   const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
     throwIfAborted(inner);
     const startedAt = Date.now();
@@ -197,13 +209,12 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       doneBytes += n;
       onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
     };
+    const expected = { ...(need.hash ? { hash: need.hash } : {}), size: need.size };
+    const blobOptions = { signal: inner, durable: need.size >= FSYNC_BLOB_BYTES, onBytes };
     const hash = deltas.wants(entry.path, need.size, need.hash)
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
-      : await spool.writeBlob(await source.read(entry.path, { signal: inner }), { ...(need.hash ? { hash: need.hash } : {}), size: need.size }, {
-          signal: inner,
-          durable: need.size >= FSYNC_BLOB_BYTES,
-          onBytes,
-        });
+      : (await copyIntoSpool(entry, expected, blobOptions)) ??
+        (await spool.writeBlob(await source.read(entry.path, { signal: inner }), expected, blobOptions));
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.
       const after = await source.stat(entry.path, { signal: inner });

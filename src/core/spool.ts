@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { readBufferSize, syncDir } from './fsutil.ts';
-import { formatHash, sha256Hex } from './hashing.ts';
+import { formatHash, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
 import { createHash } from 'node:crypto';
 
@@ -149,6 +149,20 @@ export class Spool {
     }
   }
 
+  /** Hashes a blob as it is on disk: its hash and size, to compare with its name. */
+  async hashBlob(hash: string, options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<{ hash: string; bytes: number }> {
+    try {
+      const handle = await fsp.open(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        return await hashFileHandle(handle, options);
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      throw toBitfogError(e, `cannot read blob ${hash}`);
+    }
+  }
+
   /**
    * Writes a blob from `content`, hashing as it goes. It lands under its final name only when
    * the content hashed to `expectedHash` (when given) and had `expectedSize` bytes; otherwise
@@ -185,7 +199,40 @@ export class Spool {
       await fsp.rm(tmp, { force: true });
       throw toBitfogError(e, 'cannot write to the spool');
     }
-    const hash = formatHash(h);
+    return this.#land(tmp, formatHash(h), bytes, expected);
+  }
+
+  /**
+   * Like `writeBlob`, for content that `copy` puts into a new local file by its own means
+   * (an in-kernel copy, see Source.copyToLocalFile). The copy is then read back and hashed:
+   * what lands is what was verified.
+   */
+  async importBlob(
+    copy: (file: string) => Promise<void>,
+    expected: { hash?: string; size: number },
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void; durable?: boolean } = {},
+  ): Promise<string> {
+    const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
+    let hashed: { hash: string; bytes: number };
+    try {
+      await copy(tmp);
+      const handle = await fsp.open(tmp, C.O_RDWR | C.O_NOFOLLOW);
+      try {
+        await handle.chmod(0o644); // the copy may have taken the mode of the file it came from
+        hashed = await hashFileHandle(handle, options);
+        if (options.durable !== false) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw toBitfogError(e, 'cannot write to the spool');
+    }
+    return this.#land(tmp, hashed.hash, hashed.bytes, expected);
+  }
+
+  /** Moves a written and hashed temporary file into place as a blob, if it is what was expected. */
+  async #land(tmp: string, hash: string, bytes: number, expected: { hash?: string; size: number }): Promise<string> {
     if (bytes !== expected.size || (expected.hash !== undefined && hash !== expected.hash)) {
       await fsp.rm(tmp, { force: true });
       throw bitfogError(

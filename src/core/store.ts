@@ -12,7 +12,7 @@ import pLimit from 'p-limit';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
-import { formatHash } from './hashing.ts';
+import { formatHash, hashStream } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
@@ -22,12 +22,17 @@ import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
-import type { Destination } from './types.ts';
+import type { Destination, WriteOptions } from './types.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
 /** …or this many bytes. */
 const BATCH_BYTES = 64 * 1024 * 1024;
+/**
+ * Files at least this large are made durable one by one (an fsync costs little next to
+ * their data) and several are written at once, each renamed as soon as it is durable.
+ */
+const LARGE_FILE_BYTES = 8 * 1024 * 1024;
 
 export interface StoreOptions {
   destination: Destination;
@@ -161,18 +166,48 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     return pipeline(raw, verifier, () => {});
   };
 
+  const destinationCopies = typeof dest.writeFromLocalFile === 'function';
+  /**
+   * The destination's own copy of a spool blob onto a temporary name (an in-kernel copy for
+   * local disks), then read back and verified there: what is renamed into place later is
+   * what was checked. false: the destination cannot; stream through `write` instead.
+   */
+  const copyFromSpool = async (w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions): Promise<boolean> => {
+    if (!destinationCopies || w.from.kind !== 'spool' || w.size === 0) return false;
+    try {
+      await dest.writeFromLocalFile!(target, spool.blobPath(w.hash), writeOptions);
+    } catch (e) {
+      if (isBitfogError(e, 'EOPNOTSUPP')) return false;
+      throw e;
+    }
+    const landed = await hashStream(await dest.read(target, signal ? { signal } : {}), (n) => {
+      throwIfAborted(signal);
+      doneBytes += n;
+      onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
+    });
+    if (landed.hash === w.hash && landed.bytes === w.size) return true;
+    // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
+    const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
+    if (blob.hash !== w.hash || blob.bytes !== w.size) {
+      throw bitfogError('EINTEGRITY', `spool content hashed to ${blob.hash} (${blob.bytes} bytes), expected ${w.hash} (${w.size} bytes)`, { path: w.path });
+    }
+    throw bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path });
+  };
+
   /** Writes one file under its temporary name (or in place on all-or-nothing backends). */
   const writeStaged = async (w: Extract<StoreAction, { op: 'write' }>): Promise<RelPath | undefined> => {
     throwIfAborted(signal);
     const target = caps.atomicRename ? tempSiblingOf(w.path) : w.path;
     try {
       await ensureParents(w.path);
-      const content = await openContent(w);
-      await dest.write(target, content, {
+      const writeOptions = {
         size: w.size, hash: w.hash,
         ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
         ...(signal ? { signal } : {}),
-      });
+      };
+      if (target !== w.path && (await copyFromSpool(w, target, writeOptions))) return target;
+      const content = await openContent(w);
+      await dest.write(target, content, writeOptions);
       return target;
     } catch (e) {
       const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
@@ -299,6 +334,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  // Large files run as their own batches, several at once (`large`); everything else waits
+  // for them, so the phases of the plan keep their order.
+  const large = new InFlight(Math.max(1, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
   try {
     // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
     // run concurrently in durable batches, everything else in order.
@@ -306,12 +344,18 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     const actions = plan.actions;
     while (i < actions.length) {
       const a = actions[i]!;
+      if (a.op === 'write' && a.size >= LARGE_FILE_BYTES) {
+        await large.add(runWrites([a]));
+        i++;
+        continue;
+      }
+      await large.drain();
       if (a.op === 'write') {
         const batch: Array<Extract<StoreAction, { op: 'write' }>> = [];
         let bytes = 0;
         while (i < actions.length && actions[i]!.op === 'write' && batch.length < BATCH_FILES && bytes < BATCH_BYTES) {
           const w = actions[i] as Extract<StoreAction, { op: 'write' }>;
-          if (batch.length > 0 && w.from.kind !== batch[0]!.from.kind) break;
+          if (w.size >= LARGE_FILE_BYTES || (batch.length > 0 && w.from.kind !== batch[0]!.from.kind)) break;
           batch.push(w);
           bytes += w.size;
           i++;
@@ -327,7 +371,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         i++;
       }
     }
+    await large.drain();
   } finally {
+    await large.settle();
     // Whatever happened, record what is known so a rerun starts from the truth.
     manifest.appendJournal(trip, journal);
     journal.length = 0;
@@ -372,6 +418,44 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   await cache.save();
   result.elapsedMs = Date.now() - t0;
   return result;
+}
+
+/**
+ * Tasks running at once, at most `max`: `add` waits for room, `drain` for all of them.
+ * The first failure is rethrown by the next `add` or `drain`.
+ */
+class InFlight {
+  readonly #running = new Set<Promise<void>>();
+  #failure: { error: unknown } | undefined;
+
+  constructor(private readonly max: number) {}
+
+  async add(task: Promise<void>): Promise<void> {
+    const tracked = task.then(
+      () => void this.#running.delete(tracked),
+      (error: unknown) => {
+        this.#running.delete(tracked);
+        this.#failure ??= { error };
+      },
+    );
+    this.#running.add(tracked);
+    while (this.#running.size >= this.max) await Promise.race(this.#running);
+    this.#rethrow();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.#running);
+    this.#rethrow();
+  }
+
+  /** Waits for all, ignoring failures (after an error elsewhere, before cleaning up). */
+  async settle(): Promise<void> {
+    await Promise.all(this.#running);
+  }
+
+  #rethrow(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
 }
 
 function emptyStream(): Readable {

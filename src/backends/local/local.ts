@@ -222,6 +222,49 @@ export class LocalBackend implements Destination {
     }
   }
 
+  /**
+   * An in-kernel copy (copy_file_range) from a descriptor opened and checked like `read`'s;
+   * libuv copies by path, so the descriptor is handed over as /proc/self/fd/N, which opens
+   * that very file whatever happens to its name meanwhile.
+   */
+  async copyToLocalFile(p: RelPath, localFile: string, options: SignalOption = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, READ_FLAGS);
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      await fsp.copyFile(`/proc/self/fd/${handle.fd}`, localFile, C.COPYFILE_EXCL);
+    } catch (e) {
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  /** The other direction: into a descriptor opened and checked like `write`'s. */
+  async writeFromLocalFile(p: RelPath, localFile: string, options: WriteOptions): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    let size: number;
+    try {
+      await fsp.copyFile(localFile, `/proc/self/fd/${handle.fd}`);
+      // libuv gives the copy the mode of the file copied from; keep write()'s default.
+      if (options.mode === undefined) await handle.chmod(0o600);
+      size = (await handle.stat()).size;
+    } catch (e) {
+      throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    if (size !== options.size) {
+      throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
+    }
+    if (options.mode !== undefined || options.mtimeMs !== undefined) await this.setMetadata(p, options);
+  }
+
   async readlink(p: RelPath): Promise<string> {
     await this.#checkParent(p);
     try {

@@ -12,11 +12,13 @@ import pLimit from 'p-limit';
 import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
-import { formatHash, hashStream } from './hashing.ts';
+import { formatHash, HASH_ALGORITHM } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
-import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures } from './delta/transfer.ts';
+import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
+import { type ContentSigner, contentSigner } from './delta/signer.ts';
+import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
@@ -152,16 +154,24 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  // Large files are signed (delta transfer) from the bytes store writes or reads back anyway,
+  // so that recording the destination's signatures does not read them again.
+  const signFrom = signatureMinBytes(options.delta);
+  const signedWrites = new Map<string, { hash: string; signature: FileSignature }>();
+  const signerFor = (w: Extract<StoreAction, { op: 'write' }>): ContentSigner | undefined =>
+    signFrom !== undefined && w.size >= signFrom && w.from.kind !== 'delta' ? contentSigner(w.size) : undefined;
+  const storeProgress = (w: Extract<StoreAction, { op: 'write' }>) => (n: number) => {
+    doneBytes += n;
+    onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
+  };
+
   /** Opens the verified content of a write: a spool blob or a file already at the destination. */
-  const openContent = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Readable> => {
+  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<VerifyingStream> => {
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
       : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
       : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
-    const verifier = new VerifyingStream(w.hash, w.size, (n) => {
-      doneBytes += n;
-      onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
-    });
+    const verifier = new VerifyingStream(w.hash, w.size, storeProgress(w), signer);
     // pipeline carries a read error of the source into the verifier, where the writer sees it.
     return pipeline(raw, verifier, () => {});
   };
@@ -172,7 +182,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
    * local disks), then read back and verified there: what is renamed into place later is
    * what was checked. false: the destination cannot; stream through `write` instead.
    */
-  const copyFromSpool = async (w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions): Promise<boolean> => {
+  const copyFromSpool = async (
+    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
+  ): Promise<boolean> => {
     if (!destinationCopies || w.from.kind !== 'spool' || w.size === 0) return false;
     try {
       await dest.writeFromLocalFile!(target, spool.blobPath(w.hash), writeOptions);
@@ -180,11 +192,17 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       if (isBitfogError(e, 'EOPNOTSUPP')) return false;
       throw e;
     }
-    const landed = await hashStream(await dest.read(target, signal ? { signal } : {}), (n) => {
+    const hash = createHash(HASH_ALGORITHM);
+    let bytes = 0;
+    const progress = storeProgress(w);
+    for await (const chunk of (await dest.read(target, signal ? { signal } : {})) as AsyncIterable<Buffer>) {
       throwIfAborted(signal);
-      doneBytes += n;
-      onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
-    });
+      hash.update(chunk);
+      bytes += chunk.length;
+      if (signer && bytes <= w.size) await signer.update(chunk);
+      progress(chunk.length);
+    }
+    const landed = { hash: formatHash(hash), bytes };
     if (landed.hash === w.hash && landed.bytes === w.size) return true;
     // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
     const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
@@ -198,6 +216,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const writeStaged = async (w: Extract<StoreAction, { op: 'write' }>): Promise<RelPath | undefined> => {
     throwIfAborted(signal);
     const target = caps.atomicRename ? tempSiblingOf(w.path) : w.path;
+    let signer: ContentSigner | undefined;
     try {
       await ensureParents(w.path);
       const writeOptions = {
@@ -205,13 +224,19 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
         ...(signal ? { signal } : {}),
       };
-      if (target !== w.path && (await copyFromSpool(w, target, writeOptions))) return target;
-      const content = await openContent(w);
+      signer = signerFor(w);
+      if (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer))) {
+        if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
+        return target;
+      }
+      const content = await openContent(w, signer);
       await dest.write(target, content, writeOptions);
+      if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
       return target;
     } catch (e) {
       const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
       if (caps.atomicRename) await dest.remove(target).catch(() => {});
+      signer?.dispose();
       const deltaRefused = w.from.kind === 'delta' ? deltas.failed(w.hash, w.path, err) : undefined;
       if (deltaRefused !== undefined) {
         onProgress?.({ type: 'skip', path: w.path, reason: deltaRefused });
@@ -404,7 +429,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);
 
   manifest.putSnapshot('destination', finalState);
-  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: deltas.knownSignatures });
+  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: new Map([...signedWrites, ...deltas.knownSignatures]) });
   manifest.setConflicts(result.conflicts);
   manifest.setSkipped('destination', [...result.skipped, ...result.unsupported]);
   manifest.appendJournal(trip, [{
@@ -474,12 +499,16 @@ class VerifyingStream extends Transform {
   readonly #expectedHash: string;
   readonly #expectedSize: number;
   readonly #onBytes: (n: number) => void;
+  readonly #signer: ContentSigner | undefined;
+  /** The content's signature, once the stream has ended, when a signer was given. */
+  signature: FileSignature | undefined;
 
-  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void) {
+  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void, signer?: ContentSigner) {
     super({ highWaterMark: 1 << 20 });
     this.#expectedHash = expectedHash;
     this.#expectedSize = expectedSize;
     this.#onBytes = onBytes;
+    this.#signer = signer;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -490,7 +519,15 @@ class VerifyingStream extends Transform {
     }
     this.#hash.update(chunk);
     this.#onBytes(chunk.length);
-    cb(null, chunk);
+    let wait: void | Promise<void>;
+    try {
+      wait = this.#signer?.update(chunk);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
+    if (wait) wait.then(() => cb(null, chunk), cb);
+    else cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
@@ -499,6 +536,13 @@ class VerifyingStream extends Transform {
       cb(bitfogError('EINTEGRITY', `content hashed to ${got} (${this.#bytes} bytes), expected ${this.#expectedHash} (${this.#expectedSize} bytes)`));
       return;
     }
-    cb();
+    if (!this.#signer) {
+      cb();
+      return;
+    }
+    this.#signer.finish().then((signature) => {
+      this.signature = signature;
+      cb();
+    }, cb);
   }
 }

@@ -56,7 +56,7 @@ describe('store reads back what an in-kernel copy wrote', () => {
     const src = path.join(dir, 'a');
     const dest = path.join(dir, 'b');
     const spoolDir = path.join(dir, 'spool');
-    await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes: 300_000, seed: 3 } });
+    await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes: 1_500_000, seed: 3 } });
     await fsp.mkdir(dest);
     await carry(src, spoolDir);
 

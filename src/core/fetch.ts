@@ -21,6 +21,7 @@ import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import type { Entry, Source } from './types.ts';
+import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** Free space kept on the spool's disk by default, for the manifest and the file system. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
@@ -193,7 +194,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   /** The source's own copy into the spool, when it has one (undefined: stream instead). */
   const sourceCopies = typeof source.copyToLocalFile === 'function';
   const copyIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: Parameters<Spool['importBlob']>[2]) => {
-    if (!sourceCopies || expected.size === 0) return undefined;
+    if (!sourceCopies || expected.size < OWN_COPY_MIN_BYTES) return undefined;
     try {
       return await spool.importBlob((file) => source.copyToLocalFile!(entry.path, file, { signal: inner }), expected, blobOptions);
     } catch (e) {

@@ -49,3 +49,11 @@ export async function syncDir(dir: string): Promise<void> {
 export function readBufferSize(fileSize: number): number {
   return Math.min(256 * 1024, Math.max(16 * 1024, fileSize));
 }
+
+/**
+ * Files at least this large are copied by the backends' own means (Source.copyToLocalFile,
+ * Destination.writeFromLocalFile: an in-kernel copy for local disks) and verified by
+ * reading the copy back. Smaller ones stream through bitfog: for them the extra opens of a
+ * copy and a read-back cost more than moving a few kilobytes.
+ */
+export const OWN_COPY_MIN_BYTES = 1024 * 1024;

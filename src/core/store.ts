@@ -25,6 +25,7 @@ import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
+import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
@@ -185,7 +186,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const copyFromSpool = async (
     w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
   ): Promise<boolean> => {
-    if (!destinationCopies || w.from.kind !== 'spool' || w.size === 0) return false;
+    if (!destinationCopies || w.from.kind !== 'spool' || w.size < OWN_COPY_MIN_BYTES) return false;
     try {
       await dest.writeFromLocalFile!(target, spool.blobPath(w.hash), writeOptions);
     } catch (e) {

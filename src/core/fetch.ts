@@ -114,7 +114,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   for (const e of snapshot.entries.values()) if (e.kind === 'file' && e.hash) wanted.add(e.hash);
   const deltas = new DeltaFetch(manifest, destination, options.delta);
   const deltaChunks = deltas.keepFor(wanted);
-  for (const b of spool.blobs()) if (!wanted.has(b.hash) && !deltaChunks.has(b.hash)) await spool.removeBlob(b.hash);
+  await spool.removeBlobs(spool.blobs().filter((b) => !wanted.has(b.hash) && !deltaChunks.has(b.hash)).map((b) => b.hash));
 
   const carriedSet = new Set([...spool.blobs().map((b) => b.hash), ...deltas.carriedContents()]);
   const { needs, alreadyCarried } = contentNeeds(snapshot, destination, carriedSet);

@@ -9,7 +9,7 @@
  * matches the recorded destination snapshot (see plan.ts); everything else is a conflict.
  */
 import pLimit from 'p-limit';
-import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
 import { formatHash, HASH_ALGORITHM } from './hashing.ts';
@@ -167,7 +167,17 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   };
 
   /** Opens the verified content of a write: a spool blob or a file already at the destination. */
-  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<VerifyingStream> => {
+  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
+    if (w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer) {
+      // Small: read whole and verified before anything is written (no stream machinery per file).
+      const content = await spool.readSmallBlob(w.hash, w.size);
+      const got = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
+      if (got !== w.hash || content.length !== w.size) {
+        throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
+      }
+      storeProgress(w)(content.length);
+      return Readable.from([content]);
+    }
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
       : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
@@ -264,6 +274,14 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  const renamedDirs = new Set<RelPath>();
+  const syncRenamedDirs = async () => {
+    if (renamedDirs.size === 0) return;
+    const dirs = [...renamedDirs];
+    renamedDirs.clear();
+    await dest.sync?.(dirs, { ...(signal ? { signal } : {}) });
+  };
+
   const runWrites = async (batch: Array<Extract<StoreAction, { op: 'write' }>>) => {
     // Stage every file of the batch, flush them together, then rename each into place.
     const staged = await Promise.all(batch.map((w) => limit(() => writeStaged(w))));
@@ -283,7 +301,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
           }),
         ),
       );
-      await dest.sync?.([...new Set(ok.map((x) => parentPath(x.w.path)))], { ...(signal ? { signal } : {}) });
+      // The renames themselves are made durable once, after all writes (see syncRenamedDirs):
+      // a file system's next flush covers them, and one call replaces one per batch.
+      for (const { w } of ok) renamedDirs.add(parentPath(w.path));
     } else {
       for (const { w } of ok) landed(w);
     }
@@ -360,22 +380,27 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
-  // Large files run as their own batches, several at once (`large`); everything else waits
-  // for them, so the phases of the plan keep their order.
-  const large = new InFlight(Math.max(1, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
+  // Batches of writes run several at once (one stages while another is flushed; large files
+  // are batches of their own); any other action waits for them, so the phases of the plan
+  // keep their order.
+  const batches = new InFlight(Math.max(2, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
   try {
     // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
     // run concurrently in durable batches, everything else in order.
     let i = 0;
+    let runningKind: string | undefined;
     const actions = plan.actions;
     while (i < actions.length) {
       const a = actions[i]!;
+      // Copies within the destination and delta assemblies read files other writes may
+      // replace: batches of another kind of content wait for those running to finish.
+      if (a.op !== 'write' || a.from.kind !== runningKind) await batches.drain();
+      if (a.op === 'write') runningKind = a.from.kind;
       if (a.op === 'write' && a.size >= LARGE_FILE_BYTES) {
-        await large.add(runWrites([a]));
+        await batches.add(runWrites([a]));
         i++;
         continue;
       }
-      await large.drain();
       if (a.op === 'write') {
         const batch: Array<Extract<StoreAction, { op: 'write' }>> = [];
         let bytes = 0;
@@ -386,7 +411,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
           bytes += w.size;
           i++;
         }
-        await runWrites(batch);
+        await batches.add(runWrites(batch));
       } else if (a.op === 'symlink' || a.op === 'meta') {
         const group: StoreAction[] = [];
         while (i < actions.length && actions[i]!.op === a.op && group.length < BATCH_FILES) group.push(actions[i++]!);
@@ -397,9 +422,10 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         i++;
       }
     }
-    await large.drain();
+    await batches.drain();
+    await syncRenamedDirs();
   } finally {
-    await large.settle();
+    await batches.settle();
     // Whatever happened, record what is known so a rerun starts from the truth.
     manifest.appendJournal(trip, journal);
     journal.length = 0;
@@ -419,12 +445,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const stillNeeded = new Set(alreadyCarried.map((c) => c.hash!));
   const deltaNeeded = new Set(contentNeeds(source, finalState, new Set(deltas.recipeHashes())).alreadyCarried.map((c) => c.hash!));
   const deltaChunks = deltas.keepFor(deltaNeeded);
-  for (const b of spool.blobs()) {
-    if (!stillNeeded.has(b.hash) && !deltaChunks.has(b.hash)) {
-      await spool.removeBlob(b.hash);
-      result.freedBytes += b.size;
-    }
-  }
+  const landedBlobs = spool.blobs().filter((b) => !stillNeeded.has(b.hash) && !deltaChunks.has(b.hash));
+  await spool.removeBlobs(landedBlobs.map((b) => b.hash));
+  for (const b of landedBlobs) result.freedBytes += b.size;
   const pendingNeeds = contentNeeds(source, finalState, new Set()).needs.filter((n) => !n.hash || (!stillNeeded.has(n.hash) && !deltaNeeded.has(n.hash)));
   result.pendingFiles = pendingNeeds.reduce((n, p) => n + p.paths.length, 0);
   result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);

@@ -37,6 +37,8 @@ export class Spool {
   readonly dir: string;
   readonly manifest: Manifest;
   readonly #blobs: Map<string, number>;
+  /** Blob directories known to exist (created or seen in this session). */
+  readonly #blobDirs = new Set<string>();
   readonly #lock: SpoolLock;
 
   private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, lock: SpoolLock) {
@@ -269,7 +271,11 @@ export class Spool {
       );
     }
     const final = this.blobPath(hash);
-    await fsp.mkdir(path.dirname(final), { recursive: true });
+    const dir = path.dirname(final);
+    if (!this.#blobDirs.has(dir)) {
+      await fsp.mkdir(dir, { recursive: true });
+      this.#blobDirs.add(dir);
+    }
     await fsp.rename(tmp, final);
     this.#blobs.set(hash, bytes);
     return hash;

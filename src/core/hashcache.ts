@@ -49,7 +49,13 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 export class HashCache {
   readonly file: string | undefined;
-  readonly #records = new Map<string, CacheRecord>();
+  /**
+   * Per path, its record: as read from the cache file, the offset in #text where its
+   * fields after the path start (parsed only when looked up: building 100k record objects
+   * up front costs more than all the lookups of a rescan); as recorded in this run, an object.
+   */
+  readonly #records = new Map<string, CacheRecord | number>();
+  #text = '';
   #dirty = false;
 
   private constructor(file: string | undefined) {
@@ -88,16 +94,32 @@ export class HashCache {
       return false;
     }
     if (!text.startsWith(CACHE_HEADER)) return false;
-    const f = text.slice(CACHE_HEADER.length).split('\0');
-    // A torn or damaged file: keep the whole records before the damage.
-    const end = f.length - 1 - ((f.length - 1) % FIELDS);
-    for (let i = 0; i < end; i += FIELDS) {
-      const size = Number(f[i + 2]);
-      const recordedAtMs = Number(f[i + 4]);
-      if (!Number.isSafeInteger(size) || !Number.isFinite(recordedAtMs)) break;
-      this.#records.set(f[i]!, { version: f[i + 1]!, size, hash: f[i + 3]!, recordedAtMs });
+    this.#text = text;
+    let at = CACHE_HEADER.length;
+    for (;;) {
+      const pathEnd = text.indexOf('\0', at);
+      if (pathEnd < 0) break;
+      // The record's last field must be complete: a torn file keeps the records before the tear.
+      let end = pathEnd;
+      for (let f = 1; f < FIELDS && end >= 0; f++) end = text.indexOf('\0', end + 1);
+      if (end < 0) break;
+      this.#records.set(text.slice(at, pathEnd), pathEnd + 1);
+      at = end + 1;
     }
     return true;
+  }
+
+  /** The record whose fields (after the path) start at `at` in #text; undefined when damaged. */
+  #parse(at: number): CacheRecord | undefined {
+    const text = this.#text;
+    const v = text.indexOf('\0', at);
+    const s = text.indexOf('\0', v + 1);
+    const h = text.indexOf('\0', s + 1);
+    const r = text.indexOf('\0', h + 1);
+    const size = Number(text.slice(v + 1, s));
+    const recordedAtMs = Number(text.slice(h + 1, r));
+    if (r < 0 || !Number.isSafeInteger(size) || !Number.isFinite(recordedAtMs)) return undefined;
+    return { version: text.slice(at, v), size, hash: text.slice(s + 1, h), recordedAtMs };
   }
 
   get size(): number {
@@ -107,7 +129,14 @@ export class HashCache {
   /** The cached hash for `entry`, or undefined when it cannot be trusted. */
   lookup(entry: Entry): string | undefined {
     if (entry.version === undefined) return undefined;
-    const r = this.#records.get(entry.path);
+    const found = this.#records.get(entry.path);
+    if (found === undefined) return undefined;
+    if (typeof found === 'number') {
+      // Most lookups of a rescan hit: compare the version in place before parsing anything.
+      const v = this.#text.indexOf('\0', found);
+      if (v - found !== entry.version.length || !this.#text.startsWith(entry.version, found)) return undefined;
+    }
+    const r = typeof found === 'number' ? this.#parse(found) : found;
     if (!r || r.version !== entry.version || r.size !== entry.size) return undefined;
     if (entry.changedAtMs !== undefined && r.recordedAtMs - entry.changedAtMs < RACY_WINDOW_MS) return undefined;
     return r.hash;
@@ -138,7 +167,10 @@ export class HashCache {
     if (!this.file || !this.#dirty) return;
     try {
       const parts: string[] = [CACHE_HEADER];
-      for (const [p, r] of this.#records) parts.push(`${p}\0${r.version}\0${r.size}\0${r.hash}\0${r.recordedAtMs}\0`);
+      for (const [p, found] of this.#records) {
+        const r = typeof found === 'number' ? this.#parse(found) : found;
+        if (r) parts.push(`${p}\0${r.version}\0${r.size}\0${r.hash}\0${r.recordedAtMs}\0`);
+      }
       await fsp.mkdir(path.dirname(this.file), { recursive: true });
       await writeFileAtomic(this.file, Buffer.from(parts.join(''), 'utf8'));
       this.#dirty = false;

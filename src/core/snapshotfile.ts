@@ -1,14 +1,17 @@
 /**
  * Snapshot files (`builddb`): a manifest holding one snapshot, replaced atomically.
  *
- * Writing 100k entries through sql.js takes seconds, far more than listing them, while an
- * unchanged rescan produces the same rows again. So after writing a file we remember, in
- * the cache directory (never next to the file), a digest of what went into it and the
- * SHA-256 of the file's bytes. When the next snapshot of the same tree into the same file
- * has the same digest and the file still holds exactly those bytes, only its time of
- * taking is updated; anything else (a changed tree, a file edited or replaced by anyone,
- * a missing record) writes the file from scratch. The result is the same database either
- * way.
+ * Building 100k entries through sql.js and exporting them takes seconds, several times
+ * longer than listing the tree, while an unchanged rescan produces the very same rows. So
+ * after writing a file we remember, in the cache directory (never next to the file), a
+ * digest of what went into it, the SHA-256 of the bytes written, and where in those bytes
+ * its two timestamps lie (the snapshot's taken_at and the file's created_at). When the next
+ * snapshot of the same tree into the same file has the same digest and the file still holds
+ * exactly those bytes, the new file is those bytes with the two timestamps replaced — what
+ * an SQL UPDATE of the two values would write: an ISO timestamp always has 24 characters,
+ * so each record keeps its size and layout, and the header's change counter is advanced as
+ * SQLite does on every commit. Anything else (a changed tree, the file edited or replaced
+ * by anyone, no record) builds the file from scratch.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -17,16 +20,24 @@ import { writeFileAtomic } from './fsutil.ts';
 import { MANIFEST_FORMAT_VERSION, Manifest, type Snapshot, type SnapshotRole } from './manifest.ts';
 
 const ROLE: SnapshotRole = 'snapshot';
+/** Length of `Date.prototype.toISOString()` for years 0–9999. */
+const TIMESTAMP_LENGTH = 24;
+/** SQLite file header: "file change counter" and "version-valid-for number" (big-endian u32). */
+const CHANGE_COUNTER_OFFSET = 24;
+const VERSION_VALID_FOR_OFFSET = 92;
 
 interface WrittenRecord {
   /** SHA-256 of the manifest file's bytes as written. */
   file: string;
   /** snapshotDigest() of what it holds. */
   digest: string;
+  /** Offsets in the file of the text of snapshots.taken_at and of meta created_at. */
+  takenAtOffset: number;
+  createdAtOffset: number;
 }
 
 export interface WriteSnapshotFileOptions {
-  /** Where to remember what was written (the hash cache directory); none: always rewrite. */
+  /** Where to remember what was written (the hash cache directory); none: always build. */
   cacheDir?: string;
 }
 
@@ -41,38 +52,66 @@ export async function writeSnapshotFile(
   options: WriteSnapshotFileOptions = {},
 ): Promise<void> {
   const recordFile = options.cacheDir === undefined ? undefined : recordPath(options.cacheDir, snapshot.url, file);
-  const digest = snapshotDigest(snapshot, skipped);
+  const digest = recordFile ? snapshotDigest(snapshot, skipped) : '';
+  const createdAt = new Date().toISOString();
   const previous = recordFile ? await reusable(file, recordFile, digest) : undefined;
-  let manifest: Manifest;
-  if (previous) {
-    manifest = await Manifest.fromBytes(previous, file);
-    manifest.setMeta('created_at', new Date().toISOString());
-    manifest.db.run('UPDATE snapshots SET taken_at = ? WHERE role = ?', [snapshot.takenAt, ROLE]);
-  } else {
-    manifest = await Manifest.create();
-    manifest.putSnapshot(ROLE, snapshot);
-    manifest.setSkipped(ROLE, skipped);
-  }
   let bytes: Uint8Array;
-  try {
-    bytes = manifest.export();
-  } finally {
-    manifest.close();
+  let offsets: { takenAtOffset: number; createdAtOffset: number } | undefined;
+  if (previous && snapshot.takenAt.length === TIMESTAMP_LENGTH && createdAt.length === TIMESTAMP_LENGTH) {
+    bytes = previous.bytes;
+    offsets = previous.record;
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(snapshot.takenAt, offsets.takenAtOffset, 'latin1');
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(createdAt, offsets.createdAtOffset, 'latin1');
+    const header = new DataView(bytes.buffer, bytes.byteOffset, 100);
+    const counter = (header.getUint32(CHANGE_COUNTER_OFFSET) + 1) >>> 0;
+    header.setUint32(CHANGE_COUNTER_OFFSET, counter);
+    header.setUint32(VERSION_VALID_FOR_OFFSET, counter);
+  } else {
+    const manifest = await Manifest.create();
+    try {
+      manifest.setMeta('created_at', createdAt);
+      manifest.putSnapshot(ROLE, snapshot);
+      manifest.setSkipped(ROLE, skipped);
+      bytes = manifest.export();
+    } finally {
+      manifest.close();
+    }
+    if (recordFile) offsets = timestampOffsets(bytes, snapshot.takenAt, createdAt);
   }
-  if (recordFile) await fsp.rm(recordFile, { force: true });
   await writeFileAtomic(file, bytes);
-  if (recordFile) {
-    const record: WrittenRecord = { file: sha256(bytes), digest };
-    // Only an accelerator: a record that cannot be written costs a full write next time.
+  if (recordFile && offsets) {
+    // Only an accelerator, so not synced: a record lost or torn in a crash, or one that
+    // cannot be written, costs a full build next time. A stale one never matches the file.
+    const record: WrittenRecord = { file: sha256(bytes), digest, ...offsets };
+    const tmp = `${recordFile}.${process.pid}.tmp`;
     await fsp
       .mkdir(path.dirname(recordFile), { recursive: true })
-      .then(() => writeFileAtomic(recordFile, Buffer.from(JSON.stringify(record))))
-      .catch(() => {});
+      .then(() => fsp.writeFile(tmp, JSON.stringify(record)))
+      .then(() => fsp.rename(tmp, recordFile))
+      .catch(() => fsp.rm(tmp, { force: true }).catch(() => {}));
+  } else if (recordFile) {
+    await fsp.rm(recordFile, { force: true }).catch(() => {});
   }
 }
 
+/**
+ * Where the two timestamps lie in freshly exported bytes; undefined unless each occurs
+ * exactly once (then nothing else in the file can be mistaken for them).
+ */
+function timestampOffsets(bytes: Uint8Array, takenAt: string, createdAt: string): { takenAtOffset: number; createdAtOffset: number } | undefined {
+  if (takenAt.length !== TIMESTAMP_LENGTH || createdAt.length !== TIMESTAMP_LENGTH || takenAt === createdAt) return undefined;
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  const once = (s: string) => {
+    const at = buf.indexOf(s, 0, 'latin1');
+    return at >= 0 && buf.indexOf(s, at + 1, 'latin1') < 0 ? at : undefined;
+  };
+  const takenAtOffset = once(takenAt);
+  const createdAtOffset = once(createdAt);
+  return takenAtOffset === undefined || createdAtOffset === undefined ? undefined : { takenAtOffset, createdAtOffset };
+}
+
 /** The bytes of `file` when they are exactly what we wrote there with this digest. */
-async function reusable(file: string, recordFile: string, digest: string): Promise<Buffer | undefined> {
+async function reusable(file: string, recordFile: string, digest: string): Promise<{ bytes: Buffer; record: WrittenRecord } | undefined> {
   let record: WrittenRecord;
   let bytes: Buffer;
   try {
@@ -82,22 +121,23 @@ async function reusable(file: string, recordFile: string, digest: string): Promi
   } catch {
     return undefined;
   }
-  return sha256(bytes) === record.file ? bytes : undefined;
+  const inside = (at: unknown) => Number.isSafeInteger(at) && (at as number) >= 100 && (at as number) + TIMESTAMP_LENGTH <= bytes.length;
+  if (!inside(record.takenAtOffset) || !inside(record.createdAtOffset)) return undefined;
+  return sha256(bytes) === record.file ? { bytes, record } : undefined;
 }
 
 /**
  * A digest of everything a snapshot file holds but its times: the format, the tree's URL,
- * every entry (all recorded fields, in any order: rows are keyed by path) and what was
- * skipped.
+ * every entry (all recorded fields) and what was skipped. Entries are taken in listing
+ * order, which for an unchanged tree is the same from run to run; when it is not, the
+ * digests differ and the file is only built in full (rows are keyed by path, so order does
+ * not change the database) — sorting 100k paths every time would cost more.
  */
 function snapshotDigest(snapshot: Snapshot, skipped: Array<{ path: string; reason: string }>): string {
   const h = createHash('sha256');
   h.update(`bitfog snapshot file ${MANIFEST_FORMAT_VERSION}\0${snapshot.url}\0${snapshot.assumedEmpty ? 1 : 0}\0`);
-  // Map order is listing order, which may differ from run to run: digest in path order.
-  const paths = [...snapshot.entries.keys()].sort();
   let chunk = '';
-  for (const p of paths) {
-    const e = snapshot.entries.get(p)!;
+  for (const e of snapshot.entries.values()) {
     // No field holds a NUL, so NUL-terminated fields cannot run into each other.
     chunk += `${e.path}\0${e.kind}\0${e.size}\0${e.mode}\0${e.mtimeMs}\0${e.hash}\0${e.linkTarget}\0`;
     if (chunk.length > 1 << 16) {

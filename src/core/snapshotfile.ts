@@ -59,7 +59,7 @@ export async function writeSnapshotFile(
   let offsets: { takenAtOffset: number; createdAtOffset: number } | undefined;
   if (previous && snapshot.takenAt.length === TIMESTAMP_LENGTH && createdAt.length === TIMESTAMP_LENGTH) {
     bytes = previous.bytes;
-    offsets = previous.record;
+    offsets = { takenAtOffset: previous.record.takenAtOffset, createdAtOffset: previous.record.createdAtOffset };
     Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(snapshot.takenAt, offsets.takenAtOffset, 'latin1');
     Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(createdAt, offsets.createdAtOffset, 'latin1');
     const header = new DataView(bytes.buffer, bytes.byteOffset, 100);

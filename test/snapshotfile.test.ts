@@ -112,6 +112,11 @@ describe('hash cache file', () => {
     assert.equal(back.lookup({ ...a, version: '3:1:2:7:1' }), undefined, 'another version is not trusted');
     assert.equal(back.lookup({ ...a, version: '3:1:1:7:10' }), undefined, 'a longer version is not trusted');
     assert.equal(back.lookup(entry('racy', '1:1:1:9:1', 1)), undefined, 'hashed within the racy window');
+    const reordered = await HashCache.open('/srv/tree', dir);
+    assert.equal(reordered.lookup(b), H(2), 'looked up out of the order of the file');
+    assert.equal(reordered.lookup(a), H(1));
+    assert.equal(reordered.lookup(entry('gone', '1:1:1:1:1', 1)), undefined);
+    assert.equal(reordered.size, 3);
     back.retainOnly((p) => p !== b.path);
     await back.save();
     const again = await HashCache.open('/srv/tree', dir);

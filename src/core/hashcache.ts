@@ -56,6 +56,15 @@ export class HashCache {
    */
   readonly #records = new Map<string, CacheRecord | number>();
   #text = '';
+  /**
+   * Where the first record of #text not yet in #records starts, or -1 when all are. The
+   * file is written in the order entries were looked up, which is listing order, so an
+   * unchanged rescan takes its records one after the other without building an index of
+   * the file; the first lookup that does not match the next record indexes the rest.
+   */
+  #cursor = -1;
+  /** Set once lookups left the file's order: from then on a record looked up moves to the end. */
+  #reordering = false;
   #dirty = false;
 
   private constructor(file: string | undefined) {
@@ -89,24 +98,59 @@ export class HashCache {
   async #read(): Promise<boolean> {
     let text: string;
     try {
-      text = await fsp.readFile(this.file!, 'utf8');
+      // Decoded in one go: readFile's own decoding goes through a StringDecoder chunk by chunk.
+      text = (await fsp.readFile(this.file!)).toString('utf8');
     } catch {
       return false;
     }
     if (!text.startsWith(CACHE_HEADER)) return false;
     this.#text = text;
-    let at = CACHE_HEADER.length;
-    for (;;) {
+    this.#cursor = CACHE_HEADER.length;
+    return true;
+  }
+
+  /** The end (final NUL) of the record whose fields after the path start at `fields`; -1 when torn. */
+  #recordEnd(fields: number): number {
+    let end = fields - 1;
+    for (let f = 1; f < FIELDS && end >= 0; f++) end = this.#text.indexOf('\0', end + 1);
+    return end;
+  }
+
+  /** Puts every record from the cursor on into #records (records of this run take precedence). */
+  #indexRest(): void {
+    const text = this.#text;
+    let at = this.#cursor;
+    this.#cursor = -1;
+    while (at >= 0) {
       const pathEnd = text.indexOf('\0', at);
       if (pathEnd < 0) break;
-      // The record's last field must be complete: a torn file keeps the records before the tear.
-      let end = pathEnd;
-      for (let f = 1; f < FIELDS && end >= 0; f++) end = text.indexOf('\0', end + 1);
+      // A torn file keeps the records before the tear.
+      const end = this.#recordEnd(pathEnd + 1);
       if (end < 0) break;
-      this.#records.set(text.slice(at, pathEnd), pathEnd + 1);
+      const p = text.slice(at, pathEnd);
+      if (!this.#records.has(p)) this.#records.set(p, pathEnd + 1);
       at = end + 1;
     }
-    return true;
+  }
+
+  /** The record of `p` from the file: the next one in order, else from the index. */
+  #fromFile(p: string): number | undefined {
+    const text = this.#text;
+    const at = this.#cursor;
+    if (text.startsWith(p, at) && text.charCodeAt(at + p.length) === 0) {
+      const end = this.#recordEnd(at + p.length + 1);
+      if (end >= 0) {
+        this.#cursor = end + 1 < text.length ? end + 1 : -1;
+        this.#records.set(p, at + p.length + 1);
+        return at + p.length + 1;
+      }
+    }
+    // Out of order (files added, removed or listed differently): index the rest, and write
+    // the file again in this run's order so that the next rescan reads it in order.
+    this.#indexRest();
+    this.#dirty = true;
+    this.#reordering = true;
+    return this.#records.get(p) as number | undefined;
   }
 
   /** The record whose fields (after the path) start at `at` in #text; undefined when damaged. */
@@ -123,14 +167,19 @@ export class HashCache {
   }
 
   get size(): number {
+    if (this.#cursor >= 0) this.#indexRest();
     return this.#records.size;
   }
 
   /** The cached hash for `entry`, or undefined when it cannot be trusted. */
   lookup(entry: Entry): string | undefined {
     if (entry.version === undefined) return undefined;
-    const found = this.#records.get(entry.path);
+    const found = this.#records.get(entry.path) ?? (this.#cursor >= 0 ? this.#fromFile(entry.path) : undefined);
     if (found === undefined) return undefined;
+    if (this.#reordering) {
+      this.#records.delete(entry.path);
+      this.#records.set(entry.path, found);
+    }
     if (typeof found === 'number') {
       // Most lookups of a rescan hit: compare the version in place before parsing anything.
       const v = this.#text.indexOf('\0', found);
@@ -154,6 +203,7 @@ export class HashCache {
 
   /** Drops records of paths not in `keep` (entries that no longer exist). */
   retainOnly(keep: (path: string) => boolean): void {
+    if (this.#cursor >= 0) this.#indexRest();
     for (const p of this.#records.keys()) {
       if (!keep(p)) {
         this.#records.delete(p);
@@ -165,6 +215,7 @@ export class HashCache {
   /** Writes the cache back if it changed. Failures are ignored: the cache is an accelerator. */
   async save(): Promise<void> {
     if (!this.file || !this.#dirty) return;
+    if (this.#cursor >= 0) this.#indexRest();
     try {
       const parts: string[] = [CACHE_HEADER];
       for (const [p, found] of this.#records) {

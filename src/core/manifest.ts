@@ -98,14 +98,14 @@ export class Manifest {
   }
 
   /** A new, empty manifest. */
-  static async create(): Promise<Manifest> {
+  static async create({ createdAt = new Date().toISOString() }: { createdAt?: string } = {}): Promise<Manifest> {
     const SQL = await sqlite();
     const db = new SQL.Database();
     db.exec(SCHEMA);
     db.exec(DELTA_SCHEMA);
     const m = new Manifest(db);
     m.setMeta('format_version', String(MANIFEST_FORMAT_VERSION));
-    m.setMeta('created_at', new Date().toISOString());
+    m.setMeta('created_at', createdAt);
     m.setMeta('created_by', 'bitfog');
     return m;
   }

@@ -67,9 +67,9 @@ export async function writeSnapshotFile(
     header.setUint32(CHANGE_COUNTER_OFFSET, counter);
     header.setUint32(VERSION_VALID_FOR_OFFSET, counter);
   } else {
-    const manifest = await Manifest.create();
+    // created_at is written once: a replaced value could linger in the page's free space.
+    const manifest = await Manifest.create({ createdAt });
     try {
-      manifest.setMeta('created_at', createdAt);
       manifest.putSnapshot(ROLE, snapshot);
       manifest.setSkipped(ROLE, skipped);
       bytes = manifest.export();

@@ -16,6 +16,7 @@
  * as the hashing would leave the token unchanged (git's "racy mtime" problem), so such
  * entries are hashed again next time, by which point they have aged out of the window.
  */
+import { isAscii } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -98,8 +99,10 @@ export class HashCache {
   async #read(): Promise<boolean> {
     let text: string;
     try {
-      // Decoded in one go: readFile's own decoding goes through a StringDecoder chunk by chunk.
-      text = (await fsp.readFile(this.file!)).toString('utf8');
+      // Decoded in one go (readFile's own decoding goes through a StringDecoder chunk by
+      // chunk), and as Latin-1 when it is all ASCII, which is the same text decoded faster.
+      const bytes = await fsp.readFile(this.file!);
+      text = bytes.toString(isAscii(bytes) ? 'latin1' : 'utf8');
     } catch {
       return false;
     }
@@ -180,12 +183,18 @@ export class HashCache {
       this.#records.delete(entry.path);
       this.#records.set(entry.path, found);
     }
+    let r: CacheRecord | undefined;
     if (typeof found === 'number') {
-      // Most lookups of a rescan hit: compare the version in place before parsing anything.
-      const v = this.#text.indexOf('\0', found);
-      if (v - found !== entry.version.length || !this.#text.startsWith(entry.version, found)) return undefined;
+      // Most lookups of a rescan hit: compare the version in place, then read only what else is needed.
+      const text = this.#text;
+      const v = found + entry.version.length;
+      if (text.charCodeAt(v) !== 0 || !text.startsWith(entry.version, found)) return undefined;
+      const s = text.indexOf('\0', v + 1);
+      if (s < 0 || text.slice(v + 1, s) !== String(entry.size)) return undefined;
+      r = this.#parse(found);
+    } else {
+      r = found;
     }
-    const r = typeof found === 'number' ? this.#parse(found) : found;
     if (!r || r.version !== entry.version || r.size !== entry.size) return undefined;
     if (entry.changedAtMs !== undefined && r.recordedAtMs - entry.changedAtMs < RACY_WINDOW_MS) return undefined;
     return r.hash;

@@ -27,7 +27,7 @@ const CHANGE_COUNTER_OFFSET = 24;
 const VERSION_VALID_FOR_OFFSET = 92;
 
 interface WrittenRecord {
-  /** SHA-256 of the manifest file's bytes as written. */
+  /** maskedHash() of the manifest file's bytes as written. */
   file: string;
   /** snapshotDigest() of what it holds. */
   digest: string;
@@ -82,7 +82,7 @@ export async function writeSnapshotFile(
   if (recordFile && offsets) {
     // Only an accelerator, so not synced: a record lost or torn in a crash, or one that
     // cannot be written, costs a full build next time. A stale one never matches the file.
-    const record: WrittenRecord = { file: sha256(bytes), digest, ...offsets };
+    const record: WrittenRecord = { file: maskedHash(bytes, offsets), digest, ...offsets };
     const tmp = `${recordFile}.${process.pid}.tmp`;
     await fsp
       .mkdir(path.dirname(recordFile), { recursive: true })
@@ -107,7 +107,8 @@ function timestampOffsets(bytes: Uint8Array, takenAt: string, createdAt: string)
   };
   const takenAtOffset = once(takenAt);
   const createdAtOffset = once(createdAt);
-  return takenAtOffset === undefined || createdAtOffset === undefined ? undefined : { takenAtOffset, createdAtOffset };
+  if (takenAtOffset === undefined || createdAtOffset === undefined || Math.abs(takenAtOffset - createdAtOffset) < TIMESTAMP_LENGTH) return undefined;
+  return { takenAtOffset, createdAtOffset };
 }
 
 /** The bytes of `file` when they are exactly what we wrote there with this digest. */
@@ -123,7 +124,30 @@ async function reusable(file: string, recordFile: string, digest: string): Promi
   }
   const inside = (at: unknown) => Number.isSafeInteger(at) && (at as number) >= 100 && (at as number) + TIMESTAMP_LENGTH <= bytes.length;
   if (!inside(record.takenAtOffset) || !inside(record.createdAtOffset)) return undefined;
-  return sha256(bytes) === record.file ? { bytes, record } : undefined;
+  if (Math.abs(record.takenAtOffset - record.createdAtOffset) < TIMESTAMP_LENGTH) return undefined;
+  return maskedHash(bytes, record) === record.file ? { bytes, record } : undefined;
+}
+
+/**
+ * SHA-256 of a snapshot file's bytes except the ranges a reuse replaces (the header's
+ * change counters and the two timestamps): it is the same before and after the
+ * replacement, so a rewrite costs one pass over the file instead of two.
+ */
+function maskedHash(bytes: Uint8Array, offsets: { takenAtOffset: number; createdAtOffset: number }): string {
+  const skip = [
+    [CHANGE_COUNTER_OFFSET, 4],
+    [VERSION_VALID_FOR_OFFSET, 4],
+    [offsets.takenAtOffset, TIMESTAMP_LENGTH],
+    [offsets.createdAtOffset, TIMESTAMP_LENGTH],
+  ].sort((a, b) => a[0]! - b[0]!);
+  const h = createHash('sha256').update(`${bytes.length}\0`);
+  let at = 0;
+  for (const [from, length] of skip) {
+    h.update(bytes.subarray(at, from));
+    at = from! + length!;
+  }
+  h.update(bytes.subarray(at));
+  return h.digest('hex');
 }
 
 /**
@@ -154,8 +178,4 @@ function snapshotDigest(snapshot: Snapshot, skipped: Array<{ path: string; reaso
 function recordPath(cacheDir: string, url: string, file: string): string {
   const key = createHash('sha256').update(`${url}\0${path.resolve(file)}`).digest('hex').slice(0, 32);
   return path.join(cacheDir, 'snapshot-files', `${key}.json`);
-}
-
-function sha256(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }

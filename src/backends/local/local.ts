@@ -12,7 +12,7 @@
  * thousand small files cost a few batched flushes rather than one fsync each.
  */
 import { execFile } from 'node:child_process';
-import { constants as C, createReadStream, lstatSync, promises as fsp } from 'node:fs';
+import { constants as C, createReadStream, lstatSync, promises as fsp, readdirSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -131,7 +131,7 @@ export class LocalBackend implements Destination {
       const dirPath = this.localPath(dir);
       let names: string[];
       try {
-        names = await readdirUtf8(dirPath, dir, onSkip);
+        names = readdirUtf8(dirPath, dir, onSkip);
       } catch (e) {
         if (dir === '') throw toBitfogError(e, `cannot list ${this.url}`);
         onSkip?.(dir, `unreadable directory (${toBitfogError(e).message})`);
@@ -431,11 +431,14 @@ function escapeError(p: RelPath) {
  * are read as strings (one decode in native code); only a directory where one of them
  * decoded to U+FFFD is read again as bytes to tell a real U+FFFD from an invalid name.
  */
-async function readdirUtf8(local: string, dir: RelPath, onSkip: ListOptions['onSkip']): Promise<string[]> {
-  const names = await fsp.readdir(local);
+function readdirUtf8(local: string, dir: RelPath, onSkip: ListOptions['onSkip']): string[] {
+  // Synchronous for the reason lstat is (see list()): a local directory is read in
+  // microseconds, while a round trip through the thread pool costs far more when the
+  // machine is busy.
+  const names = readdirSync(local);
   if (!names.some((n) => n.includes('\uFFFD'))) return names;
   const valid: string[] = [];
-  for (const raw of await fsp.readdir(local, { encoding: 'buffer' })) {
+  for (const raw of readdirSync(local, { encoding: 'buffer' })) {
     const name = raw.toString('utf8');
     if (name.includes('\uFFFD') && !Buffer.from(name, 'utf8').equals(raw)) {
       onSkip?.(dir === '' ? name : `${dir}/${name}`, 'name is not valid UTF-8');
@@ -457,7 +460,9 @@ function entryFromStats(p: RelPath, st: BigIntStats): Entry | undefined {
     size: kind === 'directory' ? 0 : Number(st.size),
     mode: Number(st.mode) & 0o7777,
     mtimeMs: Number(mtimeNs / 1000n) / 1000,
-    version: `${st.size}:${mtimeNs}:${ctimeNs}:${st.ino}:${st.dev}`,
+    // Joined rather than a template: one flat string instead of a tree of nine pieces, which
+    // matters when 100k of them stay in memory for the whole snapshot.
+    version: [st.size, mtimeNs, ctimeNs, st.ino, st.dev].join(':'),
     changedAtMs: Number((mtimeNs > ctimeNs ? mtimeNs : ctimeNs) / 1000n) / 1000,
   };
 }

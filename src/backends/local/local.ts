@@ -17,6 +17,7 @@ import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
+import { readBufferSize } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -49,6 +50,8 @@ const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW;
 const LSTAT_SLICE = 2048;
 /** Parallel fsync calls in one `sync` batch. */
 const SYNC_PARALLELISM = 16;
+/** Verified directories remembered at most (see #checkParent). */
+const VERIFIED_DIRS_MAX = 100_000;
 /** From this many paths on, one syncfs of the file system is cheaper than an fsync each. */
 const SYNCFS_MIN_PATHS = 8;
 
@@ -71,6 +74,8 @@ export class LocalBackend implements Destination {
   readonly #root: string;
   readonly #realRoot: string;
   readonly #procFd: boolean;
+  /** Parent directories found to be real directories inside the root (see #checkParent). */
+  readonly #verifiedDirs = new Set<string>();
 
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
@@ -215,14 +220,55 @@ export class LocalBackend implements Destination {
         fd: handle,
         start: options.start ?? 0,
         ...(options.end === undefined ? {} : { end: options.end - 1 }),
-        // Sized to the file: small files must not each cost a 1 MiB buffer.
-        highWaterMark: Math.min(1 << 20, Math.max(16 * 1024, ((options.end ?? st.size) - (options.start ?? 0)) || 1)),
+        highWaterMark: readBufferSize((options.end ?? st.size) - (options.start ?? 0)),
         autoClose: true,
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (e) {
       await handle.close().catch(() => {});
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  /**
+   * An in-kernel copy (copy_file_range) from a descriptor opened and checked like `read`'s;
+   * libuv copies by path, so the descriptor is handed over as /proc/self/fd/N, which opens
+   * that very file whatever happens to its name meanwhile.
+   */
+  async copyToLocalFile(p: RelPath, localFile: string, options: SignalOption = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, READ_FLAGS);
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      await fsp.copyFile(`/proc/self/fd/${handle.fd}`, localFile, C.COPYFILE_EXCL);
+    } catch (e) {
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  /** The other direction: into a descriptor opened and checked like `write`'s. */
+  async writeFromLocalFile(p: RelPath, localFile: string, options: WriteOptions): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    let size: number;
+    try {
+      await fsp.copyFile(localFile, `/proc/self/fd/${handle.fd}`);
+      size = (await handle.stat()).size;
+      // libuv gives the copy the mode of the file copied from: without a mode, write()'s default.
+      if (size === options.size) await applyMetadata(handle, { mode: options.mode ?? 0o600, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
+    } catch (e) {
+      throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    if (size !== options.size) {
+      throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
   }
 
@@ -249,6 +295,8 @@ export class LocalBackend implements Destination {
         }
         written += chunk.length;
       }
+      // Through the descriptor: no second path lookup, and it is the file just written.
+      if (written === options.size) await applyMetadata(handle, options);
     } catch (e) {
       await handle.close().catch(() => {});
       content.destroy();
@@ -258,7 +306,6 @@ export class LocalBackend implements Destination {
     if (written !== options.size) {
       throw bitfogError('EINTEGRITY', `wrote ${written} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
-    if (options.mode !== undefined || options.mtimeMs !== undefined) await this.setMetadata(p, options);
   }
 
   async mkdir(p: RelPath): Promise<void> {
@@ -302,6 +349,8 @@ export class LocalBackend implements Destination {
 
   async symlink(p: RelPath, target: string): Promise<void> {
     await this.#checkParent(p);
+    // A new symlink may stand where a directory checked earlier was: check afresh from now on.
+    this.#verifiedDirs.clear();
     try {
       await fsp.symlink(target, this.localPath(p));
     } catch (e) {
@@ -370,7 +419,9 @@ export class LocalBackend implements Destination {
    * checks through the descriptor that what was opened really lies inside the root.
    */
   async #openConfined(p: RelPath, flags: number, mode?: number): Promise<fsp.FileHandle> {
-    await this.#checkParent(p);
+    // Opening to read changes nothing, so the check after the open suffices where the
+    // descriptor tells its exact path; creating a file checks its parent first as well.
+    if ((flags & C.O_CREAT) !== 0 || !this.#procFd) await this.#checkParent(p);
     let handle: fsp.FileHandle;
     try {
       handle = await fsp.open(this.localPath(p), flags, mode);
@@ -381,8 +432,9 @@ export class LocalBackend implements Destination {
       throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
     }
     try {
+      // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
       const real = this.#procFd ? await fsp.readlink(`/proc/self/fd/${handle.fd}`) : await fsp.realpath(this.localPath(p));
-      if (!this.#insideRoot(real)) throw escapeError(p);
+      if (real !== path.join(this.#realRoot, p)) throw escapeError(p);
     } catch (e) {
       await handle.close().catch(() => {});
       if (flags & C.O_CREAT) await this.#unlinkIfEscaped(p);
@@ -405,7 +457,11 @@ export class LocalBackend implements Destination {
   async #checkParent(p: RelPath): Promise<void> {
     const slash = p.lastIndexOf('/');
     if (slash < 0) return;
-    const lexical = path.join(this.#root, p.slice(0, slash));
+    const parent = p.slice(0, slash);
+    // realpath costs a readlink per path component: a directory found real once in this
+    // session is not resolved again, until bitfog itself creates a symlink (see symlink()).
+    if (this.#verifiedDirs.has(parent)) return;
+    const lexical = path.join(this.#root, parent);
     let real: string;
     try {
       real = await fsp.realpath(lexical);
@@ -413,12 +469,20 @@ export class LocalBackend implements Destination {
       // A missing parent cannot redirect anything; the operation itself reports ENOENT.
       return;
     }
-    if (real !== path.join(this.#realRoot, p.slice(0, slash))) throw escapeError(p);
+    if (real !== path.join(this.#realRoot, parent)) throw escapeError(p);
+    if (this.#verifiedDirs.size >= VERIFIED_DIRS_MAX) this.#verifiedDirs.clear();
+    this.#verifiedDirs.add(parent);
   }
 
   #insideRoot(real: string): boolean {
     return real.startsWith(this.#realRoot.endsWith('/') ? this.#realRoot : this.#realRoot + '/');
   }
+}
+
+/** Mode and mtime of an open file (fchmod, futimens). */
+async function applyMetadata(handle: fsp.FileHandle, metadata: Metadata): Promise<void> {
+  if (metadata.mode !== undefined) await handle.chmod(metadata.mode & 0o7777);
+  if (metadata.mtimeMs !== undefined) await handle.utimes(new Date(), metadata.mtimeMs / 1000);
 }
 
 function escapeError(p: RelPath) {

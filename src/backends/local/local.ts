@@ -122,7 +122,14 @@ export class LocalBackend implements Destination {
    * special files are reported through `onSkip`, entries that vanish mid-listing are left
    * out. Throws ENOENT/ENOTDIR/EACCES when the root itself cannot be listed.
    */
-  async *list(options: ListOptions = {}): AsyncIterable<Entry> {
+  list(options: ListOptions = {}): AsyncIterable<Entry> {
+    // Directory by directory inside, entry by entry outside: resuming a generator per entry
+    // costs about a microsecond, a tenth of a 100k-file rescan's listing.
+    return flatten(this.#listDirectories(options));
+  }
+
+  /** The entries of `list`, one directory's worth at a time. */
+  async *#listDirectories(options: ListOptions): AsyncGenerator<Entry[]> {
     const { signal, onSkip } = options;
     const rootStat = await fsp.stat(this.#root).catch((e) => {
       throw toBitfogError(e, `cannot list ${this.url}`);
@@ -186,7 +193,7 @@ export class LocalBackend implements Destination {
         }
       }
       if (links.length > 0) await Promise.all(links);
-      for (const e of entries) if (e.kind !== 'symlink' || e.linkTarget !== undefined) yield e;
+      yield links.length > 0 ? entries.filter((e) => e.kind !== 'symlink' || e.linkTarget !== undefined) : entries;
     }
   }
 
@@ -487,6 +494,30 @@ async function applyMetadata(handle: fsp.FileHandle, metadata: Metadata): Promis
 
 function escapeError(p: RelPath) {
   return bitfogError('EACCES', `${JSON.stringify(p)} passes through a symlink; refusing to follow it`, { path: p });
+}
+
+/** The items of each batch in turn; ending the iteration early ends `batches` too. */
+function flatten<T>(batches: AsyncGenerator<T[]>): AsyncIterableIterator<T> {
+  let batch: T[] = [];
+  let next = 0;
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next(): Promise<IteratorResult<T>> {
+      while (next >= batch.length) {
+        const r = await batches.next();
+        if (r.done) return { done: true, value: undefined };
+        batch = r.value;
+        next = 0;
+      }
+      return { done: false, value: batch[next++]! };
+    },
+    async return(): Promise<IteratorResult<T>> {
+      await batches.return(undefined);
+      return { done: true, value: undefined };
+    },
+  };
 }
 
 /**

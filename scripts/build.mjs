@@ -8,7 +8,9 @@ import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
 await build({
-  entryPoints: { cli: path.join(root, 'src/cli/main.ts') },
+  // The signature worker is an entry of its own: a worker thread loads it by file name
+  // (see src/core/delta/signer.ts).
+  entryPoints: { cli: path.join(root, 'src/cli/main.ts'), 'sign-worker': path.join(root, 'src/core/delta/sign-worker.ts') },
   outdir: path.join(root, 'dist'),
   outExtension: { '.js': '.mjs' },
   // Each dynamic import() becomes its own chunk, loaded only when reached: a backend's

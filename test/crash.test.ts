@@ -18,7 +18,7 @@ const exec = promisify(execFile);
 
 function tree(): TreeSpec {
   const spec: TreeSpec = {};
-  for (let i = 0; i < 3; i++) spec[`big/file ${i} #.bin`] = { bytes: 6_000_000 + i, seed: 100 + i };
+  for (let i = 0; i < 3; i++) spec[`big/file ${i} #.bin`] = { bytes: 3_000_000 * (i + 1) + i, seed: 100 + i }; // the last one above store's large-file size (8 MiB)
   for (let i = 0; i < 120; i++) spec[`small/dir ${i % 7}/ñ ${i}.txt`] = { bytes: 1 + ((i * 7919) % 20_000), seed: i };
   spec['link'] = { symlink: 'big/file 0 #.bin' };
   spec['empty'] = '';

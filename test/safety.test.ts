@@ -186,6 +186,42 @@ describe('symlinked directories at the destination', () => {
     }
     assert.deepEqual(await fsp.readdir(outside), ['secret.txt']);
   });
+
+  it('are not read or written through even when they point inside the root', async () => {
+    const dir = await tempDir('symlinkdir-inside');
+    const root = path.join(dir, 'dest');
+    await makeTree(root, { 'real dir/inner #1.txt': 'inner', 'alias': { symlink: 'real dir' } });
+    const dest = await LocalBackend.open(root, root, { write: true });
+    await assert.rejects(dest.read(toRelPath('alias/inner #1.txt')), (e) => isBitfogError(e, 'EACCES'));
+    await assert.rejects(dest.copyToLocalFile(toRelPath('alias/inner #1.txt'), path.join(dir, 'copy')), (e) => isBitfogError(e, 'EACCES'));
+    await assert.rejects(
+      dest.write(toRelPath('alias/inner #1.txt'), Readable.from([Buffer.from('overwritten')]), { size: 11 }),
+      (e) => isBitfogError(e, 'EACCES'),
+    );
+    assert.equal(await fsp.readFile(path.join(root, 'real dir', 'inner #1.txt'), 'utf8'), 'inner', 'the file behind the link is untouched');
+  });
+
+  it('are noticed when bitfog itself puts a symlink where a checked directory was', async () => {
+    const dir = await tempDir('symlinkdir-swap');
+    const outside = path.join(dir, 'outside');
+    const root = path.join(dir, 'dest');
+    await makeTree(outside, {});
+    await makeTree(root, { 'sub/a.txt': 'a' });
+    const dest = await LocalBackend.open(root, root, { write: true });
+    await dest.write(toRelPath('sub/b.txt'), Readable.from([Buffer.from('b')]), { size: 1 }); // 'sub' checked and remembered
+    await dest.remove(toRelPath('sub/a.txt'));
+    await dest.remove(toRelPath('sub/b.txt'));
+    await dest.rmdir(toRelPath('sub'));
+    await dest.symlink(toRelPath('sub'), outside);
+    for (const op of [
+      () => dest.write(toRelPath('sub/c.txt'), Readable.from([Buffer.from('c')]), { size: 1 }),
+      () => dest.mkdir(toRelPath('sub/d')),
+      () => dest.setMetadata(toRelPath('sub/e'), { mode: 0o600 }),
+    ]) {
+      await assert.rejects(op(), (e) => isBitfogError(e, 'EACCES'));
+    }
+    assert.deepEqual(await fsp.readdir(outside), [], 'nothing written outside');
+  });
 });
 
 describe('a hostile manifest', () => {

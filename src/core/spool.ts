@@ -16,9 +16,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
-import { syncDir } from './fsutil.ts';
-import { formatHash, sha256Hex } from './hashing.ts';
+import { readBufferSize, syncDir } from './fsutil.ts';
+import { formatHash, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
+import pLimit from 'p-limit';
 import { createHash } from 'node:crypto';
 
 const MANIFEST = 'manifest.db';
@@ -36,6 +37,8 @@ export class Spool {
   readonly dir: string;
   readonly manifest: Manifest;
   readonly #blobs: Map<string, number>;
+  /** Blob directories known to exist (created or seen in this session). */
+  readonly #blobDirs = new Set<string>();
   readonly #lock: SpoolLock;
 
   private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, lock: SpoolLock) {
@@ -150,6 +153,45 @@ export class Spool {
   }
 
   /**
+   * A small blob read whole, in one read: store verifies it in memory before writing a
+   * byte of it. Reads one byte more than `size`, so that a longer file shows as such.
+   */
+  async readSmallBlob(hash: string, size: number): Promise<Buffer> {
+    try {
+      const handle = await fsp.open(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        const buffer = Buffer.allocUnsafe(size + 1);
+        let got = 0;
+        for (;;) {
+          const { bytesRead } = await handle.read(buffer, got, buffer.length - got, got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+          if (got === buffer.length) break;
+        }
+        return buffer.subarray(0, got);
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      throw toBitfogError(e, `cannot read blob ${hash}`);
+    }
+  }
+
+  /** Hashes a blob as it is on disk: its hash and size, to compare with its name. */
+  async hashBlob(hash: string, options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<{ hash: string; bytes: number }> {
+    try {
+      const handle = await fsp.open(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        return await hashFileHandle(handle, options);
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      throw toBitfogError(e, `cannot read blob ${hash}`);
+    }
+  }
+
+  /**
    * Writes a blob from `content`, hashing as it goes. It lands under its final name only when
    * the content hashed to `expectedHash` (when given) and had `expectedSize` bytes; otherwise
    * it is discarded and EINTEGRITY thrown. Returns the hash. Throws ENOSPC on a full disk
@@ -185,7 +227,40 @@ export class Spool {
       await fsp.rm(tmp, { force: true });
       throw toBitfogError(e, 'cannot write to the spool');
     }
-    const hash = formatHash(h);
+    return this.#land(tmp, formatHash(h), bytes, expected);
+  }
+
+  /**
+   * Like `writeBlob`, for content that `copy` puts into a new local file by its own means
+   * (an in-kernel copy, see Source.copyToLocalFile). The copy is then read back and hashed:
+   * what lands is what was verified.
+   */
+  async importBlob(
+    copy: (file: string) => Promise<void>,
+    expected: { hash?: string; size: number },
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void; durable?: boolean } = {},
+  ): Promise<string> {
+    const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
+    let hashed: { hash: string; bytes: number };
+    try {
+      await copy(tmp);
+      const handle = await fsp.open(tmp, C.O_RDWR | C.O_NOFOLLOW);
+      try {
+        await handle.chmod(0o644); // the copy may have taken the mode of the file it came from
+        hashed = await hashFileHandle(handle, options);
+        if (options.durable !== false) await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      await fsp.rm(tmp, { force: true });
+      throw toBitfogError(e, 'cannot write to the spool');
+    }
+    return this.#land(tmp, hashed.hash, hashed.bytes, expected);
+  }
+
+  /** Moves a written and hashed temporary file into place as a blob, if it is what was expected. */
+  async #land(tmp: string, hash: string, bytes: number, expected: { hash?: string; size: number }): Promise<string> {
     if (bytes !== expected.size || (expected.hash !== undefined && hash !== expected.hash)) {
       await fsp.rm(tmp, { force: true });
       throw bitfogError(
@@ -196,7 +271,11 @@ export class Spool {
       );
     }
     const final = this.blobPath(hash);
-    await fsp.mkdir(path.dirname(final), { recursive: true });
+    const dir = path.dirname(final);
+    if (!this.#blobDirs.has(dir)) {
+      await fsp.mkdir(dir, { recursive: true });
+      this.#blobDirs.add(dir);
+    }
     await fsp.rename(tmp, final);
     this.#blobs.set(hash, bytes);
     return hash;
@@ -210,8 +289,18 @@ export class Spool {
 
   /** Deletes a blob (landed at the destination, or found corrupt). */
   async removeBlob(hash: string): Promise<void> {
-    await fsp.rm(this.blobPath(hash), { force: true });
+    try {
+      await fsp.unlink(this.blobPath(hash));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw toBitfogError(e, `cannot remove blob ${hash}`);
+    }
     this.#blobs.delete(hash);
+  }
+
+  /** Deletes many blobs, several at a time (a trip of small files frees thousands). */
+  async removeBlobs(hashes: Iterable<string>): Promise<void> {
+    const limit = pLimit(BLOB_IO_PARALLELISM);
+    await Promise.all([...hashes].map((h) => limit(() => this.removeBlob(h))));
   }
 
   /** Free bytes on the spool's file system. */
@@ -221,23 +310,19 @@ export class Spool {
   }
 }
 
-/**
- * Read buffers sized to the file: 1 MiB for large files, but a 20 KiB file must not cost a
- * 1 MiB allocation (a hundred thousand small files would spend their time collecting garbage).
- */
-export function readBufferSize(fileSize: number): number {
-  return Math.min(1 << 20, Math.max(16 * 1024, fileSize));
-}
+/** Blob files stat-ed or removed at once. */
+const BLOB_IO_PARALLELISM = 32;
 
 async function scanBlobs(root: string): Promise<Map<string, number>> {
   const blobs = new Map<string, number>();
   for (const prefix of await fsp.readdir(root)) {
     if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
     const dir = path.join(root, prefix);
-    for (const name of await fsp.readdir(dir)) {
-      if (!/^[0-9a-f]{64}$/.test(name) || !name.startsWith(prefix)) continue;
-      const st = await fsp.stat(path.join(dir, name));
-      blobs.set(`sha256:${name}`, st.size);
+    const names = (await fsp.readdir(dir)).filter((name) => /^[0-9a-f]{64}$/.test(name) && name.startsWith(prefix));
+    for (let i = 0; i < names.length; i += BLOB_IO_PARALLELISM) {
+      const batch = names.slice(i, i + BLOB_IO_PARALLELISM);
+      const sizes = await Promise.all(batch.map(async (name) => (await fsp.stat(path.join(dir, name))).size));
+      batch.forEach((name, k) => blobs.set(`sha256:${name}`, sizes[k]!));
     }
   }
   return blobs;

@@ -5,17 +5,19 @@
 import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import initSqlJs, { type SqlJsStatic } from 'sql.js';
+import type { SqlJsStatic } from 'sql.js';
 import { writeFileAtomic } from './fsutil.ts';
 
 let loading: Promise<SqlJsStatic> | undefined;
 
 export function sqlite(): Promise<SqlJsStatic> {
-  if (!loading) {
+  // Imported on first use: a command that needs no database (an unchanged builddb among
+  // them) does not pay for loading sql.js.
+  loading ??= import('sql.js').then(({ default: initSqlJs }) => {
     const require = createRequire(import.meta.url);
     const wasm = require.resolve('sql.js/dist/sql-wasm.wasm');
-    loading = initSqlJs({ locateFile: () => wasm });
-  }
+    return initSqlJs({ locateFile: () => wasm });
+  });
   return loading;
 }
 

@@ -9,25 +9,33 @@
  * matches the recorded destination snapshot (see plan.ts); everything else is a conflict.
  */
 import pLimit from 'p-limit';
-import { pipeline, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
-import { formatHash } from './hashing.ts';
+import { formatHash, HASH_ALGORITHM } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
-import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures } from './delta/transfer.ts';
+import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
+import { type ContentSigner, contentSigner } from './delta/signer.ts';
+import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
-import type { Destination } from './types.ts';
+import type { Destination, WriteOptions } from './types.ts';
+import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
 /** …or this many bytes. */
 const BATCH_BYTES = 64 * 1024 * 1024;
+/**
+ * Files at least this large are made durable one by one (an fsync costs little next to
+ * their data) and several are written at once, each renamed as soon as it is durable.
+ */
+const LARGE_FILE_BYTES = 8 * 1024 * 1024;
 
 export interface StoreOptions {
   destination: Destination;
@@ -147,36 +155,99 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  // Large files are signed (delta transfer) from the bytes store writes or reads back anyway,
+  // so that recording the destination's signatures does not read them again.
+  const signFrom = signatureMinBytes(options.delta);
+  const signedWrites = new Map<string, { hash: string; signature: FileSignature }>();
+  const signerFor = (w: Extract<StoreAction, { op: 'write' }>): ContentSigner | undefined =>
+    signFrom !== undefined && w.size >= signFrom && w.from.kind !== 'delta' ? contentSigner(w.size) : undefined;
+  const storeProgress = (w: Extract<StoreAction, { op: 'write' }>) => (n: number) => {
+    doneBytes += n;
+    onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
+  };
+
   /** Opens the verified content of a write: a spool blob or a file already at the destination. */
-  const openContent = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Readable> => {
+  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
+    if (w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer) {
+      // Small: read whole and verified before anything is written (no stream machinery per file).
+      const content = await spool.readSmallBlob(w.hash, w.size);
+      const got = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
+      if (got !== w.hash || content.length !== w.size) {
+        throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
+      }
+      storeProgress(w)(content.length);
+      return Readable.from([content]);
+    }
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
       : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
       : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
-    const verifier = new VerifyingStream(w.hash, w.size, (n) => {
-      doneBytes += n;
-      onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
-    });
+    const verifier = new VerifyingStream(w.hash, w.size, storeProgress(w), signer);
     // pipeline carries a read error of the source into the verifier, where the writer sees it.
     return pipeline(raw, verifier, () => {});
+  };
+
+  const destinationCopies = typeof dest.writeFromLocalFile === 'function';
+  /**
+   * The destination's own copy of a spool blob onto a temporary name (an in-kernel copy for
+   * local disks), then read back and verified there: what is renamed into place later is
+   * what was checked. false: the destination cannot; stream through `write` instead.
+   */
+  const copyFromSpool = async (
+    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
+  ): Promise<boolean> => {
+    if (!destinationCopies || w.from.kind !== 'spool' || w.size < OWN_COPY_MIN_BYTES) return false;
+    try {
+      await dest.writeFromLocalFile!(target, spool.blobPath(w.hash), writeOptions);
+    } catch (e) {
+      if (isBitfogError(e, 'EOPNOTSUPP')) return false;
+      throw e;
+    }
+    const hash = createHash(HASH_ALGORITHM);
+    let bytes = 0;
+    const progress = storeProgress(w);
+    for await (const chunk of (await dest.read(target, signal ? { signal } : {})) as AsyncIterable<Buffer>) {
+      throwIfAborted(signal);
+      hash.update(chunk);
+      bytes += chunk.length;
+      if (signer && bytes <= w.size) await signer.update(chunk);
+      progress(chunk.length);
+    }
+    const landed = { hash: formatHash(hash), bytes };
+    if (landed.hash === w.hash && landed.bytes === w.size) return true;
+    // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
+    const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
+    if (blob.hash !== w.hash || blob.bytes !== w.size) {
+      throw bitfogError('EINTEGRITY', `spool content hashed to ${blob.hash} (${blob.bytes} bytes), expected ${w.hash} (${w.size} bytes)`, { path: w.path });
+    }
+    throw bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path });
   };
 
   /** Writes one file under its temporary name (or in place on all-or-nothing backends). */
   const writeStaged = async (w: Extract<StoreAction, { op: 'write' }>): Promise<RelPath | undefined> => {
     throwIfAborted(signal);
     const target = caps.atomicRename ? tempSiblingOf(w.path) : w.path;
+    let signer: ContentSigner | undefined;
     try {
       await ensureParents(w.path);
-      const content = await openContent(w);
-      await dest.write(target, content, {
+      const writeOptions = {
         size: w.size, hash: w.hash,
         ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
         ...(signal ? { signal } : {}),
-      });
+      };
+      signer = signerFor(w);
+      if (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer))) {
+        if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
+        return target;
+      }
+      const content = await openContent(w, signer);
+      await dest.write(target, content, writeOptions);
+      if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
       return target;
     } catch (e) {
       const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
       if (caps.atomicRename) await dest.remove(target).catch(() => {});
+      signer?.dispose();
       const deltaRefused = w.from.kind === 'delta' ? deltas.failed(w.hash, w.path, err) : undefined;
       if (deltaRefused !== undefined) {
         onProgress?.({ type: 'skip', path: w.path, reason: deltaRefused });
@@ -203,6 +274,14 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  const renamedDirs = new Set<RelPath>();
+  const syncRenamedDirs = async () => {
+    if (renamedDirs.size === 0) return;
+    const dirs = [...renamedDirs];
+    renamedDirs.clear();
+    await dest.sync?.(dirs, { ...(signal ? { signal } : {}) });
+  };
+
   const runWrites = async (batch: Array<Extract<StoreAction, { op: 'write' }>>) => {
     // Stage every file of the batch, flush them together, then rename each into place.
     const staged = await Promise.all(batch.map((w) => limit(() => writeStaged(w))));
@@ -222,7 +301,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
           }),
         ),
       );
-      await dest.sync?.([...new Set(ok.map((x) => parentPath(x.w.path)))], { ...(signal ? { signal } : {}) });
+      // The renames themselves are made durable once, after all writes (see syncRenamedDirs):
+      // a file system's next flush covers them, and one call replaces one per batch.
+      for (const { w } of ok) renamedDirs.add(parentPath(w.path));
     } else {
       for (const { w } of ok) landed(w);
     }
@@ -299,24 +380,38 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
+  // Batches of writes run several at once (one stages while another is flushed; large files
+  // are batches of their own); any other action waits for them, so the phases of the plan
+  // keep their order.
+  const batches = new InFlight(Math.max(2, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
   try {
     // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
     // run concurrently in durable batches, everything else in order.
     let i = 0;
+    let runningKind: string | undefined;
     const actions = plan.actions;
     while (i < actions.length) {
       const a = actions[i]!;
+      // Copies within the destination and delta assemblies read files other writes may
+      // replace: batches of another kind of content wait for those running to finish.
+      if (a.op !== 'write' || a.from.kind !== runningKind) await batches.drain();
+      if (a.op === 'write') runningKind = a.from.kind;
+      if (a.op === 'write' && a.size >= LARGE_FILE_BYTES) {
+        await batches.add(runWrites([a]));
+        i++;
+        continue;
+      }
       if (a.op === 'write') {
         const batch: Array<Extract<StoreAction, { op: 'write' }>> = [];
         let bytes = 0;
         while (i < actions.length && actions[i]!.op === 'write' && batch.length < BATCH_FILES && bytes < BATCH_BYTES) {
           const w = actions[i] as Extract<StoreAction, { op: 'write' }>;
-          if (batch.length > 0 && w.from.kind !== batch[0]!.from.kind) break;
+          if (w.size >= LARGE_FILE_BYTES || (batch.length > 0 && w.from.kind !== batch[0]!.from.kind)) break;
           batch.push(w);
           bytes += w.size;
           i++;
         }
-        await runWrites(batch);
+        await batches.add(runWrites(batch));
       } else if (a.op === 'symlink' || a.op === 'meta') {
         const group: StoreAction[] = [];
         while (i < actions.length && actions[i]!.op === a.op && group.length < BATCH_FILES) group.push(actions[i++]!);
@@ -327,7 +422,10 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         i++;
       }
     }
+    await batches.drain();
+    await syncRenamedDirs();
   } finally {
+    await batches.settle();
     // Whatever happened, record what is known so a rerun starts from the truth.
     manifest.appendJournal(trip, journal);
     journal.length = 0;
@@ -347,18 +445,15 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const stillNeeded = new Set(alreadyCarried.map((c) => c.hash!));
   const deltaNeeded = new Set(contentNeeds(source, finalState, new Set(deltas.recipeHashes())).alreadyCarried.map((c) => c.hash!));
   const deltaChunks = deltas.keepFor(deltaNeeded);
-  for (const b of spool.blobs()) {
-    if (!stillNeeded.has(b.hash) && !deltaChunks.has(b.hash)) {
-      await spool.removeBlob(b.hash);
-      result.freedBytes += b.size;
-    }
-  }
+  const landedBlobs = spool.blobs().filter((b) => !stillNeeded.has(b.hash) && !deltaChunks.has(b.hash));
+  await spool.removeBlobs(landedBlobs.map((b) => b.hash));
+  for (const b of landedBlobs) result.freedBytes += b.size;
   const pendingNeeds = contentNeeds(source, finalState, new Set()).needs.filter((n) => !n.hash || (!stillNeeded.has(n.hash) && !deltaNeeded.has(n.hash)));
   result.pendingFiles = pendingNeeds.reduce((n, p) => n + p.paths.length, 0);
   result.pendingBytes = pendingNeeds.reduce((n, p) => n + p.size, 0);
 
   manifest.putSnapshot('destination', finalState);
-  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: deltas.knownSignatures });
+  await recordDestinationSignatures({ ...signOptions, snapshot: finalState, known: new Map([...signedWrites, ...deltas.knownSignatures]) });
   manifest.setConflicts(result.conflicts);
   manifest.setSkipped('destination', [...result.skipped, ...result.unsupported]);
   manifest.appendJournal(trip, [{
@@ -372,6 +467,44 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   await cache.save();
   result.elapsedMs = Date.now() - t0;
   return result;
+}
+
+/**
+ * Tasks running at once, at most `max`: `add` waits for room, `drain` for all of them.
+ * The first failure is rethrown by the next `add` or `drain`.
+ */
+class InFlight {
+  readonly #running = new Set<Promise<void>>();
+  #failure: { error: unknown } | undefined;
+
+  constructor(private readonly max: number) {}
+
+  async add(task: Promise<void>): Promise<void> {
+    const tracked = task.then(
+      () => void this.#running.delete(tracked),
+      (error: unknown) => {
+        this.#running.delete(tracked);
+        this.#failure ??= { error };
+      },
+    );
+    this.#running.add(tracked);
+    while (this.#running.size >= this.max) await Promise.race(this.#running);
+    this.#rethrow();
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.#running);
+    this.#rethrow();
+  }
+
+  /** Waits for all, ignoring failures (after an error elsewhere, before cleaning up). */
+  async settle(): Promise<void> {
+    await Promise.all(this.#running);
+  }
+
+  #rethrow(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
 }
 
 function emptyStream(): Readable {
@@ -390,12 +523,16 @@ class VerifyingStream extends Transform {
   readonly #expectedHash: string;
   readonly #expectedSize: number;
   readonly #onBytes: (n: number) => void;
+  readonly #signer: ContentSigner | undefined;
+  /** The content's signature, once the stream has ended, when a signer was given. */
+  signature: FileSignature | undefined;
 
-  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void) {
+  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void, signer?: ContentSigner) {
     super({ highWaterMark: 1 << 20 });
     this.#expectedHash = expectedHash;
     this.#expectedSize = expectedSize;
     this.#onBytes = onBytes;
+    this.#signer = signer;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -406,7 +543,15 @@ class VerifyingStream extends Transform {
     }
     this.#hash.update(chunk);
     this.#onBytes(chunk.length);
-    cb(null, chunk);
+    let wait: void | Promise<void>;
+    try {
+      wait = this.#signer?.update(chunk);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
+    if (wait) wait.then(() => cb(null, chunk), cb);
+    else cb(null, chunk);
   }
 
   override _flush(cb: TransformCallback): void {
@@ -415,6 +560,13 @@ class VerifyingStream extends Transform {
       cb(bitfogError('EINTEGRITY', `content hashed to ${got} (${this.#bytes} bytes), expected ${this.#expectedHash} (${this.#expectedSize} bytes)`));
       return;
     }
-    cb();
+    if (!this.#signer) {
+      cb();
+      return;
+    }
+    this.#signer.finish().then((signature) => {
+      this.signature = signature;
+      cb();
+    }, cb);
   }
 }

@@ -137,6 +137,15 @@ export interface Source {
   /** The target of a symlink, verbatim. Throws ENOENT, and EINVAL-like EIO for non-links. */
   readlink(path: RelPath, options?: SignalOption): Promise<string>;
 
+  /**
+   * Optional. Copies the whole file at `path` into `localFile`, a path on this machine that
+   * does not exist yet (the backend creates it), by the fastest means the backend has (the
+   * local backend: an in-kernel copy). The core then hashes `localFile` itself, so what is
+   * verified is what landed. Throws as `read` does, and EOPNOTSUPP to make the core stream
+   * through `read` instead.
+   */
+  copyToLocalFile?(path: RelPath, localFile: string, options?: SignalOption): Promise<void>;
+
   /** Releases connections. Idempotent. */
   close(): Promise<void>;
 }
@@ -176,6 +185,15 @@ export interface Destination extends Source {
 
   /** Sets mode and/or mtime where the backend keeps them; silently ignores what it cannot keep. */
   setMetadata(path: RelPath, metadata: Metadata, options?: SignalOption): Promise<void>;
+
+  /**
+   * Optional. Writes the file at `path` from the local file `localFile` (a spool blob) with
+   * the contract of `write`. The core uses it only with `capabilities.atomicRename`, on a
+   * temporary name, and reads the written file back through `read` to verify it before
+   * renaming it into place: implement it only where that read is cheap (a local disk).
+   * Throws EOPNOTSUPP to make the core stream through `write` instead.
+   */
+  writeFromLocalFile?(path: RelPath, localFile: string, options: WriteOptions): Promise<void>;
 
   /**
    * Optional. Makes the content and names at `paths` durable (fsync or equivalent), in one

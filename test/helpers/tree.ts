@@ -2,6 +2,7 @@
  * Trees from literals, and what a tree holds, for assertions a user would make: bytes,
  * symlink targets, modes, mtimes, and nothing else present.
  */
+import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -99,12 +100,25 @@ export function contentOf(tree: Map<string, TreeEntryState>): Record<string, str
   return out;
 }
 
-/** Content plus mode and mtime (to 10 µs), for checking that metadata was carried. */
+/** Kind and mode of each entry, for checking that metadata was carried (mtimes: assertSameMetadata). */
 export function metadataOf(tree: Map<string, TreeEntryState>): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [p, e] of [...tree].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const mtime = e.kind === 'directory' ? '' : ` ${Math.round(e.mtimeMs * 100)}`;
-    out[p] = `${e.kind} ${e.kind === 'symlink' ? '' : e.mode.toString(8)}${mtime}`;
+    out[p] = `${e.kind} ${e.kind === 'symlink' ? '' : e.mode.toString(8)}`;
   }
   return out;
+}
+
+/**
+ * The same entries with the same kinds and modes, and the same mtimes (files and symlinks)
+ * within 20 µs: times travel as microseconds and are set through a double of seconds, so
+ * an exact comparison at any rounding would fail now and then at a rounding boundary.
+ */
+export function assertSameMetadata(actual: Map<string, TreeEntryState>, expected: Map<string, TreeEntryState>, message = 'modes and mtimes carried'): void {
+  assert.deepEqual(metadataOf(actual), metadataOf(expected), message);
+  for (const [p, e] of expected) {
+    if (e.kind === 'directory') continue;
+    const got = actual.get(p)!.mtimeMs;
+    assert.ok(Math.abs(got - e.mtimeMs) < 0.02, `${message}: mtime of ${JSON.stringify(p)} is ${got}, expected ${e.mtimeMs}`);
+  }
 }

@@ -12,11 +12,12 @@
  * thousand small files cost a few batched flushes rather than one fsync each.
  */
 import { execFile } from 'node:child_process';
-import { constants as C, createReadStream, promises as fsp } from 'node:fs';
+import { constants as C, createReadStream, lstatSync, promises as fsp, readdirSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
+import { readBufferSize } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -45,10 +46,12 @@ export const localCapabilities: Capabilities = {
 
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
 const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW;
-/** Parallel lstat calls per directory during a listing. */
-const LSTAT_BATCH = 64;
+/** Synchronous lstat calls in a listing between two turns of the event loop. */
+const LSTAT_SLICE = 2048;
 /** Parallel fsync calls in one `sync` batch. */
 const SYNC_PARALLELISM = 16;
+/** Verified directories remembered at most (see #checkParent). */
+const VERIFIED_DIRS_MAX = 100_000;
 /** From this many paths on, one syncfs of the file system is cheaper than an fsync each. */
 const SYNCFS_MIN_PATHS = 8;
 
@@ -71,6 +74,8 @@ export class LocalBackend implements Destination {
   readonly #root: string;
   readonly #realRoot: string;
   readonly #procFd: boolean;
+  /** Parent directories found to be real directories inside the root (see #checkParent). */
+  readonly #verifiedDirs = new Set<string>();
 
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
@@ -111,73 +116,84 @@ export class LocalBackend implements Destination {
     return p === '' ? this.#root : path.join(this.#root, p);
   }
 
-  async *list(options: ListOptions = {}): AsyncIterable<Entry> {
+  /**
+   * Every entry under the root, depth first, directories before their contents. Symlinks
+   * are listed (with their targets), never followed. Names that are not valid UTF-8 and
+   * special files are reported through `onSkip`, entries that vanish mid-listing are left
+   * out. Throws ENOENT/ENOTDIR/EACCES when the root itself cannot be listed.
+   */
+  list(options: ListOptions = {}): AsyncIterable<Entry> {
+    // Directory by directory inside, entry by entry outside: resuming a generator per entry
+    // costs about a microsecond, a tenth of a 100k-file rescan's listing.
+    return flatten(this.#listDirectories(options));
+  }
+
+  /** The entries of `list`, one directory's worth at a time. */
+  async *#listDirectories(options: ListOptions): AsyncGenerator<Entry[]> {
     const { signal, onSkip } = options;
     const rootStat = await fsp.stat(this.#root).catch((e) => {
       throw toBitfogError(e, `cannot list ${this.url}`);
     });
     if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
     const pending: RelPath[] = ['' as RelPath];
+    let sinceBreak = 0;
     while (pending.length > 0) {
       throwIfAborted(signal);
       const dir = pending.pop()!;
-      let names: Buffer[];
+      const dirPath = this.localPath(dir);
+      let names: string[];
       try {
-        names = await fsp.readdir(this.localPath(dir), { encoding: 'buffer' });
+        names = readdirUtf8(dirPath, dir, onSkip);
       } catch (e) {
         if (dir === '') throw toBitfogError(e, `cannot list ${this.url}`);
         onSkip?.(dir, `unreadable directory (${toBitfogError(e).message})`);
         continue;
       }
-      const children: RelPath[] = [];
-      for (const raw of names) {
-        const name = raw.toString('utf8');
-        // A name that is not valid UTF-8 cannot be carried portably: say so, never mangle it.
-        if (name.includes('\uFFFD') && !Buffer.from(name, 'utf8').equals(raw)) {
-          onSkip?.(dir === '' ? name : `${dir}/${name}`, 'name is not valid UTF-8');
+      const links: Array<Promise<void>> = [];
+      const entries: Entry[] = [];
+      for (const name of names) {
+        const p = childPath(dir, name);
+        // Synchronous on purpose: an lstat of a local file is a few microseconds of kernel
+        // work, and a promise per call (through the 4-thread pool) costs several times
+        // that in this thread; measured on 100k files: 0.95 s synchronous against 1.7 s
+        // with 64 promises in flight. The event loop gets a turn every LSTAT_SLICE calls.
+        let st: BigIntStats | undefined;
+        try {
+          st = lstatSync(`${dirPath}/${name}`, { bigint: true, throwIfNoEntry: false });
+        } catch (e) {
+          onSkip?.(p, `cannot stat (${toBitfogError(e).message})`);
           continue;
         }
-        children.push(childPath(dir, name));
-      }
-      for (let i = 0; i < children.length; i += LSTAT_BATCH) {
-        const batch = children.slice(i, i + LSTAT_BATCH);
-        const stats = await Promise.all(
-          batch.map((p) => fsp.lstat(this.localPath(p), { bigint: true }).catch((e: unknown) => e as Error)),
-        );
-        const links: Array<Promise<void>> = [];
-        const entries: Entry[] = [];
-        for (let j = 0; j < batch.length; j++) {
-          const p = batch[j]!;
-          const st = stats[j]!;
-          if (st instanceof Error) {
-            // Vanished between readdir and lstat: it is simply not part of this listing.
-            if ((st as NodeJS.ErrnoException).code !== 'ENOENT') onSkip?.(p, `cannot stat (${toBitfogError(st).message})`);
-            continue;
-          }
-          const entry = entryFromStats(p, st);
-          if (!entry) {
-            onSkip?.(p, `not a regular file, symlink or directory`);
-            continue;
-          }
-          if (entry.kind === 'directory') pending.push(p);
-          if (entry.kind === 'symlink') {
-            links.push(
-              fsp.readlink(this.localPath(p)).then(
-                (t) => {
-                  entry.linkTarget = t;
-                },
-                (e) => {
-                  entry.linkTarget = undefined;
-                  onSkip?.(p, `cannot read symlink (${toBitfogError(e).message})`);
-                },
-              ),
-            );
-          }
-          entries.push(entry);
+        // Vanished between readdir and lstat: it is simply not part of this listing.
+        if (st === undefined) continue;
+        const entry = entryFromStats(p, st);
+        if (!entry) {
+          onSkip?.(p, `not a regular file, symlink or directory`);
+          continue;
         }
-        await Promise.all(links);
-        for (const e of entries) if (e.kind !== 'symlink' || e.linkTarget !== undefined) yield e;
+        if (entry.kind === 'directory') pending.push(p);
+        else if (entry.kind === 'symlink') {
+          links.push(
+            fsp.readlink(this.localPath(p)).then(
+              (t) => {
+                entry.linkTarget = t;
+              },
+              (e) => {
+                entry.linkTarget = undefined;
+                onSkip?.(p, `cannot read symlink (${toBitfogError(e).message})`);
+              },
+            ),
+          );
+        }
+        entries.push(entry);
+        if (++sinceBreak >= LSTAT_SLICE) {
+          sinceBreak = 0;
+          await new Promise((resolve) => setImmediate(resolve));
+          throwIfAborted(signal);
+        }
       }
+      if (links.length > 0) await Promise.all(links);
+      yield links.length > 0 ? entries.filter((e) => e.kind !== 'symlink' || e.linkTarget !== undefined) : entries;
     }
   }
 
@@ -211,14 +227,55 @@ export class LocalBackend implements Destination {
         fd: handle,
         start: options.start ?? 0,
         ...(options.end === undefined ? {} : { end: options.end - 1 }),
-        // Sized to the file: small files must not each cost a 1 MiB buffer.
-        highWaterMark: Math.min(1 << 20, Math.max(16 * 1024, ((options.end ?? st.size) - (options.start ?? 0)) || 1)),
+        highWaterMark: readBufferSize((options.end ?? st.size) - (options.start ?? 0)),
         autoClose: true,
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (e) {
       await handle.close().catch(() => {});
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  /**
+   * An in-kernel copy (copy_file_range) from a descriptor opened and checked like `read`'s;
+   * libuv copies by path, so the descriptor is handed over as /proc/self/fd/N, which opens
+   * that very file whatever happens to its name meanwhile.
+   */
+  async copyToLocalFile(p: RelPath, localFile: string, options: SignalOption = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, READ_FLAGS);
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      await fsp.copyFile(`/proc/self/fd/${handle.fd}`, localFile, C.COPYFILE_EXCL);
+    } catch (e) {
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  /** The other direction: into a descriptor opened and checked like `write`'s. */
+  async writeFromLocalFile(p: RelPath, localFile: string, options: WriteOptions): Promise<void> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
+    const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    let size: number;
+    try {
+      await fsp.copyFile(localFile, `/proc/self/fd/${handle.fd}`);
+      size = (await handle.stat()).size;
+      // libuv gives the copy the mode of the file copied from: without a mode, write()'s default.
+      if (size === options.size) await applyMetadata(handle, { mode: options.mode ?? 0o600, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
+    } catch (e) {
+      throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+    } finally {
+      await handle.close().catch(() => {});
+    }
+    if (size !== options.size) {
+      throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
   }
 
@@ -245,6 +302,8 @@ export class LocalBackend implements Destination {
         }
         written += chunk.length;
       }
+      // Through the descriptor: no second path lookup, and it is the file just written.
+      if (written === options.size) await applyMetadata(handle, options);
     } catch (e) {
       await handle.close().catch(() => {});
       content.destroy();
@@ -254,7 +313,6 @@ export class LocalBackend implements Destination {
     if (written !== options.size) {
       throw bitfogError('EINTEGRITY', `wrote ${written} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
-    if (options.mode !== undefined || options.mtimeMs !== undefined) await this.setMetadata(p, options);
   }
 
   async mkdir(p: RelPath): Promise<void> {
@@ -298,6 +356,8 @@ export class LocalBackend implements Destination {
 
   async symlink(p: RelPath, target: string): Promise<void> {
     await this.#checkParent(p);
+    // A new symlink may stand where a directory checked earlier was: check afresh from now on.
+    this.#verifiedDirs.clear();
     try {
       await fsp.symlink(target, this.localPath(p));
     } catch (e) {
@@ -366,7 +426,9 @@ export class LocalBackend implements Destination {
    * checks through the descriptor that what was opened really lies inside the root.
    */
   async #openConfined(p: RelPath, flags: number, mode?: number): Promise<fsp.FileHandle> {
-    await this.#checkParent(p);
+    // Opening to read changes nothing, so the check after the open suffices where the
+    // descriptor tells its exact path; creating a file checks its parent first as well.
+    if ((flags & C.O_CREAT) !== 0 || !this.#procFd) await this.#checkParent(p);
     let handle: fsp.FileHandle;
     try {
       handle = await fsp.open(this.localPath(p), flags, mode);
@@ -377,8 +439,9 @@ export class LocalBackend implements Destination {
       throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
     }
     try {
+      // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
       const real = this.#procFd ? await fsp.readlink(`/proc/self/fd/${handle.fd}`) : await fsp.realpath(this.localPath(p));
-      if (!this.#insideRoot(real)) throw escapeError(p);
+      if (real !== path.join(this.#realRoot, p)) throw escapeError(p);
     } catch (e) {
       await handle.close().catch(() => {});
       if (flags & C.O_CREAT) await this.#unlinkIfEscaped(p);
@@ -401,7 +464,11 @@ export class LocalBackend implements Destination {
   async #checkParent(p: RelPath): Promise<void> {
     const slash = p.lastIndexOf('/');
     if (slash < 0) return;
-    const lexical = path.join(this.#root, p.slice(0, slash));
+    const parent = p.slice(0, slash);
+    // realpath costs a readlink per path component: a directory found real once in this
+    // session is not resolved again, until bitfog itself creates a symlink (see symlink()).
+    if (this.#verifiedDirs.has(parent)) return;
+    const lexical = path.join(this.#root, parent);
     let real: string;
     try {
       real = await fsp.realpath(lexical);
@@ -409,7 +476,9 @@ export class LocalBackend implements Destination {
       // A missing parent cannot redirect anything; the operation itself reports ENOENT.
       return;
     }
-    if (real !== path.join(this.#realRoot, p.slice(0, slash))) throw escapeError(p);
+    if (real !== path.join(this.#realRoot, parent)) throw escapeError(p);
+    if (this.#verifiedDirs.size >= VERIFIED_DIRS_MAX) this.#verifiedDirs.clear();
+    this.#verifiedDirs.add(parent);
   }
 
   #insideRoot(real: string): boolean {
@@ -417,8 +486,62 @@ export class LocalBackend implements Destination {
   }
 }
 
+/** Mode and mtime of an open file (fchmod, futimens). */
+async function applyMetadata(handle: fsp.FileHandle, metadata: Metadata): Promise<void> {
+  if (metadata.mode !== undefined) await handle.chmod(metadata.mode & 0o7777);
+  if (metadata.mtimeMs !== undefined) await handle.utimes(new Date(), metadata.mtimeMs / 1000);
+}
+
 function escapeError(p: RelPath) {
   return bitfogError('EACCES', `${JSON.stringify(p)} passes through a symlink; refusing to follow it`, { path: p });
+}
+
+/** The items of each batch in turn; ending the iteration early ends `batches` too. */
+function flatten<T>(batches: AsyncGenerator<T[]>): AsyncIterableIterator<T> {
+  let batch: T[] = [];
+  let next = 0;
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next(): Promise<IteratorResult<T>> {
+      while (next >= batch.length) {
+        const r = await batches.next();
+        if (r.done) return { done: true, value: undefined };
+        batch = r.value;
+        next = 0;
+      }
+      return { done: false, value: batch[next++]! };
+    },
+    async return(): Promise<IteratorResult<T>> {
+      await batches.return(undefined);
+      return { done: true, value: undefined };
+    },
+  };
+}
+
+/**
+ * The names in the directory `local` (RelPath `dir`) as strings. A name that is not valid
+ * UTF-8 cannot be carried portably: it is reported through `onSkip`, never mangled. Names
+ * are read as strings (one decode in native code); only a directory where one of them
+ * decoded to U+FFFD is read again as bytes to tell a real U+FFFD from an invalid name.
+ */
+function readdirUtf8(local: string, dir: RelPath, onSkip: ListOptions['onSkip']): string[] {
+  // Synchronous for the reason lstat is (see list()): a local directory is read in
+  // microseconds, while a round trip through the thread pool costs far more when the
+  // machine is busy.
+  const names = readdirSync(local);
+  if (!names.some((n) => n.includes('\uFFFD'))) return names;
+  const valid: string[] = [];
+  for (const raw of readdirSync(local, { encoding: 'buffer' })) {
+    const name = raw.toString('utf8');
+    if (name.includes('\uFFFD') && !Buffer.from(name, 'utf8').equals(raw)) {
+      onSkip?.(dir === '' ? name : `${dir}/${name}`, 'name is not valid UTF-8');
+      continue;
+    }
+    valid.push(name);
+  }
+  return valid;
 }
 
 function entryFromStats(p: RelPath, st: BigIntStats): Entry | undefined {
@@ -432,7 +555,9 @@ function entryFromStats(p: RelPath, st: BigIntStats): Entry | undefined {
     size: kind === 'directory' ? 0 : Number(st.size),
     mode: Number(st.mode) & 0o7777,
     mtimeMs: Number(mtimeNs / 1000n) / 1000,
-    version: `${st.size}:${mtimeNs}:${ctimeNs}:${st.ino}:${st.dev}`,
+    // Joined rather than a template: one flat string instead of a tree of nine pieces, which
+    // matters when 100k of them stay in memory for the whole snapshot.
+    version: [st.size, mtimeNs, ctimeNs, st.ino, st.dev].join(':'),
     changedAtMs: Number((mtimeNs > ctimeNs ? mtimeNs : ctimeNs) / 1000n) / 1000,
   };
 }

@@ -1,7 +1,8 @@
 import { Command, Option } from 'clipanion';
-import { Manifest } from '../../core/manifest.ts';
+import { defaultCacheDir } from '../../core/hashcache.ts';
 import { formatDuration, formatSize } from '../../core/sizes.ts';
 import { takeSnapshot } from '../../core/snapshot.ts';
+import { writeSnapshotFile } from '../../core/snapshotfile.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
 
@@ -26,11 +27,7 @@ export class BuilddbCommand extends BitfogCommand {
     try {
       const { snapshot, skipped } = await takeSnapshot(backend, { side: 'source', cache: await this.hashCache(backend.url), signal, onProgress: progress.listener });
       progress.finish();
-      const manifest = await Manifest.create();
-      manifest.putSnapshot('snapshot', snapshot);
-      manifest.setSkipped('snapshot', skipped);
-      await manifest.save(this.db);
-      manifest.close();
+      await writeSnapshotFile(this.db, snapshot, skipped, this.noCache ? {} : { cacheDir: this.cacheDir ?? defaultCacheDir() });
       let bytes = 0;
       for (const e of snapshot.entries.values()) if (e.kind === 'file') bytes += e.size;
       this.out(`builddb: ${snapshot.entries.size} entries, ${formatSize(bytes)} in ${formatDuration((Date.now() - t0) / 1000)} → ${this.db}${skipped.length ? ` (${skipped.length} skipped)` : ''}`);

@@ -63,6 +63,12 @@ function resolve(config: DeltaConfig = {}): Required<DeltaConfig> {
   return { minBytes: config.minBytes ?? env.minBytes, enabled: config.enabled ?? env.enabled };
 }
 
+/** Files at least this large get signatures under `config`; undefined when signatures are off. */
+export function signatureMinBytes(config?: DeltaConfig): number | undefined {
+  const resolved = resolve(config);
+  return resolved.enabled ? resolved.minBytes : undefined;
+}
+
 // ---------------------------------------------------------------------------- destination side
 
 /**

@@ -1,0 +1,38 @@
+/**
+ * Worker-thread entry of `signer.ts`: chunks the bytes it is sent and hashes each chunk,
+ * so that a file's signature costs the thread that writes it nothing but a copy.
+ *
+ * Protocol: workerData is `{ params, hashLength }`; each message is a Uint8Array of the
+ * next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes; `null` ends the input
+ * and is answered by `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Chunker, type ChunkParams } from './chunker.ts';
+import { ACK_EVERY } from './signer-protocol.ts';
+
+const { params, hashLength } = workerData as { params: ChunkParams; hashLength: number };
+const chunker = new Chunker(params);
+const chunks: Array<[number, string]> = [];
+let sinceAck = 0;
+
+const keep = (list: ReturnType<Chunker['push']>) => {
+  for (const c of list) chunks.push([c.length, hashLength === 32 ? c.sha256 : c.sha256.slice(0, hashLength * 2)]);
+};
+
+parentPort!.on('message', (data: Uint8Array | null) => {
+  try {
+    if (data === null) {
+      keep(chunker.finish());
+      parentPort!.postMessage({ chunks });
+      return;
+    }
+    keep(chunker.push(data));
+    sinceAck += data.length;
+    if (sinceAck >= ACK_EVERY) {
+      parentPort!.postMessage({ ack: sinceAck });
+      sinceAck = 0;
+    }
+  } catch (e) {
+    parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
+  }
+});

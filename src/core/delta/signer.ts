@@ -1,0 +1,157 @@
+/**
+ * Signatures of files as they are written: store feeds the bytes it writes or reads back
+ * anyway, and gets the file's signature without reading the file again.
+ *
+ * Chunking and hashing every chunk cost about twice what the whole-file hash costs, so the
+ * work runs on a worker thread (`sign-worker.ts`) while the calling thread moves and
+ * verifies bytes; several files signed at once use several cores. Where no worker can be
+ * started, the same chunker runs on the calling thread.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { BitfogError } from '../errors.ts';
+import { Chunker, type ChunkParams, chunkParamsForSize } from './chunker.ts';
+import { MAX_QUEUED } from './signer-protocol.ts';
+import { DEFAULT_HASH_LENGTH, type FileSignature } from './signature.ts';
+
+/** Signs one file's bytes, fed in order. */
+export interface ContentSigner {
+  /** Adds the next bytes (copied: the caller may reuse `data`). A returned promise means "wait before adding more". */
+  update(data: Uint8Array): void | Promise<void>;
+  /** The signature of everything added. */
+  finish(): Promise<FileSignature>;
+  /** Releases the worker (idempotent; after `finish` a no-op). */
+  dispose(): void;
+}
+
+/** A signer for a file of `size` bytes (chunk params from its size, as recorded signatures use). */
+export function contentSigner(size: number, options: { hashLength?: number } = {}): ContentSigner {
+  const params = chunkParamsForSize(size);
+  const hashLength = options.hashLength ?? DEFAULT_HASH_LENGTH;
+  const entry = workerEntry();
+  if (entry) {
+    try {
+      return new WorkerSigner(entry, params, hashLength);
+    } catch {
+      /* no worker here: sign on this thread */
+    }
+  }
+  return inlineSigner(params, hashLength);
+}
+
+/** The chunker on the calling thread. */
+export function inlineSigner(params: ChunkParams, hashLength = DEFAULT_HASH_LENGTH): ContentSigner {
+  const chunker = new Chunker(params);
+  const chunks: FileSignature['chunks'] = [];
+  const keep = (list: ReturnType<Chunker['push']>) => {
+    for (const c of list) chunks.push({ length: c.length, sha256: hashLength === 32 ? c.sha256 : c.sha256.slice(0, hashLength * 2) });
+  };
+  return {
+    update: (data) => keep(chunker.push(data)),
+    finish: async () => {
+      keep(chunker.finish());
+      return { params, hashLength, chunks };
+    },
+    dispose: () => {},
+  };
+}
+
+/** How to start the worker: a file of the bundle, or a bootstrap that loads the TypeScript source through tsx. */
+type WorkerEntry = { file: URL } | { bootstrap: string };
+let resolvedEntry: WorkerEntry | null | undefined;
+
+/**
+ * The worker's code: `sign-worker.mjs` of the bundle (dist/, next to the chunk this code
+ * was bundled into or one level up), or, when running from the TypeScript sources, a
+ * bootstrap that registers tsx in the worker first (Node 20 does not pass a parent's
+ * loader hooks to a worker, nor accept them through the worker's execArgv).
+ */
+function workerEntry(): WorkerEntry | undefined {
+  if (resolvedEntry === undefined) {
+    const here = import.meta.url;
+    resolvedEntry = null;
+    if (here.endsWith('.ts')) {
+      try {
+        const api = import.meta.resolve('tsx/esm/api');
+        const source = new URL('./sign-worker.ts', here).href;
+        resolvedEntry = { bootstrap: `import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(source)}); })` };
+      } catch {
+        /* no tsx: sign on the calling thread */
+      }
+    } else {
+      const found = ['./sign-worker.mjs', '../sign-worker.mjs'].map((rel) => new URL(rel, here)).find((u) => existsSync(fileURLToPath(u)));
+      if (found) resolvedEntry = { file: found };
+    }
+  }
+  return resolvedEntry ?? undefined;
+}
+
+class WorkerSigner implements ContentSigner {
+  readonly #worker: Worker;
+  readonly #params: ChunkParams;
+  readonly #hashLength: number;
+  #queued = 0;
+  #resume: (() => void) | undefined;
+  #failure: BitfogError | undefined;
+  #result: { resolve: (s: FileSignature) => void; reject: (e: unknown) => void } | undefined;
+  #disposed = false;
+
+  constructor(entry: WorkerEntry, params: ChunkParams, hashLength: number) {
+    this.#params = params;
+    this.#hashLength = hashLength;
+    const workerData = { params, hashLength };
+    this.#worker = 'file' in entry ? new Worker(entry.file, { workerData }) : new Worker(entry.bootstrap, { eval: true, workerData });
+    this.#worker.unref();
+    this.#worker.on('message', (m: { ack?: number; chunks?: Array<[number, string]>; error?: string }) => {
+      if (m.ack !== undefined) {
+        this.#queued -= m.ack;
+        if (this.#queued < MAX_QUEUED) this.#wake();
+      } else if (m.chunks) {
+        this.#result?.resolve({ params: this.#params, hashLength: this.#hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) });
+        this.dispose();
+      } else if (m.error !== undefined) {
+        this.#fail(new BitfogError('EIO', `signature worker: ${m.error}`));
+      }
+    });
+    this.#worker.on('error', (err) => this.#fail(new BitfogError('EIO', 'signature worker failed', { cause: err })));
+    this.#worker.on('exit', (code) => {
+      if (!this.#disposed) this.#fail(new BitfogError('EIO', `signature worker stopped (exit code ${code})`));
+    });
+  }
+
+  update(data: Uint8Array): void | Promise<void> {
+    if (this.#failure) throw this.#failure;
+    const copy = new Uint8Array(data);
+    this.#queued += copy.length; // before the transfer detaches `copy`
+    this.#worker.postMessage(copy, [copy.buffer]);
+    if (this.#queued >= MAX_QUEUED) return new Promise<void>((resolve) => (this.#resume = resolve));
+  }
+
+  finish(): Promise<FileSignature> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise<FileSignature>((resolve, reject) => {
+      this.#result = { resolve, reject };
+      this.#worker.postMessage(null);
+    });
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    void this.#worker.terminate();
+  }
+
+  #wake(): void {
+    const resume = this.#resume;
+    this.#resume = undefined;
+    resume?.();
+  }
+
+  #fail(err: BitfogError): void {
+    this.#failure ??= err;
+    this.#result?.reject(err);
+    this.#wake();
+    this.dispose();
+  }
+}

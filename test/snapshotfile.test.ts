@@ -1,0 +1,136 @@
+/**
+ * Snapshot files (`builddb`) and the hash cache: a rescan that finds nothing changed may
+ * skip work, but what it writes must be the database a full build would write.
+ */
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { HashCache, RACY_WINDOW_MS } from '../src/core/hashcache.ts';
+import { Manifest, type Snapshot } from '../src/core/manifest.ts';
+import type { RelPath } from '../src/core/paths.ts';
+import { sqlite } from '../src/core/sqlite.ts';
+import { writeSnapshotFile } from '../src/core/snapshotfile.ts';
+import type { Entry } from '../src/core/types.ts';
+import { tempDir } from './helpers/tmp.ts';
+
+const H = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
+
+function snapshot(takenAt: string, extra: Entry[] = []): Snapshot {
+  const entries: Entry[] = [
+    { path: 'näme with\nnewline' as RelPath, kind: 'file', size: 3, mode: 0o640, mtimeMs: 1577934245678.5, hash: H(1) },
+    { path: 'hash#/100%/what?' as RelPath, kind: 'file', size: 0, mode: 0o600, mtimeMs: 1577934245000.123, hash: H(2) },
+    { path: 'link' as RelPath, kind: 'symlink', size: 4, linkTarget: '../x', mtimeMs: 1 },
+    { path: 'dir' as RelPath, kind: 'directory', size: 0, mode: 0o755 },
+    ...extra,
+  ];
+  return { url: '/srv/site a', takenAt, entries: new Map(entries.map((e) => [e.path, e])) };
+}
+
+async function contents(file: string) {
+  const m = await Manifest.load(file);
+  try {
+    const s = m.getSnapshot('snapshot')!;
+    const integrity = m.db.exec('PRAGMA integrity_check')[0]!.values[0]![0];
+    return { takenAt: s.takenAt, url: s.url, entries: [...s.entries.values()].sort((a, b) => (a.path < b.path ? -1 : 1)), skipped: m.skipped('snapshot'), createdAt: m.getMeta('created_at'), roles: m.snapshotRoles(), integrity };
+  } finally {
+    m.close();
+  }
+}
+
+describe('snapshot files', () => {
+  it('rewritten unchanged hold the same rows with the new time of taking', async () => {
+    const dir = await tempDir('snapfile');
+    const db = path.join(dir, 'snap shot.db');
+    const cacheDir = path.join(dir, 'cache');
+    const skipped = [{ path: 'fifo', reason: 'not a regular file, symlink or directory' }];
+    await writeSnapshotFile(db, snapshot('2026-01-01T00:00:00.000Z'), skipped, { cacheDir });
+    const first = await contents(db);
+    assert.equal((await fsp.readdir(path.join(cacheDir, 'snapshot-files'))).length, 1, 'what was written is remembered');
+
+    await new Promise((r) => setTimeout(r, 5));
+    await writeSnapshotFile(db, snapshot('2026-01-02T03:04:05.678Z'), skipped, { cacheDir });
+    const second = await contents(db);
+    assert.equal(second.integrity, 'ok');
+    assert.equal(second.takenAt, '2026-01-02T03:04:05.678Z');
+    assert.notEqual(second.createdAt, first.createdAt);
+    assert.deepEqual({ ...second, takenAt: '', createdAt: '' }, { ...first, takenAt: '', createdAt: '' });
+    // And again: the rewritten file is remembered too, so it is reused again (a fresh
+    // build would start the header's change counter over).
+    const counter = async () => (await fsp.readFile(db)).readUInt32BE(24);
+    const was = await counter();
+    await writeSnapshotFile(db, snapshot('2026-01-02T03:04:05.678Z'), skipped, { cacheDir });
+    assert.equal(await counter(), was + 1);
+    assert.equal((await contents(db)).integrity, 'ok');
+    // Same rows as a file built from scratch.
+    const fresh = path.join(dir, 'fresh.db');
+    await writeSnapshotFile(fresh, snapshot('2026-01-02T03:04:05.678Z'), skipped);
+    assert.deepEqual({ ...(await contents(fresh)), createdAt: '' }, { ...second, createdAt: '' });
+    // sqlite3 tools see a valid database too (its header's change counter moved on).
+    const SQL = await sqlite();
+    const raw = new SQL.Database(await fsp.readFile(db));
+    assert.equal(raw.exec('PRAGMA quick_check')[0]!.values[0]![0], 'ok');
+    raw.close();
+  });
+
+  it('are built in full when the tree or the file changed', async () => {
+    const dir = await tempDir('snapfile-changed');
+    const db = path.join(dir, 'snap.db');
+    const cacheDir = path.join(dir, 'cache');
+    await writeSnapshotFile(db, snapshot('2026-01-01T00:00:00.000Z'), [], { cacheDir });
+    const added: Entry = { path: 'new ü' as RelPath, kind: 'file', size: 5, mode: 0o644, mtimeMs: 2, hash: H(3) };
+    await writeSnapshotFile(db, snapshot('2026-01-01T00:00:01.000Z', [added]), [], { cacheDir });
+    assert.deepEqual((await contents(db)).entries.map((e) => e.path).sort(), ['dir', 'hash#/100%/what?', 'link', 'new ü', 'näme with\nnewline']);
+
+    // Someone edits the file: its bytes no longer match what was written, so it is not reused.
+    const m = await Manifest.load(db);
+    m.db.run(`UPDATE entries SET hash = ? WHERE path = 'new ü'`, [H(9)]);
+    await m.save(db);
+    m.close();
+    await writeSnapshotFile(db, snapshot('2026-01-01T00:00:02.000Z', [added]), [], { cacheDir });
+    const after = await contents(db);
+    assert.equal(after.entries.find((e) => e.path === 'new ü')!.hash, H(3), 'the edit is replaced by the snapshot');
+    assert.equal(after.takenAt, '2026-01-01T00:00:02.000Z');
+  });
+});
+
+describe('hash cache file', () => {
+  it('survives a round trip with awkward paths, and a torn file keeps its whole records', async () => {
+    const dir = await tempDir('hashcache');
+    const entry = (p: string, version: string, size: number): Entry => ({ path: p as RelPath, kind: 'file', size, version, changedAtMs: 1000 });
+    const a = entry('näme with\nnewline', '3:1:1:7:1', 3);
+    const b = entry('hash#/100%/what?', '5:1:1:8:1', 5);
+    const cache = await HashCache.open('/srv/tree', dir);
+    cache.record(a, H(1), 1000 + RACY_WINDOW_MS);
+    cache.record(b, H(2), 1000 + RACY_WINDOW_MS);
+    cache.record(entry('racy', '1:1:1:9:1', 1), H(4), 1000 + RACY_WINDOW_MS - 1);
+    await cache.save();
+
+    const back = await HashCache.open('/srv/tree', dir);
+    assert.equal(back.size, 3);
+    assert.equal(back.lookup(a), H(1));
+    assert.equal(back.lookup(b), H(2));
+    assert.equal(back.lookup({ ...a, version: '3:1:2:7:1' }), undefined, 'another version is not trusted');
+    assert.equal(back.lookup({ ...a, version: '3:1:1:7:10' }), undefined, 'a longer version is not trusted');
+    assert.equal(back.lookup(entry('racy', '1:1:1:9:1', 1)), undefined, 'hashed within the racy window');
+    const reordered = await HashCache.open('/srv/tree', dir);
+    assert.equal(reordered.lookup(b), H(2), 'looked up out of the order of the file');
+    assert.equal(reordered.lookup(a), H(1));
+    assert.equal(reordered.lookup(entry('gone', '1:1:1:1:1', 1)), undefined);
+    assert.equal(reordered.size, 3);
+    back.retainOnly((p) => p !== b.path);
+    await back.save();
+    const again = await HashCache.open('/srv/tree', dir);
+    assert.equal(again.lookup(a), H(1));
+    assert.equal(again.lookup(b), undefined);
+
+    const [name] = await fsp.readdir(path.join(dir, 'hashes'));
+    const file = path.join(dir, 'hashes', name!);
+    const text = await fsp.readFile(file, 'utf8');
+    await fsp.writeFile(file, text.slice(0, text.length - 3));
+    const torn = await HashCache.open('/srv/tree', dir);
+    assert.equal(torn.size, 1);
+    await fsp.writeFile(file, 'not a cache');
+    assert.equal((await HashCache.open('/srv/tree', dir)).size, 0);
+  });
+});

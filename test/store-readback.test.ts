@@ -1,0 +1,90 @@
+/**
+ * store's in-kernel copy path (Destination.writeFromLocalFile) verifies what landed by
+ * reading it back: a destination that does not keep what it was given never gets the file
+ * renamed into place, and the good blob stays on the spool; a corrupt blob is still found.
+ */
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { LocalBackend } from '../src/backends/local/local.ts';
+import { isBitfogError } from '../src/core/errors.ts';
+import { fetchToSpool } from '../src/core/fetch.ts';
+import { HashCache } from '../src/core/hashcache.ts';
+import type { RelPath } from '../src/core/paths.ts';
+import { Spool } from '../src/core/spool.ts';
+import { storeFromSpool } from '../src/core/store.ts';
+import type { Destination, WriteOptions } from '../src/core/types.ts';
+import { tempDir } from './helpers/tmp.ts';
+import { makeTree, readTree } from './helpers/tree.ts';
+
+/** A real local destination whose in-kernel copy flips one byte of what it wrote (a failing disk). */
+async function lossyDestination(root: string): Promise<Destination> {
+  const real = await LocalBackend.open(`file://${root}`, root, { write: true });
+  const writeFromLocalFile = async (p: RelPath, file: string, options: WriteOptions) => {
+    await real.writeFromLocalFile(p, file, options);
+    const h = await fsp.open(path.join(root, p), 'r+');
+    const b = Buffer.alloc(1);
+    await h.read(b, 0, 1, 7);
+    b[0] = b[0]! ^ 0x01;
+    await h.write(b, 0, 1, 7);
+    await h.close();
+  };
+  const lossy = new Proxy(real, {
+    get(target, key) {
+      if (key === 'writeFromLocalFile') return writeFromLocalFile;
+      const value = Reflect.get(target, key, target) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  }) as Destination;
+  return lossy;
+}
+
+async function carry(src: string, spoolDir: string): Promise<void> {
+  const source = await LocalBackend.open(`file://${src}`, src, { write: false });
+  const spool = await Spool.open(spoolDir, { create: true });
+  try {
+    await fetchToSpool({ source, spool, cache: HashCache.memory(), reserveBytes: 0 });
+  } finally {
+    await spool.close();
+  }
+}
+
+describe('store reads back what an in-kernel copy wrote', () => {
+  it('a destination that changes the bytes: nothing lands under the final name, the blob stays', async () => {
+    const dir = await tempDir('readback');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes: 1_500_000, seed: 3 } });
+    await fsp.mkdir(dest);
+    await carry(src, spoolDir);
+
+    const spool = await Spool.open(spoolDir, { create: false });
+    const blobsBefore = spool.blobs().map((b) => b.hash);
+    try {
+      await assert.rejects(
+        storeFromSpool({ destination: await lossyDestination(dest), spool, cache: HashCache.memory() }),
+        (e: unknown) => isBitfogError(e, 'EIO') && /did not keep what was written/.test((e as Error).message),
+      );
+      assert.deepEqual(spool.blobs().map((b) => b.hash), blobsBefore, 'the good blob is kept for the next attempt');
+    } finally {
+      await spool.close();
+    }
+    const landed = await readTree(dest);
+    assert.ok(![...landed.keys()].some((p) => p.endsWith('100% #1?.bin')), 'the damaged file is not renamed into place');
+
+    // The same spool into an honest destination works.
+    const again = await Spool.open(spoolDir, { create: false });
+    try {
+      const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool: again, cache: HashCache.memory() });
+      assert.equal(r.writtenFiles, 1);
+      assert.deepEqual(r.corrupt, []);
+    } finally {
+      await again.close();
+    }
+    const final = await readTree(dest);
+    assert.ok(final.has('deep/ê dir/100% #1?.bin'));
+    assert.deepEqual([...final.keys()].filter((p) => p.includes('.bitfog-tmp-')), [], 'no temporary file left');
+  });
+});

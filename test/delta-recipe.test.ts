@@ -23,9 +23,9 @@ import {
   signatureFileSize,
   signContent,
 } from '../src/core/delta/signature.ts';
-import { workerHasher } from '../src/core/delta/hasher.ts';
+import { syncChunkHasher, workerChunkHasher, workerHasher } from '../src/core/delta/hasher.ts';
 import { isBitfogError } from '../src/core/errors.ts';
-import { memorySources, readableOf, xorshiftBytes } from './delta-helpers.ts';
+import { memorySources, randomPieces, readableOf, xorshiftBytes } from './delta-helpers.ts';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -223,6 +223,90 @@ describe('delta assembler', () => {
     const h = workerHasher();
     for (let at = 0; at < big.length; at += MiB) await h.update(big.subarray(at, at + MiB));
     assert.equal(await h.digest(), sha(big));
+  });
+
+  it('rebuilds the file with the chunk hashes on a worker thread, and still refuses a changed base file', async () => {
+    const { sources } = memorySources(new Map(Object.entries(dest)), spoolChunks);
+    const out = sink();
+    const seen: Array<{ length: number; sha256: string }> = [];
+    const result = await assemble(p.recipe, sources, out.stream, { chunkHasher: workerChunkHasher, onChunk: (length, sha256) => void seen.push({ length, sha256 }) });
+    assert.ok(out.bytes().equals(next));
+    assert.equal(result.hash, `sha256:${sha(next)}`);
+    assert.deepEqual(seen, chunkBuffer(next, small).map((c) => ({ length: c.length, sha256: c.sha256 })));
+
+    const changed = { ...dest, 'images/base 1.img': Buffer.concat([base.subarray(0, 500 * KiB), Buffer.from('x'), base.subarray(500 * KiB + 1)]) };
+    const bad = memorySources(new Map(Object.entries(changed)), spoolChunks);
+    const badOut = sink();
+    await assert.rejects(
+      assemble(p.recipe, bad.sources, badOut.stream, { chunkHasher: workerChunkHasher }),
+      (err) => err instanceof BaseFileChangedError && err.path === 'images/base 1.img',
+    );
+    assert.equal(badOut.finished(), false);
+  });
+
+  it('hashes chunks with a worker exactly as on this thread, whatever the pieces, chunks too large for it included', async () => {
+    const data = xorshiftBytes(34, 24 * MiB + 7);
+    // Chunk lengths from 1 byte to 3 MiB (hashed on this thread), fed in pieces of 0 to 1.5 MiB.
+    const lengths: number[] = [];
+    for (let at = 0, i = 0; at < data.length; i++) {
+      const n = Math.min(data.length - at, [1, 5000, 70_000, 3 * MiB + 3, 40_000][i % 5]!);
+      lengths.push(n);
+      at += n;
+    }
+    for (const make of [syncChunkHasher, workerChunkHasher]) {
+      const h = make();
+      const got: Buffer[] = [];
+      let chunk = 0;
+      let left = 0;
+      try {
+        for (const piece of randomPieces(data, 35, 1.5 * MiB)) {
+          for (let at = 0; at < piece.length; ) {
+            if (left === 0) h.begin((left = lengths[chunk++]!));
+            const n = Math.min(left, piece.length - at);
+            h.update(piece.subarray(at, at + n));
+            left -= n;
+            at += n;
+          }
+          got.push(...h.take());
+        }
+        got.push(...(await h.finish()));
+      } finally {
+        h.dispose();
+      }
+      let at = 0;
+      assert.deepEqual(
+        got.map((d) => d.toString('hex')),
+        lengths.map((n) => sha(data.subarray(at, (at += n)))),
+        make.name,
+      );
+    }
+  });
+
+  it('never leaves the hash worker asleep with work queued', { timeout: 120_000 }, async () => {
+    // The worker keeps catching up with this thread (busy hashing each chunk too, as the
+    // assembler hashes the whole file), so it goes to sleep and is woken thousands of times.
+    const data = xorshiftBytes(36, 4 * MiB);
+    for (let round = 0; round < 2; round++) {
+      const h = workerChunkHasher();
+      const whole = createHash('sha256');
+      let count = 0;
+      try {
+        for (let at = 0, i = 0; at < data.length; i++) {
+          const n = Math.min(data.length - at, 200 + ((i * 7919) % 1000));
+          const piece = data.subarray(at, at + n);
+          h.begin(n);
+          h.update(piece);
+          whole.update(piece);
+          at += n;
+          count += h.take().length;
+          if (i % 500 === 0) await new Promise((resolve) => setImmediate(resolve));
+        }
+        count += (await h.finish()).length;
+      } finally {
+        h.dispose();
+      }
+      assert.ok(count > 5_000);
+    }
   });
 
   it('rebuilds the file without ranged reads by reading from the start and skipping', async () => {

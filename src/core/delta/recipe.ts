@@ -9,12 +9,13 @@
  * not found becomes a "spool" op and, unless carried already (this file or another one in
  * the same trip: pass one `carried` set to every plan), a chunk to carry.
  *
- * Assembling (at the destination): ops are followed in order; every chunk is verified as
- * it streams (spool chunks against their SHA-256; dest runs against the digest of their
- * chunks' SHA-256s), and the whole file against the source's hash. A run or chunk that
- * fails stops the assembly at once, naming the base file. The last bytes are held back
- * until everything has verified: a consumer never sees a complete stream of wrong content,
- * only an error.
+ * Assembling (at the destination): ops are followed in order; every chunk is hashed
+ * (full SHA-256) and verified as it streams (spool chunks against their SHA-256; dest runs
+ * against the digest of their chunks' SHA-256s), and the whole file against the source's
+ * hash. A run or chunk that fails stops the assembly as soon as its hash is in (at once,
+ * or when chunks are hashed on a worker thread, at most a few MiB of output later),
+ * naming the base file. The last bytes are held back until everything has verified: a
+ * consumer never sees a complete stream of wrong content, only an error.
  *
  * Binary format, version 1 (integers unsigned LEB128 unless noted):
  *
@@ -27,12 +28,13 @@
  * A dest op costs about 3 bytes per chunk: the destination's signature already said
  * which hashes those chunks have; the recipe only needs their lengths to check them.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BitfogError, isBitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
 import { type Chunk, type ChunkParams, validateChunkParams } from './chunker.ts';
-import { type StreamHasher, syncHasher } from './hasher.ts';
+import { type ChunkHasher, type StreamHasher, syncChunkHasher, syncHasher, workerChunkHasher } from './hasher.ts';
 import type { ChunkIndex, ChunkLocation } from './signature.ts';
 import { ByteReader, pushVarint } from './varint.ts';
 
@@ -325,12 +327,17 @@ export interface AssembleOptions {
    */
   rangedReads?: boolean;
   /**
-   * Computes the whole-file hash; default `syncHasher` (this thread). Hashing every byte
-   * twice (its chunk, the whole file) is the assembler's main cost; `workerHasher` moves
-   * the second hash to another thread, which pays only where a core is idle (measured on a
-   * busy 2-core machine it was slower), hence not the default.
+   * Computes the whole-file hash; default `syncHasher` (this thread, while the chunk
+   * hashes of a large file are computed on a worker: see `chunkHasher`).
    */
   wholeFileHasher?: () => StreamHasher;
+  /**
+   * Computes the chunk hashes. Default: on a machine of more than two cores, for recipes
+   * that take at least 32 MiB from base files, `workerChunkHasher` (shared with a worker
+   * thread as far as it keeps up, while this thread hashes the whole file or the caller
+   * does); else `syncChunkHasher` (this thread).
+   */
+  chunkHasher?: () => ChunkHasher;
   /**
    * false: do not hash the whole file (the caller verifies it on the way, as store's
    * verifying stream does); chunks and the size are still checked. Default true.
@@ -371,7 +378,7 @@ export class BaseFileChangedError extends BitfogError {
   }
 }
 
-/** Reads exact byte counts from a stream. */
+/** Reads a stream by byte counts. */
 class ExactReader {
   private readonly it: AsyncIterator<unknown>;
   private left: Buffer | undefined;
@@ -398,39 +405,38 @@ class ExactReader {
     return Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array);
   }
 
+  /** The next bytes as the stream gives them, at most `max` (a view: no copy); undefined at its end. */
+  async read(max: number): Promise<Buffer | undefined> {
+    const b = await this.next();
+    if (!b) return undefined;
+    if (b.length > max) {
+      this.left = b.subarray(max);
+      this.position += max;
+      return b.subarray(0, max);
+    }
+    this.position += b.length;
+    return b;
+  }
+
   /** Exactly `n` bytes as one buffer, or undefined if the stream ends first. */
   async take(n: number): Promise<Buffer | undefined> {
     const parts: Buffer[] = [];
     let have = 0;
     while (have < n) {
-      const b = await this.next();
+      const b = await this.read(n - have);
       if (!b) return undefined;
-      const want = n - have;
-      if (b.length > want) {
-        parts.push(b.subarray(0, want));
-        this.left = b.subarray(want);
-        have = n;
-      } else {
-        parts.push(b);
-        have += b.length;
-      }
+      parts.push(b);
+      have += b.length;
     }
-    this.position += n;
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
   }
 
   /** Skips `n` bytes; false if the stream ends first. */
   async skip(n: number): Promise<boolean> {
     while (n > 0) {
-      const b = await this.next();
+      const b = await this.read(n);
       if (!b) return false;
-      if (b.length > n) {
-        this.left = b.subarray(n);
-        this.position += n;
-        return true;
-      }
       n -= b.length;
-      this.position += b.length;
     }
     return true;
   }
@@ -441,17 +447,80 @@ class ExactReader {
 }
 
 /**
+ * Checks chunk digests as they come (in chunk order, possibly some way behind the bytes):
+ * each dest run against its run digest once its last chunk is in, each spool chunk
+ * against its name. Throws at the first that fails.
+ */
+class ChunkChecks {
+  private readonly queue: Array<{ op: DestOp; next: number; run: Hash } | { op: SpoolOp }> = [];
+  private head = 0;
+
+  constructor(private readonly onChunk: ((length: number, sha256: string) => void) | undefined) {}
+
+  /** The chunks of `op` come next. */
+  expect(op: RecipeOp): void {
+    this.queue.push(op.from === 'dest' ? { op, next: 0, run: createHash('sha256') } : { op });
+  }
+
+  /** Checks the next digests. */
+  verify(digests: Buffer[]): void {
+    for (const digest of digests) {
+      const item = this.queue[this.head];
+      if (!item) throw new BitfogError('EIO', 'delta assembler: more chunk digests than chunks');
+      if (item.op.from === 'spool') {
+        const hex = digest.toString('hex');
+        if (hex !== item.op.sha256) throw new BitfogError('EINTEGRITY', `spool chunk ${item.op.sha256} is damaged (its content does not match its hash)`);
+        this.onChunk?.(item.op.length, hex);
+        this.advance();
+        continue;
+      }
+      const { op, run } = item as { op: DestOp; next: number; run: Hash };
+      run.update(digest);
+      this.onChunk?.(op.chunkLengths[(item as { next: number }).next]!, digest.toString('hex'));
+      if (++(item as { next: number }).next === op.chunkLengths.length) {
+        if (run.digest('hex') !== op.runSha256) {
+          throw new BaseFileChangedError(op.path, `does not hold the expected bytes at ${op.offset}–${op.offset + op.length}`);
+        }
+        this.advance();
+      }
+    }
+  }
+
+  /** Throws unless every chunk expected was checked. */
+  done(): void {
+    if (this.head !== this.queue.length) throw new BitfogError('EIO', 'delta assembler: chunks left unchecked');
+  }
+
+  private advance(): void {
+    this.head++;
+    if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
+
+/**
  * Follows a recipe and yields the rebuilt file's bytes, verified as described at the top
  * of this file. Throws `BaseFileChangedError` (EINTEGRITY, with `path`) when a
  * destination file does not hold what the recipe expects, EINTEGRITY without `path` when
  * a spool chunk is damaged or the whole file does not match, EABORTED; other read errors
  * pass through as BitfogErrors. The last piece is yielded only after all checks passed.
+ *
+ * How it goes fast (a large file is mostly bytes of its base, each hashed twice): bytes
+ * pass through as the sources' buffers, never copied into new ones; the consumer's writes
+ * overlap the next reads and hashes (READ_AHEAD); and where cores are to spare, chunk
+ * digests are computed with a worker thread (`options.chunkHasher`, `workerChunkHasher`)
+ * while this thread hashes the whole file (or, with `verifyWholeFile: false`, leaves its
+ * core to the caller's own hash).
  */
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
   let ranged = options.rangedReads ?? true;
   const verifyWhole = options.verifyWholeFile ?? true;
-  const whole = verifyWhole ? (options.wholeFileHasher?.() ?? syncHasher()) : noHasher;
+  const whole = verifyWhole ? (options.wholeFileHasher?.() ?? syncHasher()) : undefined;
+  const chunks = (options.chunkHasher ?? defaultChunkHasher(recipe))();
+  const checks = new ChunkChecks(options.onChunk);
 
   /** One base stream kept open for the read-and-skip fallback. */
   let cursor: { path: string; reader: ExactReader } | undefined;
@@ -488,23 +557,35 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     return { reader: cursor.reader, shared: true };
   };
 
-  // Chunks are gathered into pieces of about OUTPUT_PIECE bytes: one write per chunk would
-  // cost a round trip to the file system (or the network) per ~40 KiB. The last piece is
-  // held back until everything has been verified.
+  // Output: buffers go out as the sources gave them (no copy); small ones (spool chunks,
+  // ends of runs) are gathered into pieces of about OUTPUT_PIECE, since one write per
+  // ~40 KiB chunk would cost a round trip to the file system (or the network) each. The
+  // last piece is held back until everything has been verified.
   let held: Buffer | undefined;
+  const ready: Buffer[] = [];
   const pending: Buffer[] = [];
   let pendingBytes = 0;
-  const stage = (b: Buffer): boolean => {
-    pending.push(b);
-    pendingBytes += b.length;
-    return pendingBytes >= OUTPUT_PIECE;
+  const emit = (b: Buffer) => {
+    if (held) ready.push(held);
+    held = b;
   };
-  const flush = (): Buffer => {
-    const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+  const flushPending = () => {
+    if (pendingBytes === 0) return;
+    emit(pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes));
     pending.length = 0;
     pendingBytes = 0;
-    return out;
   };
+  const output = (b: Buffer) => {
+    if (b.length >= SMALL_PIECE) {
+      flushPending();
+      emit(b);
+      return;
+    }
+    pending.push(b);
+    pendingBytes += b.length;
+    if (pendingBytes >= OUTPUT_PIECE) flushPending();
+  };
+
   let size = 0;
   let destBytes = 0;
   let spoolBytes = 0;
@@ -513,33 +594,44 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
       throwIfAborted(signal);
       if (op.from === 'dest') {
         const { reader, shared } = await openDest(op);
-        const run = createHash('sha256');
+        checks.expect(op);
         try {
-          for (const length of op.chunkLengths) {
+          let chunk = 0;
+          let leftInChunk = 0;
+          let left = op.length;
+          while (left > 0) {
+            throwIfAborted(signal);
             let bytes: Buffer | undefined;
             try {
-              bytes = await reader.take(length);
+              bytes = await reader.read(left);
             } catch (err) {
               throw baseReadError(op.path, err);
             }
             if (!bytes) throw new BaseFileChangedError(op.path, 'is shorter than expected');
-            const digest = createHash('sha256').update(bytes).digest();
-            run.update(digest);
-            options.onChunk?.(length, digest.toString('hex'));
-            const wait = whole.update(bytes);
-            if (wait) await wait;
-            if (stage(bytes)) {
-              if (held) yield held;
-              held = flush();
+            left -= bytes.length;
+            // Chunk hashes: the buffer cut at chunk boundaries.
+            for (let at = 0; at < bytes.length; ) {
+              if (leftInChunk === 0) {
+                leftInChunk = op.chunkLengths[chunk++]!;
+                chunks.begin(leftInChunk);
+              }
+              const n = Math.min(leftInChunk, bytes.length - at);
+              chunks.update(n === bytes.length ? bytes : bytes.subarray(at, at + n));
+              leftInChunk -= n;
+              at += n;
             }
-            size += length;
-            destBytes += length;
+            if (whole) {
+              const wait = whole.update(bytes);
+              if (wait) await wait;
+            }
+            checks.verify(chunks.take());
+            output(bytes);
+            size += bytes.length;
+            destBytes += bytes.length;
+            while (ready.length > 0) yield ready.shift()!;
           }
         } finally {
           if (!shared) reader.close();
-        }
-        if (run.digest('hex') !== op.runSha256) {
-          throw new BaseFileChangedError(op.path, `does not hold the expected bytes at ${op.offset}–${op.offset + op.length}`);
         }
       } else {
         let bytes: Buffer | undefined;
@@ -553,37 +645,60 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
           reader?.close();
         }
         if (!bytes) throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is shorter than ${op.length} bytes`);
-        if (createHash('sha256').update(bytes).digest('hex') !== op.sha256) {
-          throw new BitfogError('EINTEGRITY', `spool chunk ${op.sha256} is damaged (its content does not match its hash)`);
+        checks.expect(op);
+        chunks.begin(op.length);
+        chunks.update(bytes);
+        if (whole) {
+          const wait = whole.update(bytes);
+          if (wait) await wait;
         }
-        options.onChunk?.(op.length, op.sha256);
-        const wait = whole.update(bytes);
-        if (wait) await wait;
-        if (stage(bytes)) {
-          if (held) yield held;
-          held = flush();
-        }
+        checks.verify(chunks.take());
+        output(bytes);
         size += op.length;
         spoolBytes += op.length;
+        while (ready.length > 0) yield ready.shift()!;
       }
     }
-    const hex = verifyWhole ? await whole.digest() : recipe.sha256;
+    checks.verify(await chunks.finish());
+    checks.done();
+    const hex = whole ? await whole.digest() : recipe.sha256;
     if (size !== recipe.size || hex !== recipe.sha256) {
       throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
     }
+    flushPending();
+    while (ready.length > 0) yield ready.shift()!;
     if (held) yield held;
-    if (pendingBytes > 0) yield flush();
     return { size, hash: `sha256:${hex}`, destBytes, spoolBytes };
   } finally {
     closeCursor();
-    whole.dispose();
+    whole?.dispose();
+    chunks.dispose();
   }
 }
 
-/** Size of the pieces the assembler yields (see `assembleChunks`). */
+/**
+ * Size of the pieces small buffers are gathered into. Not less than the buffering of the
+ * streams they go through (store's verifying stream, 1 MiB): a stream that holds several
+ * pieces when read hands them on concatenated, a copy into a new buffer.
+ */
 const OUTPUT_PIECE = 1 << 20;
+/** Buffers from this size go out as they are; smaller ones are gathered. */
+const SMALL_PIECE = 64 * 1024;
+/** From this many bytes of base files, chunks are hashed with a worker thread by default (where it pays). */
+const WORKER_MIN_BYTES = 32 * 1024 * 1024;
 
-const noHasher: StreamHasher = { update: () => {}, digest: async () => '', dispose: () => {} };
+/**
+ * The default chunk hasher: with a worker thread only for a large recipe on a machine of
+ * more than two cores. On two, the second core is already busy with the kernel's side of
+ * the reads and writes (on libuv's threads); there, measured on 1 GiB, the worker's copies
+ * cost more than its hashing saved.
+ */
+function defaultChunkHasher(recipe: Recipe): () => ChunkHasher {
+  if (availableParallelism() <= 2) return syncChunkHasher;
+  let destBytes = 0;
+  for (const op of recipe.ops) if (op.from === 'dest') destBytes += op.length;
+  return destBytes >= WORKER_MIN_BYTES ? workerChunkHasher : syncChunkHasher;
+}
 
 function baseReadError(path: string, err: unknown): unknown {
   if (isBitfogError(err, 'ENOENT', 'EISDIR', 'ENOTDIR')) return new BaseFileChangedError(path, 'is gone', err);
@@ -592,8 +707,14 @@ function baseReadError(path: string, err: unknown): unknown {
 
 /** The rebuilt file as a Readable (for `Destination.write`); it errors instead of ending when a check fails. */
 export function assembleReadable(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): Readable {
-  return Readable.from(assembleChunks(recipe, sources, options), { objectMode: false });
+  return Readable.from(assembleChunks(recipe, sources, options), { objectMode: false, highWaterMark: READ_AHEAD });
 }
+
+/**
+ * Bytes assembled ahead of the consumer, so that reading and hashing here overlap its
+ * writes (which happen on other threads) instead of taking turns with them.
+ */
+const READ_AHEAD = 4 << 20;
 
 /**
  * Follows a recipe into `out` and resolves with what was written. Rejects (see
@@ -613,6 +734,6 @@ export async function assemble(recipe: Recipe, sources: AssembleSources, out: Wr
       yield r.value;
     }
   }
-  await pipeline(drain, out, options.signal ? { signal: options.signal } : {});
+  await pipeline(Readable.from(drain(), { objectMode: false, highWaterMark: READ_AHEAD }), out, options.signal ? { signal: options.signal } : {});
   return result!;
 }

@@ -83,8 +83,8 @@ export function workerHasher(): StreamHasher {
     update(data) {
       if (failed) throw failed;
       const copy = new Uint8Array(data);
+      queued += copy.length; // before the transfer detaches `copy` (its length becomes 0)
       worker.postMessage(copy, [copy.buffer]);
-      queued += copy.length;
       if (queued >= MAX_QUEUED) return new Promise<void>((resolve) => (waiting = resolve));
     },
     digest() {

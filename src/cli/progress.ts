@@ -16,7 +16,8 @@ export class ProgressRenderer {
   readonly #out: Writable & { isTTY?: boolean; columns?: number };
   readonly #tty: boolean;
   readonly #quiet: boolean;
-  #status = '';
+  /** The status line, or how to make it: built only when it is drawn (events come per chunk). */
+  #status: string | (() => string) = '';
   #lastDraw = 0;
   #drawn = false;
   #details = 0;
@@ -35,15 +36,15 @@ export class ProgressRenderer {
   readonly listener = (event: ProgressEvent): void => {
     switch (event.type) {
       case 'scan':
-        this.#update(`scanning ${event.side} ${event.url}: ${event.entries.toLocaleString('en-US')} entries`);
+        this.#update(() => `scanning ${event.side} ${event.url}: ${event.entries.toLocaleString('en-US')} entries`);
         break;
       case 'scanned':
         this.#hashTotal = { files: event.toHash, bytes: event.toHashBytes };
-        this.#update(`scanned ${event.side}: ${event.entries.toLocaleString('en-US')} entries; ${event.toHash ? `hashing ${event.toHash} files (${formatSize(event.toHashBytes)})` : 'nothing to hash'}`);
+        this.#update(() => `scanned ${event.side}: ${event.entries.toLocaleString('en-US')} entries; ${event.toHash ? `hashing ${event.toHash} files (${formatSize(event.toHashBytes)})` : 'nothing to hash'}`);
         break;
       case 'hash': {
         const total = this.#hashTotal;
-        this.#update(`hashing ${event.side}: ${event.files}/${total?.files ?? '?'} files, ${formatSize(event.bytes)}/${formatSize(total?.bytes ?? 0)}`);
+        this.#update(() => `hashing ${event.side}: ${event.files}/${total?.files ?? '?'} files, ${formatSize(event.bytes)}/${formatSize(total?.bytes ?? 0)}`);
         break;
       }
       case 'transfer-start':
@@ -52,14 +53,15 @@ export class ProgressRenderer {
         break;
       case 'transfer': {
         const p = this.#phase;
-        const elapsed = p ? (Date.now() - p.startedAt) / 1000 : 0;
-        const rate = elapsed > 0.5 ? event.bytes / elapsed : 0;
-        const eta = p && rate > 0 ? (p.bytes - event.bytes) / rate : NaN;
-        const pct = p && p.bytes > 0 ? ` ${((100 * event.bytes) / p.bytes).toFixed(1)}%` : '';
-        this.#update(
-          `${event.phase}: ${event.files}/${p?.files ?? '?'} files, ${formatSize(event.bytes)}/${formatSize(p?.bytes ?? 0)}${pct}` +
-            (rate > 0 ? `, ${formatSize(rate)}/s, ETA ${formatDuration(eta)}` : ''),
-        );
+        const at = Date.now();
+        this.#update(() => {
+          const elapsed = p ? (at - p.startedAt) / 1000 : 0;
+          const rate = elapsed > 0.5 ? event.bytes / elapsed : 0;
+          const eta = p && rate > 0 ? (p.bytes - event.bytes) / rate : NaN;
+          const pct = p && p.bytes > 0 ? ` ${((100 * event.bytes) / p.bytes).toFixed(1)}%` : '';
+          return `${event.phase}: ${event.files}/${p?.files ?? '?'} files, ${formatSize(event.bytes)}/${formatSize(p?.bytes ?? 0)}${pct}` +
+            (rate > 0 ? `, ${formatSize(rate)}/s, ETA ${formatDuration(eta)}` : '');
+        });
         break;
       }
       case 'notice':
@@ -97,7 +99,7 @@ export class ProgressRenderer {
     } else this.#hiddenDetails++;
   }
 
-  #update(status: string, force = false): void {
+  #update(status: string | (() => string), force = false): void {
     this.#status = status;
     if (this.#quiet) return;
     const now = Date.now();
@@ -105,13 +107,20 @@ export class ProgressRenderer {
     if (!force && now - this.#lastDraw < interval) return;
     this.#lastDraw = now;
     if (this.#tty) this.#redraw();
-    else this.#out.write(`${status}\n`);
+    else this.#out.write(`${this.#statusText()}\n`);
+  }
+
+  #statusText(): string {
+    if (typeof this.#status === 'function') this.#status = this.#status();
+    return this.#status;
   }
 
   #redraw(): void {
-    if (!this.#tty || !this.#status || this.#quiet) return;
+    if (!this.#tty || this.#quiet) return;
+    const status = this.#statusText();
+    if (!status) return;
     const width = Math.max(20, (this.#out.columns || 100) - 1);
-    const text = this.#status.length > width ? `${this.#status.slice(0, width - 1)}…` : this.#status;
+    const text = status.length > width ? `${status.slice(0, width - 1)}…` : status;
     this.#out.write(`\r\x1b[K${text}`);
     this.#drawn = true;
   }

@@ -8,6 +8,7 @@
  * HTTP statuses, each in one place; nothing else branches on message text.
  */
 
+import { setTimeout as delay } from 'node:timers/promises';
 export const ErrorCode = {
   /** The entry does not exist. */
   ENOENT: 'ENOENT',
@@ -147,6 +148,16 @@ function describeNativeError(err: unknown): string {
 export function abortError(signal?: AbortSignal): BitfogError {
   const reason = signal?.reason;
   return new BitfogError('EABORTED', 'operation aborted', reason === undefined ? {} : { cause: reason });
+}
+
+/** Waits `ms` (between retries); rejects with EABORTED as soon as `signal` fires. */
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  try {
+    await delay(ms, undefined, signal ? { signal } : {});
+  } catch (e) {
+    if (signal?.aborted) throw abortError(signal);
+    throw e;
+  }
 }
 
 /** Throws EABORTED if the signal has fired. Call at the top of each unit of long work. */

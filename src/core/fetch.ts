@@ -21,14 +21,12 @@ import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import type { Entry, Source } from './types.ts';
-import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
+import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** Free space kept on the spool's disk by default, for the manifest and the file system. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
 /** Smaller files are not read ahead to find renames: carrying them costs less. */
 const HASH_BEFORE_PLAN_BYTES = 128 * 1024;
-/** Blobs at least this large are fsynced one by one; smaller ones rely on store's re-verification. */
-const FSYNC_BLOB_BYTES = 8 * 1024 * 1024;
 
 export interface FetchOptions {
   source: Source;
@@ -161,7 +159,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
         carriedFiles++;
         carriedBytes += need.size;
         carriedNeeds.add(need);
-        if (need.size >= FSYNC_BLOB_BYTES) largeHashes.push(hash);
+        if (need.size >= FSYNC_EACH_MIN_BYTES) largeHashes.push(hash);
         journal.push({ command: 'fetch', event: 'carried', path, detail: `${need.size} ${hash}` });
         lastError = undefined;
         break;
@@ -211,7 +209,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
     };
     const expected = { ...(need.hash ? { hash: need.hash } : {}), size: need.size };
-    const blobOptions = { signal: inner, durable: need.size >= FSYNC_BLOB_BYTES, onBytes };
+    const blobOptions = { signal: inner, durable: need.size >= FSYNC_EACH_MIN_BYTES, onBytes };
     const hash = deltas.wants(entry.path, need.size, need.hash)
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
       : (await copyIntoSpool(entry, expected, blobOptions)) ??

@@ -57,3 +57,10 @@ export function readBufferSize(fileSize: number): number {
  * copy and a read-back cost more than moving a few kilobytes.
  */
 export const OWN_COPY_MIN_BYTES = 1024 * 1024;
+
+/**
+ * Files at least this large are made durable one by one (fetch's blobs, store's files): an
+ * fsync costs little next to their data. Smaller ones are flushed in batches (store) or
+ * rely on store's re-verification (fetch).
+ */
+export const FSYNC_EACH_MIN_BYTES = 8 * 1024 * 1024;

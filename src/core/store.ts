@@ -25,17 +25,12 @@ import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
-import { OWN_COPY_MIN_BYTES } from './fsutil.ts';
+import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
 /** …or this many bytes. */
 const BATCH_BYTES = 64 * 1024 * 1024;
-/**
- * Files at least this large are made durable one by one (an fsync costs little next to
- * their data) and several are written at once, each renamed as soon as it is durable.
- */
-const LARGE_FILE_BYTES = 8 * 1024 * 1024;
 
 export interface StoreOptions {
   destination: Destination;
@@ -380,9 +375,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
   };
 
-  // Batches of writes run several at once (one stages while another is flushed; large files
-  // are batches of their own); any other action waits for them, so the phases of the plan
-  // keep their order.
+  // Batches of writes run several at once: one stages while another is flushed, and files
+  // of FSYNC_EACH_MIN_BYTES and more are batches of their own, renamed as soon as durable.
+  // Any other action waits for them, so the phases of the plan keep their order.
   const batches = new InFlight(Math.max(2, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
   try {
     // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
@@ -396,7 +391,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       // replace: batches of another kind of content wait for those running to finish.
       if (a.op !== 'write' || a.from.kind !== runningKind) await batches.drain();
       if (a.op === 'write') runningKind = a.from.kind;
-      if (a.op === 'write' && a.size >= LARGE_FILE_BYTES) {
+      if (a.op === 'write' && a.size >= FSYNC_EACH_MIN_BYTES) {
         await batches.add(runWrites([a]));
         i++;
         continue;
@@ -406,7 +401,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         let bytes = 0;
         while (i < actions.length && actions[i]!.op === 'write' && batch.length < BATCH_FILES && bytes < BATCH_BYTES) {
           const w = actions[i] as Extract<StoreAction, { op: 'write' }>;
-          if (w.size >= LARGE_FILE_BYTES || (batch.length > 0 && w.from.kind !== batch[0]!.from.kind)) break;
+          if (w.size >= FSYNC_EACH_MIN_BYTES || (batch.length > 0 && w.from.kind !== batch[0]!.from.kind)) break;
           batch.push(w);
           bytes += w.size;
           i++;

@@ -26,7 +26,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
-import { abortError, bitfogError, ErrorCode, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from '../../core/errors.ts';
+import { abortError, bitfogError, ErrorCode, isBitfogError, sleep, throwIfAborted, toBitfogError, type BitfogError } from '../../core/errors.ts';
 import { ancestors, relPathProblem, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -638,19 +638,4 @@ function toTransport(e: unknown, what: string, signal?: AbortSignal): BitfogErro
 
 function backoffMs(attempt: number): number {
   return Math.min(10_000, 250 * 2 ** (attempt - 1)) * (0.75 + Math.random() / 2);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError(signal));
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(abortError(signal));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -34,7 +34,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import tls from 'node:tls';
-import { abortError, bitfogError, BitfogError, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
+import { abortError, bitfogError, BitfogError, sleep, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Destination,
@@ -801,18 +801,4 @@ export function mapError(e: unknown, what: string, path?: RelPath): BitfogError 
     return new BitfogError('ETRANSIENT', `${what}: ${message}`, { cause: e, ...(path === undefined ? {} : { path }) });
   }
   return toBitfogError(e, what, path);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(abortError(signal));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -8,6 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Chunker, type ChunkParams } from './chunker.ts';
+import { keptHash } from './signature.ts';
 import { ACK_EVERY } from './signer-protocol.ts';
 
 const { params, hashLength } = workerData as { params: ChunkParams; hashLength: number };
@@ -16,7 +17,7 @@ const chunks: Array<[number, string]> = [];
 let sinceAck = 0;
 
 const keep = (list: ReturnType<Chunker['push']>) => {
-  for (const c of list) chunks.push([c.length, hashLength === 32 ? c.sha256 : c.sha256.slice(0, hashLength * 2)]);
+  for (const c of list) chunks.push([c.length, keptHash(c.sha256, hashLength)]);
 };
 
 parentPort!.on('message', (data: Uint8Array | null) => {

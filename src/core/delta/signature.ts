@@ -29,6 +29,11 @@ export const SIGNATURE_VERSION = 1;
 /** Bytes of each chunk's SHA-256 a signature keeps unless told otherwise. */
 export const DEFAULT_HASH_LENGTH = 16;
 
+/** What a signature keeps of a chunk's SHA-256 (lowercase hex): its first `hashLength` bytes. */
+export function keptHash(sha256: string, hashLength: number): string {
+  return sha256.slice(0, hashLength * 2);
+}
+
 /** One chunk as a signature records it: no offset (implied by the lengths before it). */
 export interface SignatureChunk {
   length: number;
@@ -140,7 +145,7 @@ export async function signContent(
     size += data.length;
   };
   for await (const c of chunkStream(content, params, { signal: options.signal, onData })) {
-    chunks.push({ length: c.length, sha256: hashLength === 32 ? c.sha256 : c.sha256.slice(0, hashLength * 2) });
+    chunks.push({ length: c.length, sha256: keptHash(c.sha256, hashLength) });
   }
   return { signature: { params, hashLength, chunks }, hash: `sha256:${whole.digest('hex')}`, size };
 }

@@ -13,7 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { BitfogError } from '../errors.ts';
 import { Chunker, type ChunkParams, chunkParamsForSize } from './chunker.ts';
 import { MAX_QUEUED } from './signer-protocol.ts';
-import { DEFAULT_HASH_LENGTH, type FileSignature } from './signature.ts';
+import { DEFAULT_HASH_LENGTH, type FileSignature, keptHash } from './signature.ts';
 
 /** Signs one file's bytes, fed in order. */
 export interface ContentSigner {
@@ -45,7 +45,7 @@ export function inlineSigner(params: ChunkParams, hashLength = DEFAULT_HASH_LENG
   const chunker = new Chunker(params);
   const chunks: FileSignature['chunks'] = [];
   const keep = (list: ReturnType<Chunker['push']>) => {
-    for (const c of list) chunks.push({ length: c.length, sha256: hashLength === 32 ? c.sha256 : c.sha256.slice(0, hashLength * 2) });
+    for (const c of list) chunks.push({ length: c.length, sha256: keptHash(c.sha256, hashLength) });
   };
   return {
     update: (data) => keep(chunker.push(data)),

@@ -51,6 +51,31 @@ async function carry(src: string, spoolDir: string): Promise<void> {
 }
 
 describe('store reads back what an in-kernel copy wrote', () => {
+  it('a corrupt blob of a size that is copied by the kernel never lands and leaves the spool', async () => {
+    const dir = await tempDir('readback-corrupt');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    await makeTree(src, { 'big #2 ü?.bin': { bytes: 2_000_000, seed: 9 }, 'small.txt': 'fine\n' });
+    await fsp.mkdir(dest);
+    await carry(src, spoolDir);
+    const spool = await Spool.open(spoolDir, { create: false });
+    try {
+      const big = spool.blobs().find((b) => b.size === 2_000_000)!;
+      const h = await fsp.open(spool.blobPath(big.hash), 'r+');
+      await h.write(Buffer.from([0x42]), 0, 1, 1_234_567);
+      await h.close();
+      const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
+      assert.deepEqual(r.corrupt.map((c) => c.path), ['big #2 ü?.bin'], 'reported as corrupt spool content');
+      assert.ok(!spool.has(big.hash), 'dropped from the spool, to be carried again');
+      assert.equal(r.writtenFiles, 1);
+    } finally {
+      await spool.close();
+    }
+    const landed = await readTree(dest);
+    assert.deepEqual([...landed.keys()], ['small.txt'], 'the corrupt file never lands, and no temporary file is left');
+  });
+
   it('a destination that changes the bytes: nothing lands under the final name, the blob stays', async () => {
     const dir = await tempDir('readback');
     const src = path.join(dir, 'a');

@@ -27,6 +27,26 @@ describe('signatures while writing', () => {
     }
   });
 
+  it('files signed at once, fed from one reused scratch buffer, each get their own signature', async () => {
+    // Batch buffers travel to the worker and back and are refilled for any signer: a mix-up
+    // or a buffer refilled too early would show as a wrong chunk.
+    const other = randomBytes(9 * 1024 * 1024 + 7);
+    const want = [await signContent(Readable.from([data]), data.length), await signContent(Readable.from([other]), other.length)];
+    const signers = [contentSigner(data.length), contentSigner(other.length)];
+    const scratch = Buffer.alloc(300_001);
+    const piece = 300_001;
+    for (let at = 0; at < other.length; at += piece) {
+      for (const [i, source] of [data, other].entries()) {
+        if (at >= source.length) continue;
+        const n = source.copy(scratch, 0, at, Math.min(source.length, at + piece));
+        await signers[i]!.update(scratch.subarray(0, n));
+        scratch.fill(0xee); // the signer must have taken its copy
+      }
+    }
+    assert.deepEqual(await signers[0]!.finish(), want[0]!.signature);
+    assert.deepEqual(await signers[1]!.finish(), want[1]!.signature);
+  });
+
   it('the same-thread signer agrees, and an empty file has no chunks', async () => {
     const expected = await signContent(Readable.from([data]), data.length);
     assert.deepEqual(await feed(inlineSigner(chunkParamsForSize(data.length)), data, 100_000), expected.signature);

@@ -387,6 +387,40 @@ describe('s3 through the bitfog CLI', { skip: s3 ? false : 'service s3 not runni
     }
   });
 
+  it('store never completes an upload of a corrupt blob: multipart or single PUT, nothing lands', async () => {
+    const work = await tempDir('s3-cli-corrupt');
+    const a = path.join(work, 'site a');
+    await fsp.mkdir(a);
+    const bigSize = 12 * MiB + 5;
+    await pipeline(generated(bigSize).stream, createWriteStream(path.join(a, 'big #1.bin')));
+    await fsp.writeFile(path.join(a, 'small ü.txt'), randomBytes(3000));
+    await fsp.writeFile(path.join(a, 'fine.txt'), 'fine\n');
+    const url = freshUrl('&part_size=5M');
+    const spool = path.join(work, 'spool');
+    const cache = ['--cache-dir', path.join(work, 'cache')];
+    expectExit(await bitfog(['store', spool, url, ...cache]), 0);
+    expectExit(await bitfog(['fetch', a, spool, ...cache]), 0);
+    // Damage both blobs near their end: the last part of the upload is the one at stake.
+    for (const [name, size] of [['big #1.bin', bigSize], ['small ü.txt', 3000]] as const) {
+      const hex = createHash('sha256').update(await fsp.readFile(path.join(a, name))).digest('hex');
+      const blob = path.join(spool, 'blobs', 'sha256', hex.slice(0, 2), hex);
+      const h = await fsp.open(blob, 'r+');
+      await h.write(Buffer.from([0x5a]), 0, 1, size - 2);
+      await h.close();
+    }
+    const stored = await bitfog(['store', spool, url, ...cache]);
+    assert.equal(stored.code, 4, `store exits 4 when it met corrupt content: ${stored.stderr}`);
+    const b = (await s3Provider.open(url, { write: false })) as S3Backend;
+    try {
+      await expectCode(b.stat(toRelPath('big #1.bin')), 'ENOENT');
+      await expectCode(b.stat(toRelPath('small ü.txt')), 'ENOENT');
+      assert.equal((await b.stat(toRelPath('fine.txt'))).size, 5);
+      assert.equal(await uploadsUnder(b), 0, 'the multipart upload was aborted');
+    } finally {
+      await b.close();
+    }
+  });
+
   it('a store killed (kill -9) during a multipart upload leaves no object; a rerun completes and cleans up', async () => {
     const work = await tempDir('s3-cli-crash');
     const a = path.join(work, 'src');

@@ -236,7 +236,8 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         return target;
       }
       const content = await openContent(w, signer);
-      await dest.write(target, content, writeOptions);
+      // openContent verified it up front (small blobs) or verifies it as it streams.
+      await dest.write(target, content, { ...writeOptions, contentVerified: true });
       if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
       return target;
     } catch (e) {

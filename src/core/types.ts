@@ -95,6 +95,13 @@ export interface WriteOptions extends SignalOption {
   /** `sha256:<hex>` of the content, for backends that store or check it (object metadata, headers). */
   hash?: string;
   /**
+   * true when `content` checks itself against `size` and `hash`: it fails with EINTEGRITY
+   * instead of ending when they do not match (the core's store always does this). A backend
+   * that commits only once the stream has ended (an object PUT, a multipart upload) then
+   * need not hash the content again to guard the commit.
+   */
+  contentVerified?: boolean;
+  /**
    * Permission bits and mtime to store with the file where the backend keeps them. A
    * backend applies them as part of the write (the core does not call setMetadata after),
    * and they survive a later `rename`.

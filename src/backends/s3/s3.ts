@@ -445,17 +445,20 @@ export class S3Backend implements Destination {
         throw bitfogError('ENOSPC', `${what}: ${size} bytes is over S3's 5 TiB object limit`, { path: p });
       }
       const expectedHex = options.hash?.startsWith('sha256:') ? options.hash.slice(7) : undefined;
+      // A stream that checks itself fails before its end, so the upload is never completed
+      // with wrong bytes even without hashing them here once more.
+      const verified = options.contentVerified === true && expectedHex !== undefined;
       const metadata: Record<string, string> = {};
       if (options.mode !== undefined) metadata[META_MODE] = (options.mode & 0o7777).toString(8);
       if (options.mtimeMs !== undefined) metadata[META_MTIME] = formatMtime(options.mtimeMs);
       this.#recent.delete(this.#key(p));
       let etag: string | undefined;
       if (size <= this.#config.partSize) {
-        etag = await this.#putSmall(p, content, size, expectedHex, metadata, signal);
+        etag = await this.#putSmall(p, content, size, expectedHex, verified, metadata, signal);
       } else {
         if (expectedHex) metadata[META_SHA256] = expectedHex;
         // Some servers (Ceph RGW) return no ETag when completing a multipart upload.
-        etag = await this.#putMultipart(p, content, size, expectedHex, metadata, signal);
+        etag = await this.#putMultipart(p, content, size, expectedHex, verified, metadata, signal);
       }
       this.#remember(this.#key(p), { size, metadata, ...(etag ? { etag } : {}) });
     } catch (e) {
@@ -472,7 +475,7 @@ export class S3Backend implements Destination {
   }
 
   /** One PutObject from a buffer of at most one part, so the SDK can resend it on retry. */
-  async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, verified: boolean, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const buf = Buffer.allocUnsafe(size);
     let n = 0;
     for await (const chunk of content as AsyncIterable<Buffer>) {
@@ -482,7 +485,7 @@ export class S3Backend implements Destination {
       n += chunk.length;
     }
     if (n !== size) throw sizeMismatch(p, n, size);
-    const hex = createHash('sha256').update(buf).digest('hex');
+    const hex = expectedHex && verified ? expectedHex : createHash('sha256').update(buf).digest('hex');
     if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
     metadata[META_SHA256] = hex;
     const res = await this.#send<PutObjectCommandOutput>(
@@ -505,7 +508,7 @@ export class S3Backend implements Destination {
    * allocated buffer (most of the CPU time of a large store, in profiles), and its abort()
    * returns before the server-side abort has happened.
    */
-  async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, verified: boolean, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const what = `cannot write ${JSON.stringify(p)}`;
     const bucket = this.#config.bucket;
     const key = this.#key(p);
@@ -555,13 +558,13 @@ export class S3Backend implements Destination {
     };
 
     try {
-      const hash = createHash('sha256');
+      const hash = verified ? undefined : createHash('sha256');
       let count = 0;
       for await (const chunk of content as AsyncIterable<Buffer>) {
         if (failure !== undefined) throw failure;
         count += chunk.length;
         if (count > size) throw sizeMismatch(p, `more than ${size}`);
-        hash.update(chunk);
+        hash?.update(chunk);
         let off = 0;
         while (off < chunk.length) {
           const n = Math.min(chunk.length - off, partSize - fill);
@@ -573,8 +576,8 @@ export class S3Backend implements Destination {
         }
       }
       if (count !== size) throw sizeMismatch(p, count, size);
-      const hex = hash.digest('hex');
-      if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
+      const hex = hash?.digest('hex');
+      if (expectedHex && hex !== undefined && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
       await sendPart();
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;

@@ -3,7 +3,9 @@
  * so that a file's signature costs the thread that writes it nothing but a copy.
  *
  * Protocol: workerData is `{ params, hashLength }`; each message is a Uint8Array of the
- * next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes; `null` ends the input
+ * next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes, or at once with the
+ * message's buffer (`{ ack, buffer }`, transferred back) when the message filled its whole
+ * buffer, so the sender can reuse it; `null` ends the input
  * and is answered by `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -29,7 +31,11 @@ parentPort!.on('message', (data: Uint8Array | null) => {
     }
     keep(chunker.push(data));
     sinceAck += data.length;
-    if (sinceAck >= ACK_EVERY) {
+    if (data.byteLength === data.buffer.byteLength) {
+      // A whole batch buffer: given back with its acknowledgement, to be filled again.
+      parentPort!.postMessage({ ack: sinceAck, buffer: data.buffer }, [data.buffer as ArrayBuffer]);
+      sinceAck = 0;
+    } else if (sinceAck >= ACK_EVERY) {
       parentPort!.postMessage({ ack: sinceAck });
       sinceAck = 0;
     }

@@ -57,6 +57,19 @@ export function inlineSigner(params: ChunkParams, hashLength = DEFAULT_HASH_LENG
   };
 }
 
+/**
+ * Bytes go to the worker in messages of this size rather than chunk by chunk as they come
+ * (256 KiB): each message wakes the worker, which costs while a store competes for the
+ * cores with a storage server. The worker gives each batch buffer back with its
+ * acknowledgement and it is filled again: memory the process has not touched before is
+ * expensive (the kernel faults in and zeroes every page; measured on a VM: 1 GiB through
+ * new 4 MiB buffers 1.3 s, through one reused buffer 0.03 s).
+ */
+const BATCH_BYTES = 4 * 1024 * 1024;
+/** Batch buffers kept for reuse, shared by all signers (several files are signed at once). */
+const SPARE_BATCHES = 8;
+const spareBatches: ArrayBuffer[] = [];
+
 /** How to start the worker: a file of the bundle, or a bootstrap that loads the TypeScript source through tsx. */
 type WorkerEntry = { file: URL } | { bootstrap: string };
 let resolvedEntry: WorkerEntry | null | undefined;
@@ -96,6 +109,9 @@ class WorkerSigner implements ContentSigner {
   #failure: BitfogError | undefined;
   #result: { resolve: (s: FileSignature) => void; reject: (e: unknown) => void } | undefined;
   #disposed = false;
+  /** Bytes gathered for the next message (see BATCH_BYTES) and how many it holds. */
+  #batch: Uint8Array | undefined;
+  #fill = 0;
 
   constructor(entry: WorkerEntry, params: ChunkParams, hashLength: number) {
     this.#params = params;
@@ -103,9 +119,10 @@ class WorkerSigner implements ContentSigner {
     const workerData = { params, hashLength };
     this.#worker = 'file' in entry ? new Worker(entry.file, { workerData }) : new Worker(entry.bootstrap, { eval: true, workerData });
     this.#worker.unref();
-    this.#worker.on('message', (m: { ack?: number; chunks?: Array<[number, string]>; error?: string }) => {
+    this.#worker.on('message', (m: { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; error?: string }) => {
       if (m.ack !== undefined) {
         this.#queued -= m.ack;
+        if (m.buffer && spareBatches.length < SPARE_BATCHES) spareBatches.push(m.buffer);
         if (this.#queued < MAX_QUEUED) this.#wake();
       } else if (m.chunks) {
         this.#result?.resolve({ params: this.#params, hashLength: this.#hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) });
@@ -122,18 +139,36 @@ class WorkerSigner implements ContentSigner {
 
   update(data: Uint8Array): void | Promise<void> {
     if (this.#failure) throw this.#failure;
-    const copy = new Uint8Array(data);
-    this.#queued += copy.length; // before the transfer detaches `copy`
-    this.#worker.postMessage(copy, [copy.buffer]);
+    let off = 0;
+    while (off < data.length) {
+      this.#batch ??= new Uint8Array(spareBatches.pop() ?? new ArrayBuffer(BATCH_BYTES));
+      const n = Math.min(data.length - off, BATCH_BYTES - this.#fill);
+      this.#batch.set(off === 0 && n === data.length ? data : data.subarray(off, off + n), this.#fill);
+      this.#fill += n;
+      off += n;
+      if (this.#fill === BATCH_BYTES) this.#post();
+    }
     if (this.#queued >= MAX_QUEUED) return new Promise<void>((resolve) => (this.#resume = resolve));
   }
 
   finish(): Promise<FileSignature> {
     if (this.#failure) return Promise.reject(this.#failure);
+    this.#post();
     return new Promise<FileSignature>((resolve, reject) => {
       this.#result = { resolve, reject };
       this.#worker.postMessage(null);
     });
+  }
+
+  /** Hands the gathered bytes to the worker (transferred: no second copy). */
+  #post(): void {
+    const batch = this.#batch;
+    if (!batch || this.#fill === 0) return;
+    const view = new Uint8Array(batch.buffer, batch.byteOffset, this.#fill);
+    this.#queued += this.#fill; // before the transfer detaches the buffer
+    this.#batch = undefined;
+    this.#fill = 0;
+    this.#worker.postMessage(view, [view.buffer as ArrayBuffer]);
   }
 
   dispose(): void {

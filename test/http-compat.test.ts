@@ -3,7 +3,7 @@
  * description's observed samples: the bytes a classic client reads and relies on.
  */
 import assert from 'node:assert/strict';
-import { chmod, lutimes, mkdir, readFile, readlink, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, lutimes, mkdir, readFile, readlink, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { crc64 } from '../src/backends/http/crc64.ts';
@@ -295,6 +295,58 @@ describe('classic wire compatibility', () => {
     const classicRange = await rawGet(classic.url, '/src/check.txt', 'GET', ['Range: bytes=2-4']);
     assert.equal(classicRange.status, 200);
     assert.equal(classicRange.body.toString(), '123456789');
+  });
+});
+
+describe('large files are sent through reused buffers', () => {
+  it('whole, ranged across buffer boundaries, to HEAD; a file that shrinks is cut, one that grows is sent as listed', async () => {
+    const dir = await tempDir('http-send');
+    const name = 'big file #1 ü.bin';
+    const content = Buffer.alloc(5 * 1024 * 1024 + 77);
+    for (let i = 0; i + 4 <= content.length; i += 4) content.writeUInt32LE(i, i);
+    await writeFile(path.join(dir, name), content);
+    const s = await startServer({ m: { path: dir } });
+    const url = `/m/${encodeURIComponent(name)}`;
+
+    const whole = await rawGet(s.url, url);
+    assert.equal(whole.status, 200);
+    assert.equal(whole.headers['content-length'], String(content.length));
+    assert.ok(whole.body.equals(content), 'whole file byte for byte');
+    const from = 512 * 1024 - 5;
+    const to = 3 * 512 * 1024 + 9;
+    const part = await rawGet(s.url, url, 'GET', [`Range: bytes=${from}-${to}`]);
+    assert.equal(part.status, 206);
+    assert.ok(part.body.equals(content.subarray(from, to + 1)), 'a range across buffer boundaries');
+    const head = await rawGet(s.url, url, 'HEAD');
+    assert.equal(head.headers['content-length'], String(content.length));
+    assert.equal(head.body.length, 0);
+    // Ask for a file, then change it before the body is read: the listed length is what counts.
+    await writeFile(path.join(dir, 'grows.bin'), content);
+    await writeFile(path.join(dir, 'shrinks.bin'), content);
+    const { request } = await import('node:http');
+    const fetchWhileChanging = (file: string, change: () => Promise<void>) =>
+      new Promise<{ status: number; body: Buffer; complete: boolean }>((resolve, reject) => {
+        const req = request(`${s.url}m/${file}`, { agent: false }, (res) => {
+          res.pause();
+          change().then(() => {
+            const parts: Buffer[] = [];
+            res.on('data', (d: Buffer) => parts.push(d));
+            res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts), complete: res.complete }));
+            res.on('error', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts), complete: false }));
+            res.on('aborted', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts), complete: false }));
+            res.resume();
+          }, reject);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const g = await fetchWhileChanging('grows.bin', () => appendFile(path.join(dir, 'grows.bin'), 'more'));
+    assert.equal(g.body.length, content.length, 'a grown file is sent at its listed length');
+    assert.ok(g.complete);
+    assert.ok(g.body.equals(content));
+    const k = await fetchWhileChanging('shrinks.bin', () => writeFile(path.join(dir, 'shrinks.bin'), content.subarray(0, 1000)));
+    assert.equal(k.complete, false, 'a shrunk file cuts the connection');
+    assert.ok(k.body.length < content.length);
   });
 });
 

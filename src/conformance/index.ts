@@ -326,6 +326,51 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('reads at any position into the caller\'s buffers when it offers openFile', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.openFile !== 'function') return t.skip('no openFile offered (optional)');
+        const content = randomBytes(700 * 1024 + 5);
+        const name = p('opened/50% off #2 ü?.bin');
+        await b.mkdir(p('opened'));
+        await writeBuffer(b, name, content);
+        let f: Awaited<ReturnType<NonNullable<typeof b.openFile>>>;
+        try {
+          f = await b.openFile(name);
+        } catch (e) {
+          if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+          return t.diagnostic('openFile said EOPNOTSUPP here');
+        }
+        try {
+          assert.equal(f.size, content.length);
+          // One buffer, reused: each read must land where asked and nowhere else.
+          const buf = Buffer.alloc(256 * 1024 + 3, 0xee);
+          for (const [position, length] of [[0, 10], [content.length - 7, 100], [123_457, 256 * 1024], [300, 0]] as const) {
+            buf.fill(0xee);
+            let got = 0;
+            while (got < length) {
+              const n = await f.read(buf, 3 + got, length - got, position + got);
+              if (n === 0) break;
+              got += n;
+            }
+            const want = content.subarray(position, position + length);
+            assert.equal(got, want.length, `bytes read at ${position}`);
+            assert.deepEqual(buf.subarray(3, 3 + got), want, `content at ${position}`);
+            assert.equal(buf[0], 0xee, 'nothing written before the offset');
+            if (3 + got < buf.length) assert.equal(buf[3 + got], 0xee, 'nothing written past what was read');
+          }
+          assert.equal(await f.read(buf, 0, 100, content.length), 0, '0 at the end of the file');
+        } finally {
+          await f.close();
+          await f.close();
+        }
+        await expectCode(b.openFile(p('opened/missing')), 'ENOENT');
+        await expectCode(b.openFile(p('opened')), 'EISDIR');
+      } finally {
+        await b.close();
+      }
+    });
+
     it('lists the true sha256 of each file when it declares server-side hashes', async (t) => {
       const b = await open();
       try {

@@ -153,7 +153,27 @@ export interface Source {
    */
   copyToLocalFile?(path: RelPath, localFile: string, options?: SignalOption): Promise<void>;
 
+  /**
+   * Optional. The file at `path` opened for positional reads into buffers the caller owns
+   * and reuses. Large files then move without fresh memory for every chunk, which costs
+   * more than the copy itself (the kernel faults in and zeroes every new page): the server
+   * sends files this way, and store reads back what it wrote. Throws as `read` does
+   * (ENOENT, EISDIR, EOPNOTSUPP for what is not a regular file); EOPNOTSUPP also makes the
+   * caller use `read` instead.
+   */
+  openFile?(path: RelPath, options?: SignalOption): Promise<OpenFile>;
+
   /** Releases connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A file opened by `Source.openFile`. */
+export interface OpenFile {
+  /** Its size when it was opened. */
+  readonly size: number;
+  /** Reads up to `length` bytes at `position` into `buffer` from `offset`; the number read, 0 at the end of the file. */
+  read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /** Idempotent. */
   close(): Promise<void>;
 }
 

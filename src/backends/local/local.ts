@@ -25,6 +25,7 @@ import type {
   Entry,
   ListOptions,
   Metadata,
+  OpenFile,
   ReadOptions,
   SignalOption,
   WriteOptions,
@@ -231,6 +232,32 @@ export class LocalBackend implements Destination {
         autoClose: true,
         ...(options.signal ? { signal: options.signal } : {}),
       });
+    } catch (e) {
+      await handle.close().catch(() => {});
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  /** A descriptor opened and checked like `read`'s, for positional reads into the caller's buffers. */
+  async openFile(p: RelPath, options: SignalOption = {}): Promise<OpenFile> {
+    throwIfAborted(options.signal);
+    const handle = await this.#openConfined(p, READ_FLAGS);
+    try {
+      const st = await handle.stat();
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      let closed: Promise<void> | undefined;
+      return {
+        size: st.size,
+        read: async (buffer, offset, length, position) => {
+          try {
+            return (await handle.read(buffer, offset, length, position)).bytesRead;
+          } catch (e) {
+            throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+          }
+        },
+        close: () => (closed ??= handle.close().catch(() => {})),
+      };
     } catch (e) {
       await handle.close().catch(() => {});
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);

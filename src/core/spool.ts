@@ -19,6 +19,7 @@ import { bitfogError, toBitfogError } from './errors.ts';
 import { readBufferSize, syncDir } from './fsutil.ts';
 import { formatHash, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
+import { chunksOf, GatheringWriter } from './streams.ts';
 import pLimit from 'p-limit';
 import { createHash } from 'node:crypto';
 
@@ -208,21 +209,20 @@ export class Spool {
     const handle = await fsp.open(tmp, 'w', 0o644).catch((e) => {
       throw toBitfogError(e, 'cannot write to the spool');
     });
+    const writer = new GatheringWriter(handle);
     try {
-      for await (const chunk of content) {
+      for await (const chunk of chunksOf(content)) {
         if (options.signal?.aborted) throw bitfogError('EABORTED', 'operation aborted');
         h.update(chunk);
-        let off = 0;
-        while (off < chunk.length) {
-          const { bytesWritten } = await handle.write(chunk, off, chunk.length - off, bytes + off);
-          off += bytesWritten;
-        }
+        await writer.write(chunk);
         bytes += chunk.length;
         options.onBytes?.(chunk.length);
       }
+      await writer.end();
       if (options.durable !== false) await handle.sync();
       await handle.close();
     } catch (e) {
+      writer.release();
       await handle.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw toBitfogError(e, 'cannot write to the spool');

@@ -1,0 +1,104 @@
+/**
+ * Moving bytes without fresh memory per chunk. On the machines we measured, memory a
+ * process has not used before costs more than copying into memory it has (the kernel
+ * faults in and zeroes every new page): 1 GiB through new 4 MiB buffers took 1.3 s,
+ * through one reused buffer 0.03 s. Two habits follow: take a stream's chunks as they
+ * were produced rather than joined into new buffers, and gather small chunks into buffers
+ * that are reused.
+ */
+import { on } from 'node:events';
+import type { FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+
+/**
+ * The chunks of `content` one by one. `for await` over a byte stream reads everything
+ * buffered at once, which joins the waiting chunks into a new buffer each time (for an
+ * HTTP response: most of the body, copied once more into fresh memory). A stream that
+ * closes without ending just ends the iteration: callers count bytes. Stopping early
+ * destroys the stream.
+ */
+export async function* chunksOf(content: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  if (!(content instanceof Readable) || content.readableObjectMode) {
+    yield* content;
+    return;
+  }
+  try {
+    for await (const [chunk] of on(content, 'data', { close: ['end', 'close'], highWaterMark: 16 })) yield chunk as Buffer;
+  } finally {
+    // As `for await` over the stream would: a consumer that stops early releases the source.
+    if (!content.readableEnded) content.destroy();
+  }
+}
+
+/** Gather buffers not in use, shared by all writers (several files are written at once). */
+const GATHER_BYTES = 512 * 1024;
+const SPARE_GATHERS = 16;
+const spareGathers: Buffer[] = [];
+
+/**
+ * Writes a file from a sequence of chunks of any size in writes of GATHER_BYTES, through two
+ * reused buffers: one is filled while the other is being written.
+ */
+export class GatheringWriter {
+  readonly #handle: FileHandle;
+  readonly #buffers: Buffer[] = [];
+  #current = 0;
+  #fill = 0;
+  #position = 0;
+  #writing: Promise<void> = Promise.resolve();
+
+  constructor(handle: FileHandle) {
+    this.#handle = handle;
+  }
+
+  /** Adds bytes (copied or written before this resolves: the caller may reuse `chunk`). */
+  async write(chunk: Buffer): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const buffer = (this.#buffers[this.#current] ??= spareGathers.pop() ?? Buffer.allocUnsafeSlow(GATHER_BYTES));
+      const n = chunk.copy(buffer, this.#fill, off);
+      this.#fill += n;
+      off += n;
+      if (this.#fill === buffer.length) await this.#flush();
+    }
+  }
+
+  /** Writes what is gathered and waits for every write; gives the buffers back. */
+  async end(): Promise<void> {
+    try {
+      await this.#flush();
+      await this.#writing;
+    } finally {
+      this.release();
+    }
+  }
+
+  /** Gives the buffers back (after a failure too); the writer is unusable afterwards. */
+  release(): void {
+    // A write still in flight keeps its buffer: only buffers no write holds are reused.
+    void this.#writing.then(() => {
+      for (const b of this.#buffers.splice(0)) if (b && spareGathers.length < SPARE_GATHERS) spareGathers.push(b);
+    }, () => {});
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#fill === 0) return;
+    const buffer = this.#buffers[this.#current]!;
+    const length = this.#fill;
+    const position = this.#position;
+    await this.#writing; // the other buffer's write: it is filled next
+    this.#writing = writeFully(this.#handle, buffer, length, position);
+    this.#writing.catch(() => {}); // awaited by the next flush or by end()
+    this.#position += length;
+    this.#fill = 0;
+    this.#current ^= 1;
+  }
+}
+
+async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let off = 0;
+  while (off < length) {
+    const { bytesWritten } = await handle.write(buffer, off, length - off, position + off);
+    off += bytesWritten;
+  }
+}

@@ -145,7 +145,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const inner = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   const journal: JournalEvent[] = [];
   const limit = pLimit(options.concurrency ?? Math.min(4, source.capabilities.maxConcurrency));
-  const largeHashes: string[] = [];
+  /** Large blobs carried but not yet fsynced: made durable before each save of the manifest. */
+  const unsynced: string[] = [];
   const carriedNeeds = new Set<ContentNeed>();
   let lastSave = Date.now();
 
@@ -159,7 +160,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
         carriedFiles++;
         carriedBytes += need.size;
         carriedNeeds.add(need);
-        if (need.size >= FSYNC_EACH_MIN_BYTES) largeHashes.push(hash);
+        if (need.size >= FSYNC_EACH_MIN_BYTES && spool.has(hash)) unsynced.push(hash); // not a delta recipe
         journal.push({ command: 'fetch', event: 'carried', path, detail: `${need.size} ${hash}` });
         lastError = undefined;
         break;
@@ -185,6 +186,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     doneFiles++;
     if (Date.now() - lastSave > 30_000) {
       lastSave = Date.now();
+      await spool.syncBlobs(unsynced.splice(0));
       await spool.save();
     }
   };
@@ -209,7 +211,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       onProgress?.({ type: 'transfer', phase: 'fetch', files: doneFiles, bytes: doneBytes, current: entry.path });
     };
     const expected = { ...(need.hash ? { hash: need.hash } : {}), size: need.size };
-    const blobOptions = { signal: inner, durable: need.size >= FSYNC_EACH_MIN_BYTES, onBytes };
+    // Not fsynced here, where it would hold up this transfer: see `unsynced`.
+    const blobOptions = { signal: inner, durable: false, onBytes };
     const hash = deltas.wants(entry.path, need.size, need.hash)
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
       : (await copyIntoSpool(entry, expected, blobOptions)) ??
@@ -231,7 +234,9 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   try {
     await Promise.all(selected.map((need) => limit(() => carryOne(need))));
   } finally {
-    await spool.syncBlobDirs(largeHashes).catch(() => {});
+    // A failed fsync is reported, after the manifest is saved: store verifies every blob
+    // it reads, so one that did not reach the disk intact is found and carried again.
+    const synced = await spool.syncBlobs(unsynced.splice(0)).then(() => undefined, (e: unknown) => e);
     manifest.putSnapshot('source', snapshot);
     manifest.setSkipped('source', skipped);
     journal.push({
@@ -242,6 +247,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     manifest.appendJournal(trip, journal);
     await spool.save();
     await cache.save();
+    if (synced !== undefined) throw synced;
   }
   throwIfAborted(signal);
 

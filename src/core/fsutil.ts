@@ -59,8 +59,9 @@ export function readBufferSize(fileSize: number): number {
 export const OWN_COPY_MIN_BYTES = 1024 * 1024;
 
 /**
- * Files at least this large are made durable one by one (fetch's blobs, store's files): an
- * fsync costs little next to their data. Smaller ones are flushed in batches (store) or
- * rely on store's re-verification (fetch).
+ * Files at least this large are made durable each (fetch's blobs, before the manifest that
+ * lists them is saved; store's files, before they are renamed into place): an fsync costs
+ * little next to their data. Smaller ones are flushed in batches (store) or rely on
+ * store's re-verification (fetch).
  */
 export const FSYNC_EACH_MIN_BYTES = 8 * 1024 * 1024;

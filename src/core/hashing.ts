@@ -5,6 +5,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { throwIfAborted } from './errors.ts';
+import { chunksOf } from './streams.ts';
 
 export const HASH_ALGORITHM = 'sha256';
 export const EMPTY_HASH = `sha256:${createHash('sha256').digest('hex')}`;
@@ -52,7 +53,7 @@ export class HashingStream extends Transform {
 export async function hashStream(stream: AsyncIterable<Buffer | Uint8Array>, onBytes?: (n: number) => void): Promise<{ hash: string; bytes: number }> {
   const h = createHash(HASH_ALGORITHM);
   let bytes = 0;
-  for await (const chunk of stream) {
+  for await (const chunk of chunksOf(stream as AsyncIterable<Buffer>)) {
     h.update(chunk);
     bytes += chunk.length;
     onBytes?.(chunk.length);

@@ -26,6 +26,7 @@ import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
+import { chunksOf } from './streams.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
@@ -201,7 +202,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     const hash = createHash(HASH_ALGORITHM);
     let bytes = 0;
     const progress = storeProgress(w);
-    for await (const chunk of (await dest.read(target, signal ? { signal } : {})) as AsyncIterable<Buffer>) {
+    for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
       throwIfAborted(signal);
       hash.update(chunk);
       bytes += chunk.length;

@@ -49,6 +49,7 @@ import type { AreaConfig, AreasConfig } from './config.ts';
 import { defaultCacheDir, RACY_WINDOW_MS, ServerHashCache, type CachedHashes } from './hashcache.ts';
 import { runRdiff } from './rdiff.ts';
 import { serveDashboard, type ServeDashboard } from './dashboard/serve-dashboard.ts';
+import { chunksOf } from '../core/streams.ts';
 
 export interface ServerOptions {
   areas: AreasConfig;
@@ -1033,7 +1034,7 @@ async function hashStream(stream: Readable): Promise<CachedHashes & { bytes: num
   const sha = createHash('sha256');
   const crc = new Crc64();
   let bytes = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
+  for await (const chunk of chunksOf(stream)) {
     sha.update(chunk);
     crc.update(chunk);
     bytes += chunk.length;
@@ -1044,7 +1045,7 @@ async function hashStream(stream: Readable): Promise<CachedHashes & { bytes: num
 async function readSmallBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
+  for await (const c of chunksOf(req)) {
     n += c.length;
     if (n > limit) throw new HttpFailure(413, 'Body too large.\n', 'EUSAGE');
     chunks.push(c);

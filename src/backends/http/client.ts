@@ -53,6 +53,7 @@ import {
   RecordSplitter,
   type WireRecord,
 } from './wire.ts';
+import { chunksOf } from '../../core/streams.ts';
 
 
 const STATUS_RETRY = new Set([429, 502, 503, 504]);
@@ -320,7 +321,7 @@ export class HttpBackend implements Destination {
       let attempts = 0;
       for (;;) {
         try {
-          for await (const chunk of res as AsyncIterable<Buffer>) {
+          for await (const chunk of chunksOf(res)) {
             got += chunk.length;
             crc?.update(chunk);
             yield chunk;
@@ -380,7 +381,7 @@ export class HttpBackend implements Destination {
     response.catch(() => {});
     let sent = 0;
     try {
-      for await (const chunk of content as AsyncIterable<Buffer>) {
+      for await (const chunk of chunksOf(content)) {
         throwIfAborted(signal);
         sent += chunk.length;
         if (sent > size) throw bitfogError('EINTEGRITY', `${JSON.stringify(path)}: content is longer than the declared ${size} bytes`, { path });

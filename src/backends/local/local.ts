@@ -30,6 +30,7 @@ import type {
   SignalOption,
   WriteOptions,
 } from '../../core/types.ts';
+import { chunksOf } from '../../core/streams.ts';
 
 export const localCapabilities: Capabilities = {
   atomicRename: true,
@@ -320,7 +321,7 @@ export class LocalBackend implements Destination {
     const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
     let written = 0;
     try {
-      for await (const chunk of content as AsyncIterable<Buffer>) {
+      for await (const chunk of chunksOf(content)) {
         throwIfAborted(options.signal);
         let off = 0;
         while (off < chunk.length) {

@@ -88,6 +88,7 @@ import {
   s3Capabilities,
   type S3Config,
 } from './options.ts';
+import { chunksOf } from '../../core/streams.ts';
 
 const derivedSignals = new WeakMap<AbortSignal, AbortSignal>();
 
@@ -478,7 +479,7 @@ export class S3Backend implements Destination {
   async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, verified: boolean, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const buf = Buffer.allocUnsafe(size);
     let n = 0;
-    for await (const chunk of content as AsyncIterable<Buffer>) {
+    for await (const chunk of chunksOf(content)) {
       throwIfAborted(signal);
       if (n + chunk.length > size) throw sizeMismatch(p, `more than ${size}`);
       chunk.copy(buf, n);
@@ -560,7 +561,7 @@ export class S3Backend implements Destination {
     try {
       const hash = verified ? undefined : createHash('sha256');
       let count = 0;
-      for await (const chunk of content as AsyncIterable<Buffer>) {
+      for await (const chunk of chunksOf(content)) {
         if (failure !== undefined) throw failure;
         count += chunk.length;
         if (count > size) throw sizeMismatch(p, `more than ${size}`);

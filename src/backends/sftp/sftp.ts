@@ -58,6 +58,7 @@ import {
   type HostKeyVerdict,
 } from './known-hosts.ts';
 import type { SftpTarget } from './url.ts';
+import { chunksOf } from '../../core/streams.ts';
 
 
 /** SFTP v3 status codes (draft-ietf-secsh-filexfer-02). */
@@ -456,7 +457,7 @@ export class SftpBackend implements Destination {
       // Small chunks are gathered into full-sized requests: fewer round trips.
       let parts: Buffer[] = [];
       let partsLen = 0;
-      for await (const raw of content as AsyncIterable<Buffer | string>) {
+      for await (const raw of chunksOf(content)) {
         if (failure !== undefined) break;
         throwIfAborted(signal);
         const chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;

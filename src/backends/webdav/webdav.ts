@@ -48,6 +48,7 @@ import type {
 import { webdavCapabilities } from './capabilities.ts';
 import { resolveCredentials } from './credentials.ts';
 import { BITFOG_NS, DAV_NS, parseMultistatus, type DavResponse } from './multistatus.ts';
+import { chunksOf } from '../../core/streams.ts';
 
 export { webdavCapabilities };
 
@@ -394,7 +395,7 @@ export class WebDavBackend implements Destination {
     let written = 0;
     try {
       if (!response && failure === undefined) {
-        for await (const chunk of content as AsyncIterable<Buffer>) {
+        for await (const chunk of chunksOf(content)) {
           if (response || failure !== undefined) break;
           throwIfAborted(options.signal);
           written += chunk.length;

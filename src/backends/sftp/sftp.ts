@@ -34,6 +34,7 @@ import { Readable, addAbortSignal } from 'node:stream';
 import type { Attributes, ConnectConfig, SFTPWrapper, Stats } from 'ssh2';
 import type * as Ssh2 from 'ssh2';
 import type SftpClient from 'ssh2-sftp-client';
+import { Socket } from 'node:net';
 import { BitfogError, abortError, bitfogError, throwIfAborted, toBitfogError, type ErrorCode } from '../../core/errors.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import { sftpCapabilities } from './capabilities.ts';
@@ -512,11 +513,26 @@ export class SftpBackend implements Destination {
   #writeAt(handle: Buffer, piece: Buffer, position: number, p: RelPath): Promise<void> {
     this.#checkAlive();
     return new Promise<void>((resolve, reject) => {
-      this.#sftp.write(handle, piece, 0, piece.length, position, (err) => {
-        if (err) reject(mapError(err, `cannot write ${JSON.stringify(p)}`, p));
-        else resolve();
-      });
+      // ssh2 writes each SSH packet (32 KiB at most) to the socket on its own: one system
+      // call per packet, and over loopback each call also runs the receiving side. Corked,
+      // the packets of this request leave in one writev.
+      const sock = this.#socket();
+      sock?.cork();
+      try {
+        this.#sftp.write(handle, piece, 0, piece.length, position, (err) => {
+          if (err) reject(mapError(err, `cannot write ${JSON.stringify(p)}`, p));
+          else resolve();
+        });
+      } finally {
+        sock?.uncork();
+      }
     });
+  }
+
+  /** The TCP socket under the SSH connection (ssh2 keeps it in `_sock`), when it can be reached. */
+  #socket(): Socket | undefined {
+    const sock = (this.#client as unknown as { client?: { _sock?: unknown } }).client?._sock;
+    return sock instanceof Socket ? sock : undefined;
   }
 
   async mkdir(p: RelPath, options: SignalOption = {}): Promise<void> {

@@ -179,6 +179,7 @@ describe('symlinked directories at the destination', () => {
       () => dest.write(toRelPath('escape/new.txt'), Readable.from([Buffer.from('x')]), { size: 1 }),
       () => dest.remove(toRelPath('escape/secret.txt')),
       () => dest.read(toRelPath('escape/secret.txt')),
+      () => dest.readSmallFile(toRelPath('escape/secret.txt'), 100),
       () => dest.mkdir(toRelPath('escape/sub')),
       () => dest.symlink(toRelPath('escape/l'), '/etc/passwd'),
     ]) {
@@ -194,6 +195,7 @@ describe('symlinked directories at the destination', () => {
     const dest = await LocalBackend.open(root, root, { write: true });
     await assert.rejects(dest.read(toRelPath('alias/inner #1.txt')), (e) => isBitfogError(e, 'EACCES'));
     await assert.rejects(dest.copyToLocalFile(toRelPath('alias/inner #1.txt'), path.join(dir, 'copy')), (e) => isBitfogError(e, 'EACCES'));
+    await assert.rejects(dest.readSmallFile(toRelPath('alias/inner #1.txt'), 100), (e) => isBitfogError(e, 'EACCES'));
     await assert.rejects(
       dest.write(toRelPath('alias/inner #1.txt'), Readable.from([Buffer.from('overwritten')]), { size: 11 }),
       (e) => isBitfogError(e, 'EACCES'),

@@ -371,6 +371,27 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('reads small files whole when it offers readSmallFile, and declines larger ones', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.readSmallFile !== 'function') return t.skip('no readSmallFile offered (optional)');
+        await b.mkdir(p('small'));
+        const content = randomBytes(5000);
+        const name = p('small/tiny #1 ü?%.txt');
+        await writeBuffer(b, name, content);
+        await writeBuffer(b, p('small/empty'), Buffer.alloc(0));
+        const got = await b.readSmallFile(name, 5000);
+        if (got === undefined) return t.diagnostic('readSmallFile declined here');
+        assert.deepEqual(got, content, 'the whole file');
+        assert.deepEqual(await b.readSmallFile(p('small/empty'), 10), Buffer.alloc(0), 'an empty file');
+        assert.equal(await b.readSmallFile(name, 4999), undefined, 'a file over maxBytes is declined');
+        await expectCode(b.readSmallFile(p('small/missing'), 10), 'ENOENT');
+        await expectCode(b.readSmallFile(p('small'), 10), 'EISDIR');
+      } finally {
+        await b.close();
+      }
+    });
+
     it('lists the true sha256 of each file when it declares server-side hashes', async (t) => {
       const b = await open();
       try {

@@ -203,6 +203,17 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     }
   };
 
+  /** A small file read whole, when the source offers that, put into the spool from memory (undefined: stream instead). */
+  const sourceReadsSmall = typeof source.readSmallFile === 'function';
+  const putSmallIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, onBytes: (n: number) => void) => {
+    if (!sourceReadsSmall || expected.size >= OWN_COPY_MIN_BYTES) return undefined;
+    const content = await source.readSmallFile!(entry.path, OWN_COPY_MIN_BYTES - 1, { signal: inner });
+    if (content === undefined) return undefined; // grew past small, or not readable this way here
+    const hash = spool.putSmallBlob(content, expected);
+    onBytes(content.length);
+    return hash;
+  };
+
   const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
     throwIfAborted(inner);
     const startedAt = Date.now();
@@ -215,7 +226,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     const blobOptions = { signal: inner, durable: false, onBytes };
     const hash = deltas.wants(entry.path, need.size, need.hash)
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
-      : (await copyIntoSpool(entry, expected, blobOptions)) ??
+      : (await putSmallIntoSpool(entry, expected, onBytes)) ??
+        (await copyIntoSpool(entry, expected, blobOptions)) ??
         (await spool.writeBlob(await source.read(entry.path, { signal: inner }), expected, blobOptions));
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.

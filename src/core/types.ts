@@ -163,6 +163,15 @@ export interface Source {
    */
   openFile?(path: RelPath, options?: SignalOption): Promise<OpenFile>;
 
+  /**
+   * Optional. The whole content of a file of at most `maxBytes`, in one buffer; undefined
+   * when the file is larger or cannot be read this way here (the caller then streams it
+   * through `read`). For the many
+   * small files of a tree, where a stream's machinery costs more than the bytes (the local
+   * backend makes its few system calls directly). Throws as `read` does.
+   */
+  readSmallFile?(path: RelPath, maxBytes: number, options?: SignalOption): Promise<Buffer | undefined>;
+
   /** Releases connections. Idempotent. */
   close(): Promise<void>;
 }

@@ -12,7 +12,7 @@
  * thousand small files cost a few batched flushes rather than one fsync each.
  */
 import { execFile } from 'node:child_process';
-import { constants as C, createReadStream, lstatSync, promises as fsp, readdirSync } from 'node:fs';
+import { closeSync, constants as C, createReadStream, fstatSync, lstatSync, openSync, promises as fsp, readdirSync, readlinkSync, readSync } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -236,6 +236,46 @@ export class LocalBackend implements Destination {
     } catch (e) {
       await handle.close().catch(() => {});
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    }
+  }
+
+  /**
+   * A small file read whole with synchronous system calls (open, check, fstat, read,
+   * close), confined like `read`. Handing each of them to the I/O thread pool costs more
+   * than the call itself for a file of a few kilobytes (measured: 20k small files copied
+   * through the pool, 8 at a time, in 3.7–4.5 s; with direct calls in 1.7–3.5 s).
+   */
+  async readSmallFile(p: RelPath, maxBytes: number, options: SignalOption = {}): Promise<Buffer | undefined> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) return undefined; // the check below needs /proc/self/fd: stream instead
+    let fd: number;
+    try {
+      fd = openSync(this.localPath(p), READ_FLAGS);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
+      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+    }
+    try {
+      // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
+      if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(this.#realRoot, p)) throw escapeError(p);
+      const st = fstatSync(fd);
+      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      if (st.size > maxBytes) return undefined;
+      // One byte more than allowed: a file that grew since fstat shows as too large.
+      const buffer = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
+      let got = 0;
+      for (;;) {
+        const n = readSync(fd, buffer, got, buffer.length - got, got);
+        if (n === 0) break;
+        got += n;
+        if (got === buffer.length) break;
+      }
+      return got > maxBytes ? undefined : buffer.subarray(0, got);
+    } catch (e) {
+      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+    } finally {
+      closeSync(fd);
     }
   }
 

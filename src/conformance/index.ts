@@ -392,6 +392,30 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('writes small files from memory when it offers writeSmallFile, like write', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.writeSmallFile !== 'function') return t.skip('no writeSmallFile offered (optional)');
+        await b.mkdir(p('small out'));
+        const content = randomBytes(3000);
+        const name = p('small out/new #1 ü?%.txt');
+        const mtimeMs = Date.UTC(2020, 1, 2, 3, 4, 5, 6);
+        if (!(await b.writeSmallFile(name, content, { size: content.length, mode: 0o640, mtimeMs }))) {
+          return t.diagnostic('writeSmallFile declined here');
+        }
+        assert.deepEqual(await readAll(b, name), content, 'written byte for byte');
+        const st = await b.stat(name);
+        if (b.capabilities.modes) assert.equal(st.mode! & 0o777, 0o640, 'mode applied');
+        if (b.capabilities.mtimePrecisionMs > 0) assert.ok(Math.abs(st.mtimeMs! - mtimeMs) < Math.max(b.capabilities.mtimePrecisionMs, 1), 'mtime applied');
+        assert.ok(await b.writeSmallFile(name, Buffer.from('shorter'), { size: 7 }), 'replaces a file');
+        assert.deepEqual(await readAll(b, name), Buffer.from('shorter'));
+        await expectCode(b.writeSmallFile(p('small out/wrong'), Buffer.from('abc'), { size: 4 }), 'EINTEGRITY');
+        await expectCode(b.writeSmallFile(p('small out'), Buffer.from('x'), { size: 1 }), 'EISDIR');
+      } finally {
+        await b.close();
+      }
+    });
+
     it('lists the true sha256 of each file when it declares server-side hashes', async (t) => {
       const b = await open();
       try {

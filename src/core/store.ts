@@ -163,17 +163,21 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   };
 
   /** Opens the verified content of a write: a spool blob or a file already at the destination. */
-  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
-    if (w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer) {
-      // Small: read whole and verified before anything is written (no stream machinery per file).
-      const content = await spool.readSmallBlob(w.hash, w.size);
-      const got = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
-      if (got !== w.hash || content.length !== w.size) {
-        throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
-      }
-      storeProgress(w)(content.length);
-      return Readable.from([content]);
+  /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
+  const isSmall = (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined) =>
+    w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer;
+  const readVerifiedSmall = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Buffer> => {
+    const content = await spool.readSmallBlob(w.hash, w.size);
+    const got = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
+    if (got !== w.hash || content.length !== w.size) {
+      throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
     }
+    storeProgress(w)(content.length);
+    return content;
+  };
+
+  const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
+    if (isSmall(w, signer)) return Readable.from([await readVerifiedSmall(w)]);
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
       : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
@@ -234,6 +238,12 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       signer = signerFor(w);
       if (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer))) {
         if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
+        return target;
+      }
+      if (isSmall(w, signer) && typeof dest.writeSmallFile === 'function') {
+        const content = await readVerifiedSmall(w);
+        if (await dest.writeSmallFile(target, content, writeOptions)) return target;
+        await dest.write(target, Readable.from([content]), { ...writeOptions, contentVerified: true });
         return target;
       }
       const content = await openContent(w, signer);

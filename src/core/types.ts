@@ -201,6 +201,14 @@ export interface Destination extends Source {
    */
   write(path: RelPath, content: Readable, options: WriteOptions): Promise<void>;
 
+  /**
+   * Optional. `write` for a small file whose content is in memory (already verified by
+   * the caller); false when it cannot be written this way here (the caller then uses
+   * `write`). For the many small files of a tree (the local backend makes its few system
+   * calls directly). Same semantics and errors as `write`.
+   */
+  writeSmallFile?(path: RelPath, content: Uint8Array, options: WriteOptions): Promise<boolean>;
+
   /** Creates one directory; its parent exists. Succeeds if it already is a directory. Throws EEXIST if a non-directory is there. */
   mkdir(path: RelPath, options?: SignalOption): Promise<void>;
 

@@ -12,7 +12,22 @@
  * thousand small files cost a few batched flushes rather than one fsync each.
  */
 import { execFile } from 'node:child_process';
-import { closeSync, constants as C, createReadStream, fstatSync, lstatSync, openSync, promises as fsp, readdirSync, readlinkSync, readSync } from 'node:fs';
+import {
+  closeSync,
+  constants as C,
+  createReadStream,
+  fchmodSync,
+  fstatSync,
+  futimesSync,
+  lstatSync,
+  openSync,
+  promises as fsp,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  writeSync,
+} from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -383,6 +398,42 @@ export class LocalBackend implements Destination {
     }
   }
 
+  /**
+   * A small file written whole from memory with direct system calls (see readSmallFile),
+   * confined like `write`; mode and mtime set through the descriptor.
+   */
+  async writeSmallFile(p: RelPath, content: Uint8Array, options: WriteOptions): Promise<boolean> {
+    throwIfAborted(options.signal);
+    if (!this.#procFd) return false; // the check below needs /proc/self/fd: stream instead
+    if (content.length !== options.size) {
+      throw bitfogError('EINTEGRITY', `${content.length} bytes for ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
+    }
+    this.#checkParentSync(p);
+    let fd: number;
+    try {
+      fd = openSync(this.localPath(p), WRITE_FLAGS, 0o600);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
+      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+    }
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(this.#realRoot, p)) {
+        closeSync(fd);
+        fd = -1;
+        await this.#unlinkIfEscaped(p);
+        throw escapeError(p);
+      }
+      for (let off = 0; off < content.length; ) off += writeSync(fd, content, off, content.length - off, off);
+      if (options.mode !== undefined) fchmodSync(fd, options.mode & 0o7777);
+      if (options.mtimeMs !== undefined) futimesSync(fd, new Date(), options.mtimeMs / 1000);
+    } catch (e) {
+      throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    return true;
+  }
+
   async mkdir(p: RelPath): Promise<void> {
     await this.#checkParent(p);
     try {
@@ -536,14 +587,32 @@ export class LocalBackend implements Destination {
     // realpath costs a readlink per path component: a directory found real once in this
     // session is not resolved again, until bitfog itself creates a symlink (see symlink()).
     if (this.#verifiedDirs.has(parent)) return;
-    const lexical = path.join(this.#root, parent);
     let real: string;
     try {
-      real = await fsp.realpath(lexical);
+      real = await fsp.realpath(path.join(this.#root, parent));
     } catch {
       // A missing parent cannot redirect anything; the operation itself reports ENOENT.
       return;
     }
+    this.#rememberParent(p, parent, real);
+  }
+
+  /** `#checkParent` with a direct system call, for the small-file paths. */
+  #checkParentSync(p: RelPath): void {
+    const slash = p.lastIndexOf('/');
+    if (slash < 0) return;
+    const parent = p.slice(0, slash);
+    if (this.#verifiedDirs.has(parent)) return;
+    let real: string;
+    try {
+      real = realpathSync(path.join(this.#root, parent));
+    } catch {
+      return; // as in #checkParent
+    }
+    this.#rememberParent(p, parent, real);
+  }
+
+  #rememberParent(p: RelPath, parent: string, real: string): void {
     if (real !== path.join(this.#realRoot, parent)) throw escapeError(p);
     if (this.#verifiedDirs.size >= VERIFIED_DIRS_MAX) this.#verifiedDirs.clear();
     this.#verifiedDirs.add(parent);

@@ -3,7 +3,7 @@
  * and the local backend shares; destination data itself always goes through a Destination.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readSync } from 'node:fs';
 import path from 'node:path';
 
 /** Writes `data` to `file` so that `file` holds either the old or the new content, durably. */
@@ -65,3 +65,14 @@ export const OWN_COPY_MIN_BYTES = 1024 * 1024;
  * store's re-verification (fetch).
  */
 export const FSYNC_EACH_MIN_BYTES = 8 * 1024 * 1024;
+
+/** Reads into `buffer` from the start of the open file `fd` until the buffer is full or the file ends; returns the bytes read. */
+export function readFullySync(fd: number, buffer: Uint8Array): number {
+  let got = 0;
+  while (got < buffer.length) {
+    const n = readSync(fd, buffer, got, buffer.length - got, got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}

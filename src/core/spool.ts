@@ -11,12 +11,12 @@
  * most the blob being written, and the manifest's `carried` table is rebuilt from it.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants as C, createReadStream, mkdirSync, openSync, promises as fsp, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as C, createReadStream, mkdirSync, openSync, promises as fsp, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
-import { readBufferSize, syncDir } from './fsutil.ts';
+import { readBufferSize, readFullySync, syncDir } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
 import { chunksOf, GatheringWriter } from './streams.ts';
@@ -166,14 +166,7 @@ export class Spool {
     try {
       fd = openSync(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
       const buffer = Buffer.allocUnsafe(size + 1);
-      let got = 0;
-      for (;;) {
-        const n = readSync(fd, buffer, got, buffer.length - got, got);
-        if (n === 0) break;
-        got += n;
-        if (got === buffer.length) break;
-      }
-      return buffer.subarray(0, got);
+      return buffer.subarray(0, readFullySync(fd, buffer));
     } catch (e) {
       throw toBitfogError(e, `cannot read blob ${hash}`);
     } finally {

@@ -24,7 +24,6 @@ import {
   promises as fsp,
   readdirSync,
   readlinkSync,
-  readSync,
   realpathSync,
   writeSync,
 } from 'node:fs';
@@ -32,7 +31,7 @@ import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
-import { readBufferSize } from '../../core/fsutil.ts';
+import { readBufferSize, readFullySync } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -230,24 +229,28 @@ export class LocalBackend implements Destination {
 
   async read(p: RelPath, options: ReadOptions = {}): Promise<Readable> {
     throwIfAborted(options.signal);
+    const { handle, size } = await this.#openRegular(p);
+    if (options.end !== undefined && options.end <= (options.start ?? 0)) {
+      await handle.close();
+      return Readable.from([]);
+    }
+    return createReadStream('', {
+      fd: handle,
+      start: options.start ?? 0,
+      ...(options.end === undefined ? {} : { end: options.end - 1 }),
+      highWaterMark: readBufferSize((options.end ?? size) - (options.start ?? 0)),
+      autoClose: true,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+
+  /** A regular file opened for reading, confined (see #openConfined); EISDIR, EOPNOTSUPP otherwise. */
+  async #openRegular(p: RelPath): Promise<{ handle: fsp.FileHandle; size: number }> {
     const handle = await this.#openConfined(p, READ_FLAGS);
     try {
       const st = await handle.stat();
-      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
-      // O_NONBLOCK made opening a FIFO return at once; refuse it instead of blocking on read.
-      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
-      if (options.end !== undefined && options.end <= (options.start ?? 0)) {
-        await handle.close();
-        return Readable.from([]);
-      }
-      return createReadStream('', {
-        fd: handle,
-        start: options.start ?? 0,
-        ...(options.end === undefined ? {} : { end: options.end - 1 }),
-        highWaterMark: readBufferSize((options.end ?? st.size) - (options.start ?? 0)),
-        autoClose: true,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
+      assertRegularFile(p, st);
+      return { handle, size: st.size };
     } catch (e) {
       await handle.close().catch(() => {});
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
@@ -274,18 +277,11 @@ export class LocalBackend implements Destination {
       // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
       if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(this.#realRoot, p)) throw escapeError(p);
       const st = fstatSync(fd);
-      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
-      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+      assertRegularFile(p, st);
       if (st.size > maxBytes) return undefined;
       // One byte more than allowed: a file that grew since fstat shows as too large.
       const buffer = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
-      let got = 0;
-      for (;;) {
-        const n = readSync(fd, buffer, got, buffer.length - got, got);
-        if (n === 0) break;
-        got += n;
-        if (got === buffer.length) break;
-      }
+      const got = readFullySync(fd, buffer);
       return got > maxBytes ? undefined : buffer.subarray(0, got);
     } catch (e) {
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
@@ -297,27 +293,19 @@ export class LocalBackend implements Destination {
   /** A descriptor opened and checked like `read`'s, for positional reads into the caller's buffers. */
   async openFile(p: RelPath, options: SignalOption = {}): Promise<OpenFile> {
     throwIfAborted(options.signal);
-    const handle = await this.#openConfined(p, READ_FLAGS);
-    try {
-      const st = await handle.stat();
-      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
-      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
-      let closed: Promise<void> | undefined;
-      return {
-        size: st.size,
-        read: async (buffer, offset, length, position) => {
-          try {
-            return (await handle.read(buffer, offset, length, position)).bytesRead;
-          } catch (e) {
-            throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
-          }
-        },
-        close: () => (closed ??= handle.close().catch(() => {})),
-      };
-    } catch (e) {
-      await handle.close().catch(() => {});
-      throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
-    }
+    const { handle, size } = await this.#openRegular(p);
+    let closed: Promise<void> | undefined;
+    return {
+      size,
+      read: async (buffer, offset, length, position) => {
+        try {
+          return (await handle.read(buffer, offset, length, position)).bytesRead;
+        } catch (e) {
+          throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
+        }
+      },
+      close: () => (closed ??= handle.close().catch(() => {})),
+    };
   }
 
   /**
@@ -328,11 +316,8 @@ export class LocalBackend implements Destination {
   async copyToLocalFile(p: RelPath, localFile: string, options: SignalOption = {}): Promise<void> {
     throwIfAborted(options.signal);
     if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
-    const handle = await this.#openConfined(p, READ_FLAGS);
+    const { handle } = await this.#openRegular(p);
     try {
-      const st = await handle.stat();
-      if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
-      if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
       await fsp.copyFile(`/proc/self/fd/${handle.fd}`, localFile, C.COPYFILE_EXCL);
     } catch (e) {
       throw toBitfogError(e, `cannot read ${JSON.stringify(p)}`, p);
@@ -581,28 +566,16 @@ export class LocalBackend implements Destination {
 
   /** Throws EACCES when the parent directory of `p` resolves outside the root (a symlinked directory). */
   async #checkParent(p: RelPath): Promise<void> {
-    const slash = p.lastIndexOf('/');
-    if (slash < 0) return;
-    const parent = p.slice(0, slash);
-    // realpath costs a readlink per path component: a directory found real once in this
-    // session is not resolved again, until bitfog itself creates a symlink (see symlink()).
-    if (this.#verifiedDirs.has(parent)) return;
-    let real: string;
-    try {
-      real = await fsp.realpath(path.join(this.#root, parent));
-    } catch {
-      // A missing parent cannot redirect anything; the operation itself reports ENOENT.
-      return;
-    }
-    this.#rememberParent(p, parent, real);
+    const parent = this.#parentToCheck(p);
+    // A missing parent cannot redirect anything; the operation itself reports ENOENT.
+    const real = parent === undefined ? undefined : await fsp.realpath(path.join(this.#root, parent)).catch(() => undefined);
+    if (real !== undefined) this.#rememberParent(p, parent!, real);
   }
 
   /** `#checkParent` with a direct system call, for the small-file paths. */
   #checkParentSync(p: RelPath): void {
-    const slash = p.lastIndexOf('/');
-    if (slash < 0) return;
-    const parent = p.slice(0, slash);
-    if (this.#verifiedDirs.has(parent)) return;
+    const parent = this.#parentToCheck(p);
+    if (parent === undefined) return;
     let real: string;
     try {
       real = realpathSync(path.join(this.#root, parent));
@@ -610,6 +583,18 @@ export class LocalBackend implements Destination {
       return; // as in #checkParent
     }
     this.#rememberParent(p, parent, real);
+  }
+
+  /**
+   * The parent directory of `p` when it still has to be resolved. realpath costs a readlink
+   * per path component: a directory found real once in this session is not resolved again,
+   * until bitfog itself creates a symlink (see symlink()).
+   */
+  #parentToCheck(p: RelPath): string | undefined {
+    const slash = p.lastIndexOf('/');
+    if (slash < 0) return undefined;
+    const parent = p.slice(0, slash);
+    return this.#verifiedDirs.has(parent) ? undefined : parent;
   }
 
   #rememberParent(p: RelPath, parent: string, real: string): void {
@@ -627,6 +612,15 @@ export class LocalBackend implements Destination {
 async function applyMetadata(handle: fsp.FileHandle, metadata: Metadata): Promise<void> {
   if (metadata.mode !== undefined) await handle.chmod(metadata.mode & 0o7777);
   if (metadata.mtimeMs !== undefined) await handle.utimes(new Date(), metadata.mtimeMs / 1000);
+}
+
+/**
+ * EISDIR for a directory, EOPNOTSUPP for anything else that is not a regular file. Reads
+ * open with O_NONBLOCK, so a FIFO opens at once and is refused here instead of blocking.
+ */
+function assertRegularFile(p: RelPath, st: { isDirectory(): boolean; isFile(): boolean }): void {
+  if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
+  if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
 }
 
 function escapeError(p: RelPath) {

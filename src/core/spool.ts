@@ -10,7 +10,7 @@
  * was fsynced, so the blobs directory is the truth about what is carried: a crash loses at
  * most the blob being written, and the manifest's `carried` table is rebuilt from it.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants as C, createReadStream, mkdirSync, openSync, promises as fsp, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,7 +21,6 @@ import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing
 import { Manifest } from './manifest.ts';
 import { chunksOf, GatheringWriter } from './streams.ts';
 import pLimit from 'p-limit';
-import { createHash } from 'node:crypto';
 
 const MANIFEST = 'manifest.db';
 const LOCK = 'lock';
@@ -157,8 +156,7 @@ export class Spool {
   }
 
   /**
-   * A small blob read whole, in one read: store verifies it in memory before writing a
-   * byte of it. Reads one byte more than `size`, so that a longer file shows as such.
+   * A small blob read whole: store verifies it in memory before writing a byte of it. Reads one byte more than `size`, so that a longer file shows as such.
    */
   async readSmallBlob(hash: string, size: number): Promise<Buffer> {
     // Direct system calls: for a few kilobytes, cheaper than handing each to the I/O thread pool.
@@ -233,7 +231,7 @@ export class Spool {
    * `durable: false`). Throws EINTEGRITY, ENOSPC.
    */
   putSmallBlob(content: Buffer, expected: { hash?: string; size: number }): string {
-    const hash = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
+    const hash = formatHash(createHash(HASH_ALGORITHM).update(content));
     if (content.length !== expected.size || (expected.hash !== undefined && hash !== expected.hash)) throw integrityError(hash, content.length, expected);
     const tmp = path.join(this.dir, 'tmp', `${this.#tmpPrefix}-${(this.#tmpCounter++).toString(36)}`);
     try {

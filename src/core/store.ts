@@ -162,13 +162,12 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
   };
 
-  /** Opens the verified content of a write: a spool blob or a file already at the destination. */
   /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
   const isSmall = (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined) =>
     w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer;
   const readVerifiedSmall = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Buffer> => {
     const content = await spool.readSmallBlob(w.hash, w.size);
-    const got = `${HASH_ALGORITHM}:${createHash(HASH_ALGORITHM).update(content).digest('hex')}`;
+    const got = formatHash(createHash(HASH_ALGORITHM).update(content));
     if (got !== w.hash || content.length !== w.size) {
       throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
     }
@@ -176,8 +175,8 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     return content;
   };
 
+  /** Opens the content of a write, verified as it streams: a spool blob, a delta assembly or a file already at the destination. */
   const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
-    if (isSmall(w, signer)) return Readable.from([await readVerifiedSmall(w)]);
     const raw = w.from.kind === 'spool'
       ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
       : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
@@ -240,14 +239,14 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
         return target;
       }
-      if (isSmall(w, signer) && typeof dest.writeSmallFile === 'function') {
+      if (isSmall(w, signer)) {
         const content = await readVerifiedSmall(w);
-        if (await dest.writeSmallFile(target, content, writeOptions)) return target;
-        await dest.write(target, Readable.from([content]), { ...writeOptions, contentVerified: true });
+        if (!(await dest.writeSmallFile?.(target, content, writeOptions))) {
+          await dest.write(target, Readable.from([content]), { ...writeOptions, contentVerified: true });
+        }
         return target;
       }
       const content = await openContent(w, signer);
-      // openContent verified it up front (small blobs) or verifies it as it streams.
       await dest.write(target, content, { ...writeOptions, contentVerified: true });
       if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
       return target;

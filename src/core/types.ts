@@ -156,8 +156,8 @@ export interface Source {
   /**
    * Optional. The file at `path` opened for positional reads into buffers the caller owns
    * and reuses. Large files then move without fresh memory for every chunk, which costs
-   * more than the copy itself (the kernel faults in and zeroes every new page): the server
-   * sends files this way, and store reads back what it wrote. Throws as `read` does
+   * more than the copy itself (the kernel faults in and zeroes every new page): `bitfog
+   * serve` sends files of 1 MiB and more this way. Throws as `read` does
    * (ENOENT, EISDIR, EOPNOTSUPP for what is not a regular file); EOPNOTSUPP also makes the
    * caller use `read` instead.
    */
@@ -166,9 +166,9 @@ export interface Source {
   /**
    * Optional. The whole content of a file of at most `maxBytes`, in one buffer; undefined
    * when the file is larger or cannot be read this way here (the caller then streams it
-   * through `read`). For the many
-   * small files of a tree, where a stream's machinery costs more than the bytes (the local
-   * backend makes its few system calls directly). Throws as `read` does.
+   * through `read`). For the many small files of a tree, where a stream's machinery costs
+   * more than the bytes (the local backend makes its few system calls directly). Throws as
+   * `read` does.
    */
   readSmallFile?(path: RelPath, maxBytes: number, options?: SignalOption): Promise<Buffer | undefined>;
 

@@ -265,17 +265,9 @@ export class LocalBackend implements Destination {
    */
   async readSmallFile(p: RelPath, maxBytes: number, options: SignalOption = {}): Promise<Buffer | undefined> {
     throwIfAborted(options.signal);
-    if (!this.#procFd) return undefined; // the check below needs /proc/self/fd: stream instead
-    let fd: number;
+    if (!this.#procFd) return undefined; // the confinement check needs /proc/self/fd: stream instead
+    const fd = await this.#openConfinedSync(p, READ_FLAGS);
     try {
-      fd = openSync(this.localPath(p), READ_FLAGS);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
-      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
-    }
-    try {
-      // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
-      if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(this.#realRoot, p)) throw escapeError(p);
       const st = fstatSync(fd);
       assertRegularFile(p, st);
       if (st.size > maxBytes) return undefined;
@@ -389,32 +381,19 @@ export class LocalBackend implements Destination {
    */
   async writeSmallFile(p: RelPath, content: Uint8Array, options: WriteOptions): Promise<boolean> {
     throwIfAborted(options.signal);
-    if (!this.#procFd) return false; // the check below needs /proc/self/fd: stream instead
+    if (!this.#procFd) return false; // the confinement check needs /proc/self/fd: stream instead
     if (content.length !== options.size) {
       throw bitfogError('EINTEGRITY', `${content.length} bytes for ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
-    this.#checkParentSync(p);
-    let fd: number;
+    const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);
     try {
-      fd = openSync(this.localPath(p), WRITE_FLAGS, 0o600);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
-      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
-    }
-    try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) !== path.join(this.#realRoot, p)) {
-        closeSync(fd);
-        fd = -1;
-        await this.#unlinkIfEscaped(p);
-        throw escapeError(p);
-      }
       for (let off = 0; off < content.length; ) off += writeSync(fd, content, off, content.length - off, off);
       if (options.mode !== undefined) fchmodSync(fd, options.mode & 0o7777);
       if (options.mtimeMs !== undefined) futimesSync(fd, new Date(), options.mtimeMs / 1000);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
     } finally {
-      if (fd >= 0) closeSync(fd);
+      closeSync(fd);
     }
     return true;
   }
@@ -537,10 +516,7 @@ export class LocalBackend implements Destination {
     try {
       handle = await fsp.open(this.localPath(p), flags, mode);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ELOOP') {
-        throw bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
-      }
-      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+      throw openError(p, e);
     }
     try {
       // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
@@ -552,6 +528,34 @@ export class LocalBackend implements Destination {
       throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
     }
     return handle;
+  }
+
+  /**
+   * `#openConfined` with direct system calls, for the small-file paths (which need
+   * /proc/self/fd): a descriptor number, to be closed with closeSync.
+   */
+  async #openConfinedSync(p: RelPath, flags: number, mode?: number): Promise<number> {
+    if ((flags & C.O_CREAT) !== 0) this.#checkParentSync(p);
+    let fd: number;
+    try {
+      fd = openSync(this.localPath(p), flags, mode);
+    } catch (e) {
+      throw openError(p, e);
+    }
+    let inside: boolean;
+    try {
+      // Exactly the lexical path, resolved: no symlinked directory anywhere on the way.
+      inside = readlinkSync(`/proc/self/fd/${fd}`) === path.join(this.#realRoot, p);
+    } catch (e) {
+      closeSync(fd);
+      throw toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
+    }
+    if (!inside) {
+      closeSync(fd);
+      if (flags & C.O_CREAT) await this.#unlinkIfEscaped(p);
+      throw escapeError(p);
+    }
+    return fd;
   }
 
   /** Only a file this call created outside the root would be removed; inside-root files are untouched. */
@@ -621,6 +625,12 @@ async function applyMetadata(handle: fsp.FileHandle, metadata: Metadata): Promis
 function assertRegularFile(p: RelPath, st: { isDirectory(): boolean; isFile(): boolean }): void {
   if (st.isDirectory()) throw bitfogError('EISDIR', `${JSON.stringify(p)} is a directory`, { path: p });
   if (!st.isFile()) throw bitfogError('EOPNOTSUPP', `${JSON.stringify(p)} is not a regular file`, { path: p });
+}
+
+/** A failed open: a symlink where a file was expected (O_NOFOLLOW) is EISDIR. */
+function openError(p: RelPath, e: unknown) {
+  if ((e as NodeJS.ErrnoException).code === 'ELOOP') return bitfogError('EISDIR', `${JSON.stringify(p)} is a symlink, not a file`, { path: p, cause: e });
+  return toBitfogError(e, `cannot open ${JSON.stringify(p)}`, p);
 }
 
 function escapeError(p: RelPath) {

@@ -5,8 +5,8 @@
  * Protocol: workerData is `{ params, hashLength }`; each message is a Uint8Array of the
  * next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes, or at once with the
  * message's buffer (`{ ack, buffer }`, transferred back) when the message filled its whole
- * buffer, so the sender can reuse it; `null` ends the input
- * and is answered by `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`.
+ * buffer, so the sender can reuse it; `null` ends the input and is answered by
+ * `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Chunker, type ChunkParams } from './chunker.ts';

@@ -10,6 +10,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalBackend } from '../src/backends/local/index.ts';
+import { encodeRecipe } from '../src/core/delta/recipe.ts';
 import { signContent } from '../src/core/delta/signature.ts';
 import { DeltaTables } from '../src/core/delta/tables.ts';
 import { deltaStatus, recordDestinationSignatures } from '../src/core/delta/transfer.ts';
@@ -22,7 +23,7 @@ import { Manifest } from '../src/core/manifest.ts';
 import { takeSnapshot } from '../src/core/snapshot.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
-import { xorshiftBytes } from './delta-helpers.ts';
+import { encodeRecipeV1, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
 import { bitfogOk } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -225,6 +226,77 @@ describe('delta transfer through the cycle', () => {
     manifest.close();
     await store(s);
     assert.ok((await fsp.readFile(path.join(s.b, 'clone.img'))).equals(clone));
+  });
+
+  describe('damaged and older recipes on the spool', () => {
+    /** Trip 1 stores an image; trip 2 carries an edited copy as a delta. `tamper` then rewrites its recipe in the manifest. */
+    async function carriedDelta(label: string, tamper: (tables: DeltaTables, hash: string, manifest: Manifest) => void) {
+      const s = await sites(label);
+      const img = xorshiftBytes(110, 4 * MiB);
+      await fsp.writeFile(path.join(s.a, 'disk #1.img'), img);
+      await fetch(s);
+      await store(s);
+      const next = edited(img, 4, 20 * KiB, 120);
+      await fsp.writeFile(path.join(s.a, 'disk #1.img'), next);
+      assert.equal((await fetch(s)).delta.files, 1);
+      const hash = `sha256:${createHash('sha256').update(next).digest('hex')}`;
+      const file = path.join(s.spool, 'manifest.db');
+      const manifest = await Manifest.load(file);
+      tamper(new DeltaTables(manifest), hash, manifest);
+      await manifest.save(file);
+      manifest.close();
+      return { s, img, next, hash };
+    }
+
+    /** The store refuses the delta: the old file stays, nothing else appears, and the next trip carries the file whole. */
+    async function assertRefusedThenCarriedWhole(c: Awaited<ReturnType<typeof carriedDelta>>, reason: RegExp) {
+      const st = await store(c.s);
+      assert.equal(st.delta.files, 0);
+      assert.equal(st.delta.refused.length, 1);
+      assert.match(st.delta.refused[0]!.reason, reason);
+      assert.deepEqual([...(await files(c.s.b)).keys()], ['disk #1.img']);
+      assert.ok((await fsp.readFile(path.join(c.s.b, 'disk #1.img'))).equals(c.img));
+      assert.equal((await fetch(c.s)).delta.files, 0);
+      await store(c.s);
+      await assertSameTrees(c.s.a, c.s.b);
+    }
+
+    const swapFirstRuns = (tables: DeltaTables, hash: string) => {
+      const recipe = tables.recipe(hash)!;
+      const runs = recipe.ops.flatMap((op, i) => (op.from === 'dest' ? [i] : []));
+      assert.ok(runs.length >= 2);
+      return withOpsSwapped(recipe, runs[0]!, runs[1]!);
+    };
+
+    it('stores a recipe of the previous format, hashing the whole file', async () => {
+      const c = await carriedDelta('delta-recipe-v1', (tables, hash, manifest) => {
+        manifest.db.run('UPDATE recipes SET recipe = ? WHERE hash = ?', [encodeRecipeV1(tables.recipe(hash)!), hash]);
+        assert.equal(tables.recipe(hash)!.chunkListSha256, undefined);
+      });
+      const st = await store(c.s);
+      assert.equal(st.delta.files, 1);
+      await assertSameTrees(c.s.a, c.s.b);
+    });
+
+    it('refuses a recipe whose runs are out of order, though each run holds what it says', async () => {
+      const c = await carriedDelta('delta-recipe-swapped', (tables, hash) => tables.putRecipe(swapFirstRuns(tables, hash), 0));
+      await assertRefusedThenCarriedWhole(c, /its chunks do not make up sha256:/);
+    });
+
+    it('refuses such a recipe of the previous format by the whole-file hash', async () => {
+      const c = await carriedDelta('delta-recipe-v1-swapped', (tables, hash, manifest) => {
+        manifest.db.run('UPDATE recipes SET recipe = ? WHERE hash = ?', [encodeRecipeV1(swapFirstRuns(tables, hash)), hash]);
+      });
+      await assertRefusedThenCarriedWhole(c, /content hashed to sha256:/);
+    });
+
+    it('refuses a recipe that rebuilds other content than its row says', async () => {
+      const c = await carriedDelta('delta-recipe-other', (tables, hash, manifest) => {
+        const recipe = tables.recipe(hash)!;
+        manifest.db.run('UPDATE recipes SET recipe = ? WHERE hash = ?', [encodeRecipe({ ...recipe, sha256: 'ab'.repeat(32) }), hash]);
+      });
+      await assertRefusedThenCarriedWhole(c, /rebuilds sha256:abab.*the manifest is damaged/);
+    });
   });
 
   it('finishes a store interrupted during assembly when rerun', async () => {

@@ -1,6 +1,6 @@
 /** Deterministic inputs and in-memory sources for the delta tests and bench. */
 import { Readable } from 'node:stream';
-import type { AssembleSources } from '../src/core/delta/recipe.ts';
+import { type AssembleSources, encodeRecipe, type Recipe } from '../src/core/delta/recipe.ts';
 import { BitfogError } from '../src/core/errors.ts';
 
 /** `n` pseudo-random bytes from xorshift32 seeded with `seed` (never changes: golden tests depend on it). */
@@ -64,4 +64,23 @@ export function memorySources(dest: Map<string, Buffer>, spool: Map<string, Buff
     },
   };
   return { sources, reads };
+}
+
+/**
+ * `recipe` in the previous format (version 1: no chunk-list digest), as a spool written
+ * by an older bitfog holds it.
+ */
+export function encodeRecipeV1(recipe: Recipe): Buffer {
+  const v2 = encodeRecipe(recipe);
+  const listAt = v2.indexOf(Buffer.from(recipe.sha256, 'hex')) + 32;
+  const v1 = Buffer.concat([v2.subarray(0, listAt), v2.subarray(listAt + 32)]);
+  v1[0] = 1;
+  return v1;
+}
+
+/** `recipe` with two ops swapped: each op still holds what it says, the file they make does not. */
+export function withOpsSwapped(recipe: Recipe, i: number, j: number): Recipe {
+  const ops = [...recipe.ops];
+  [ops[i], ops[j]] = [ops[j]!, ops[i]!];
+  return { ...recipe, ops };
 }

@@ -25,7 +25,7 @@ import {
 } from '../src/core/delta/signature.ts';
 import { syncChunkHasher, workerChunkHasher, workerHasher } from '../src/core/delta/hasher.ts';
 import { isBitfogError } from '../src/core/errors.ts';
-import { memorySources, randomPieces, readableOf, xorshiftBytes } from './delta-helpers.ts';
+import { encodeRecipeV1, memorySources, randomPieces, readableOf, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -183,6 +183,10 @@ describe('delta recipes', () => {
     assert.deepEqual(decodeRecipe(bytes), p.recipe);
     const { params: _params, ...withoutParams } = p.recipe;
     assert.deepEqual(decodeRecipe(encodeRecipe(withoutParams)), withoutParams);
+    // A recipe of the previous format (no chunk-list digest) is still read.
+    const { chunkListSha256, ...v1 } = p.recipe;
+    assert.match(chunkListSha256 ?? '', /^[0-9a-f]{64}$/);
+    assert.deepEqual(decodeRecipe(encodeRecipeV1(p.recipe)), v1);
     const future = Buffer.from(bytes);
     future[0] = 9;
     assert.throws(() => decodeRecipe(future), (err) => isBitfogError(err, 'EBADSPOOL') && /version 9/.test(err.message));
@@ -376,6 +380,36 @@ describe('delta assembler', () => {
     );
     // The last piece was held back: the consumer never saw the whole (wrong) file.
     assert.ok(Buffer.concat(received).length < next.length);
+  });
+
+  it('checks the whole file through the chunk list: ops in the wrong order are refused though each holds what it says', async () => {
+    const result = await assembleFrom(p.recipe, dest, spoolChunks);
+    assert.equal(result.result.wholeFileVerified, true);
+    const dests = p.recipe.ops.flatMap((op, i) => (op.from === 'dest' ? [i] : []));
+    assert.ok(dests.length >= 2);
+    const swapped = withOpsSwapped(p.recipe, dests[0]!, dests[1]!);
+    const received: Buffer[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const b of assembleReadable(swapped, memorySources(new Map(Object.entries(dest)), spoolChunks).sources)) received.push(b);
+      })(),
+      (err) => isBitfogError(err, 'EINTEGRITY') && err.path === undefined && /does not match its source/.test(err.message),
+    );
+    assert.ok(Buffer.concat(received).length < next.length, 'the consumer never saw the whole (wrong) file');
+  });
+
+  it('hashes the whole file for a recipe of the previous format, unless the caller does', async () => {
+    const { chunkListSha256: _list, ...v1 } = p.recipe;
+    const ok = await assembleFrom(v1, dest, spoolChunks);
+    assert.ok(ok.bytes.equals(next));
+    assert.equal(ok.result.wholeFileVerified, true);
+    const swapped = withOpsSwapped(v1, ...(p.recipe.ops.flatMap((op, i) => (op.from === 'dest' ? [i] : [])).slice(0, 2) as [number, number]));
+    await assert.rejects(assembleFrom(swapped, dest, spoolChunks), (err) => isBitfogError(err, 'EINTEGRITY') && /does not match its source \(sha256:/.test(err.message));
+    // The caller that hashes the stream itself is told the file was not verified here.
+    const out = sink();
+    const unverified = await assemble(swapped, memorySources(new Map(Object.entries(dest)), spoolChunks).sources, out.stream, { verifyWholeFile: false });
+    assert.equal(unverified.wholeFileVerified, false);
+    assert.ok(!out.bytes().equals(next));
   });
 
   it('honours an AbortSignal', async () => {

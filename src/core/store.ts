@@ -10,7 +10,7 @@
  */
 import pLimit from 'p-limit';
 import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
 import { formatHash, HASH_ALGORITHM } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
@@ -177,11 +177,18 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
 
   /** Opens the content of a write, verified as it streams: a spool blob, a delta assembly or a file already at the destination. */
   const openContent = async (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined): Promise<Readable & { signature?: FileSignature }> => {
-    const raw = w.from.kind === 'spool'
-      ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
-      : w.from.kind === 'delta' ? deltas.open(w.hash, signal)
-      : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
-    const verifier = new VerifyingStream(w.hash, w.size, storeProgress(w), signer);
+    let hashVerifiedUpstream = false;
+    let raw: Readable;
+    if (w.from.kind === 'delta') {
+      const assembled = deltas.open(w.hash, signal);
+      raw = assembled.content;
+      hashVerifiedUpstream = assembled.wholeFileVerified;
+    } else {
+      raw = w.from.kind === 'spool'
+        ? w.size === 0 ? emptyStream() : await spool.readBlob(w.hash, signal)
+        : await dest.read(w.from.path, { ...(signal ? { signal } : {}) });
+    }
+    const verifier = new VerifyingStream(w.hash, w.size, storeProgress(w), signer, hashVerifiedUpstream);
     // pipeline carries a read error of the source into the verifier, where the writer sees it.
     return pipeline(raw, verifier, () => {});
   };
@@ -521,10 +528,12 @@ function emptyStream(): Readable {
 
 /**
  * Passes content through while hashing it; fails the stream (so the consumer's write fails
- * before anything is renamed or committed) when the hash or size does not match.
+ * before anything is renamed or committed) when the hash or size does not match. With
+ * `hashVerifiedUpstream` (a delta assembly that proves the whole file through its chunks,
+ * and errors instead of ending otherwise) only the size is checked here.
  */
 class VerifyingStream extends Transform {
-  readonly #hash = createHash('sha256');
+  readonly #hash: Hash | undefined;
   #bytes = 0;
   readonly #expectedHash: string;
   readonly #expectedSize: number;
@@ -533,8 +542,9 @@ class VerifyingStream extends Transform {
   /** The content's signature, once the stream has ended, when a signer was given. */
   signature: FileSignature | undefined;
 
-  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void, signer?: ContentSigner) {
+  constructor(expectedHash: string, expectedSize: number, onBytes: (n: number) => void, signer?: ContentSigner, hashVerifiedUpstream = false) {
     super({ highWaterMark: 1 << 20 });
+    this.#hash = hashVerifiedUpstream ? undefined : createHash('sha256');
     this.#expectedHash = expectedHash;
     this.#expectedSize = expectedSize;
     this.#onBytes = onBytes;
@@ -547,7 +557,7 @@ class VerifyingStream extends Transform {
       cb(bitfogError('EINTEGRITY', `content is longer than the expected ${this.#expectedSize} bytes`));
       return;
     }
-    this.#hash.update(chunk);
+    this.#hash?.update(chunk);
     this.#onBytes(chunk.length);
     let wait: void | Promise<void>;
     try {
@@ -561,7 +571,7 @@ class VerifyingStream extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    const got = formatHash(this.#hash);
+    const got = this.#hash ? formatHash(this.#hash) : this.#expectedHash;
     if (this.#bytes !== this.#expectedSize || got !== this.#expectedHash) {
       cb(bitfogError('EINTEGRITY', `content hashed to ${got} (${this.#bytes} bytes), expected ${this.#expectedHash} (${this.#expectedSize} bytes)`));
       return;

@@ -17,16 +17,27 @@
  * naming the base file. The last bytes are held back until everything has verified: a
  * consumer never sees a complete stream of wrong content, only an error.
  *
- * Binary format, version 1 (integers unsigned LEB128 unless noted):
+ * The whole file is checked through its chunks, not hashed a second time (which would
+ * double the assembler's work: SHA-256 is most of it). At the source, the planner cut the
+ * chunks from the same bytes it hashed whole, and records `chunkListSha256`: the SHA-256
+ * of every chunk's digest in file order followed by the whole-file digest. The assembler
+ * recomputes that list digest from the chunks it verified, and the recipe's whole-file
+ * hash. When they agree, the rebuilt bytes are the bytes that had the whole-file hash (a
+ * hash list, as strong as SHA-256 itself); a recipe whose chunk list or file hash was
+ * damaged, or planned wrong, does not agree. A recipe without it (format 1) is checked by
+ * hashing the whole file.
  *
- *   u8 version (1) · u8 hasParams · [u8 normalization · minSize · avgSize · maxSize] · size ·
- *   32 bytes whole-file SHA-256 · pathCount · pathCount × (byteLength · UTF-8) ·
- *   opCount · ops, each one of:
+ * Binary format, version 2 (integers unsigned LEB128 unless noted):
+ *
+ *   u8 version (2) · u8 hasParams · [u8 normalization · minSize · avgSize · maxSize] · size ·
+ *   32 bytes whole-file SHA-256 · 32 bytes chunk-list SHA-256 ·
+ *   pathCount · pathCount × (byteLength · UTF-8) · opCount · ops, each one of:
  *     u8 0 · pathIndex · offset · chunkCount · chunkCount × length · 32 bytes run digest   (dest)
  *     u8 1 · length · 32 bytes chunk SHA-256                                               (spool)
  *
  * A dest op costs about 3 bytes per chunk: the destination's signature already said
  * which hashes those chunks have; the recipe only needs their lengths to check them.
+ * Version 1 is the same without the chunk-list SHA-256; it is still read.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
@@ -38,7 +49,9 @@ import { type ChunkHasher, type StreamHasher, syncChunkHasher, syncHasher, worke
 import type { ChunkIndex, ChunkLocation } from './signature.ts';
 import { ByteReader, pushVarint } from './varint.ts';
 
-export const RECIPE_VERSION = 1;
+export const RECIPE_VERSION = 2;
+/** The oldest recipe format this build reads (1: no chunk-list digest). */
+const OLDEST_RECIPE_VERSION = 1;
 
 /**
  * A run of contiguous chunks `[offset, offset + length)` of a destination file.
@@ -74,6 +87,12 @@ export interface Recipe {
   size: number;
   /** SHA-256 of the rebuilt file, lowercase hex (no `sha256:` prefix). */
   sha256: string;
+  /**
+   * SHA-256 (hex) of the 32-byte SHA-256 digests of all the file's chunks in order, then
+   * the 32-byte whole-file digest: binds the chunk list to `sha256` (see the top of this
+   * file). Absent in recipes of format 1; the whole file is hashed then.
+   */
+  chunkListSha256?: string;
   ops: RecipeOp[];
 }
 
@@ -105,6 +124,8 @@ export class DeltaPlanner {
   private readonly ops: RecipeOp[] = [];
   private readonly carry: Chunk[] = [];
   private readonly carried: Set<string>;
+  /** Digest of every chunk's digest so far (`Recipe.chunkListSha256`). */
+  private readonly chunkList = createHash('sha256');
   private carryBytes = 0;
   private reuseBytes = 0;
   private size = 0;
@@ -126,6 +147,7 @@ export class DeltaPlanner {
   add(chunk: Chunk): boolean {
     if (chunk.offset !== this.size) throw new BitfogError('EIO', `delta planner: chunk at ${chunk.offset}, expected ${this.size}`);
     this.size += chunk.length;
+    this.chunkList.update(Buffer.from(chunk.sha256, 'hex'));
     const hint: { continueAt?: ChunkLocation; preferPath?: string } = {};
     if (this.run) hint.continueAt = this.run.end;
     if (this.options.basePath !== undefined) hint.preferPath = this.options.basePath;
@@ -158,12 +180,17 @@ export class DeltaPlanner {
     return false;
   }
 
-  /** Ends the file. `sha256` is its whole-file hash (hex, or `sha256:<hex>`). */
+  /**
+   * Ends the file. `sha256` is its whole-file hash (hex, or `sha256:<hex>`), which the
+   * caller computed from the very bytes the chunks were cut from: the recipe vouches that
+   * these chunks make a file of that hash.
+   */
   finish(sha256: string): DeltaPlan {
     this.closeRun();
     const hex = sha256.startsWith('sha256:') ? sha256.slice(7) : sha256;
+    const chunkListSha256 = this.chunkList.update(Buffer.from(hex, 'hex')).digest('hex');
     return {
-      recipe: { ...(this.options.params ? { params: { ...this.options.params } } : {}), size: this.size, sha256: hex, ops: this.ops },
+      recipe: { ...(this.options.params ? { params: { ...this.options.params } } : {}), size: this.size, sha256: hex, chunkListSha256, ops: this.ops },
       carry: this.carry,
       carryBytes: this.carryBytes,
       reuseBytes: this.reuseBytes,
@@ -209,6 +236,8 @@ export function encodeRecipe(recipe: Recipe): Buffer {
   } else out.push(0);
   pushVarint(out, recipe.size);
   writeHash(out, recipe.sha256, 'file hash');
+  if (recipe.chunkListSha256 === undefined) throw new BitfogError('EUSAGE', 'recipe has no chunk-list digest (format 1 recipes are only read)');
+  writeHash(out, recipe.chunkListSha256, 'chunk-list digest');
   const paths = recipeBasePaths(recipe);
   const pathIndex = new Map(paths.map((p, i) => [p, i]));
   pushVarint(out, paths.length);
@@ -242,10 +271,10 @@ export function encodeRecipe(recipe: Recipe): Buffer {
 export function decodeRecipe(bytes: Uint8Array): Recipe {
   const r = new ByteReader(bytes, 'delta recipe');
   const version = r.u8();
-  if (version !== RECIPE_VERSION) {
+  if (version < OLDEST_RECIPE_VERSION || version > RECIPE_VERSION) {
     throw new BitfogError(
       'EBADSPOOL',
-      `delta recipe has format version ${version}; this bitfog reads version ${RECIPE_VERSION} (written by a ${version > RECIPE_VERSION ? 'newer' : 'older'} bitfog)`,
+      `delta recipe has format version ${version}; this bitfog reads versions ${OLDEST_RECIPE_VERSION} to ${RECIPE_VERSION} (written by a ${version > RECIPE_VERSION ? 'newer' : 'older'} bitfog)`,
     );
   }
   const hex = (n: number) => Buffer.from(r.bytes(n)).toString('hex');
@@ -261,6 +290,7 @@ export function decodeRecipe(bytes: Uint8Array): Recipe {
   } else if (hasParams !== 0) r.fail('bad params flag');
   const size = r.varint();
   const sha256 = hex(32);
+  const chunkListSha256 = version >= 2 ? hex(32) : undefined;
   const pathCount = r.varint();
   if (pathCount > r.remaining) r.fail('path count larger than the data');
   const paths: string[] = [];
@@ -297,7 +327,7 @@ export function decodeRecipe(bytes: Uint8Array): Recipe {
   }
   r.end();
   if (total !== size) r.fail(`ops add up to ${total} bytes, not ${size}`);
-  return { ...(params ? { params } : {}), size, sha256, ops };
+  return { ...(params ? { params } : {}), size, sha256, ...(chunkListSha256 ? { chunkListSha256 } : {}), ops };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,8 +369,10 @@ export interface AssembleOptions {
    */
   chunkHasher?: () => ChunkHasher;
   /**
-   * false: do not hash the whole file (the caller verifies it on the way, as store's
-   * verifying stream does); chunks and the size are still checked. Default true.
+   * For a recipe of format 1 (no chunk-list digest), false: do not hash the whole file
+   * (the caller verifies it on the way, as store's verifying stream does); chunks and the
+   * size are still checked. Default true. A recipe with a chunk-list digest is always
+   * verified whole through its chunks, never hashed twice.
    */
   verifyWholeFile?: boolean;
   /**
@@ -353,11 +385,13 @@ export interface AssembleOptions {
 
 export interface AssembleResult {
   size: number;
-  /**
-   * `sha256:<hex>` of what was assembled: equal to the recipe's, verified (with
-   * `verifyWholeFile: false`, the recipe's, left for the caller to verify).
-   */
+  /** `sha256:<hex>` of what was assembled: the recipe's (verified when `wholeFileVerified`). */
   hash: string;
+  /**
+   * True when the assembled bytes were proven to have `hash` (through the chunk list, or
+   * by hashing the whole file); false only for a format 1 recipe with `verifyWholeFile: false`.
+   */
+  wholeFileVerified: boolean;
   /** Bytes read from destination files and from the spool. */
   destBytes: number;
   spoolBytes: number;
@@ -454,6 +488,8 @@ class ExactReader {
 class ChunkChecks {
   private readonly queue: Array<{ op: DestOp; next: number; run: Hash } | { op: SpoolOp }> = [];
   private head = 0;
+  /** Digest of every checked chunk's digest, in order (`Recipe.chunkListSha256`). */
+  private readonly chunkList = createHash('sha256');
 
   constructor(private readonly onChunk: ((length: number, sha256: string) => void) | undefined) {}
 
@@ -465,6 +501,7 @@ class ChunkChecks {
   /** Checks the next digests. */
   verify(digests: Buffer[]): void {
     for (const digest of digests) {
+      this.chunkList.update(digest);
       const item = this.queue[this.head];
       if (!item) throw new BitfogError('EIO', 'delta assembler: more chunk digests than chunks');
       if (item.op.from === 'spool') {
@@ -486,9 +523,13 @@ class ChunkChecks {
     }
   }
 
-  /** Throws unless every chunk expected was checked. */
-  done(): void {
+  /**
+   * Throws unless every chunk expected was checked. Returns the chunk-list digest, ended
+   * with `wholeFileHex` (compare with `Recipe.chunkListSha256`).
+   */
+  done(wholeFileHex: string): string {
     if (this.head !== this.queue.length) throw new BitfogError('EIO', 'delta assembler: chunks left unchecked');
+    return this.chunkList.update(Buffer.from(wholeFileHex, 'hex')).digest('hex');
   }
 
   private advance(): void {
@@ -517,7 +558,8 @@ class ChunkChecks {
 export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, options: AssembleOptions = {}): AsyncGenerator<Buffer, AssembleResult, undefined> {
   const { signal } = options;
   let ranged = options.rangedReads ?? true;
-  const verifyWhole = options.verifyWholeFile ?? true;
+  // A recipe with a chunk-list digest proves the whole file through its chunks.
+  const verifyWhole = recipe.chunkListSha256 === undefined && (options.verifyWholeFile ?? true);
   const whole = verifyWhole ? (options.wholeFileHasher?.() ?? syncHasher()) : undefined;
   const chunks = (options.chunkHasher ?? defaultChunkHasher(recipe))();
   const checks = new ChunkChecks(options.onChunk);
@@ -660,7 +702,10 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
       }
     }
     checks.verify(await chunks.finish());
-    checks.done();
+    const chunkList = checks.done(recipe.sha256);
+    if (recipe.chunkListSha256 !== undefined && chunkList !== recipe.chunkListSha256) {
+      throw new BitfogError('EINTEGRITY', `assembled file does not match its source: its chunks do not make up sha256:${recipe.sha256} (the recipe is damaged)`);
+    }
     const hex = whole ? await whole.digest() : recipe.sha256;
     if (size !== recipe.size || hex !== recipe.sha256) {
       throw new BitfogError('EINTEGRITY', `assembled file does not match its source (sha256:${hex}, ${size} bytes; expected sha256:${recipe.sha256}, ${recipe.size} bytes)`);
@@ -668,7 +713,7 @@ export async function* assembleChunks(recipe: Recipe, sources: AssembleSources, 
     flushPending();
     while (ready.length > 0) yield ready.shift()!;
     if (held) yield held;
-    return { size, hash: `sha256:${hex}`, destBytes, spoolBytes };
+    return { size, hash: `sha256:${hex}`, wholeFileVerified: whole !== undefined || recipe.chunkListSha256 !== undefined, destBytes, spoolBytes };
   } finally {
     closeCursor();
     whole?.dispose();

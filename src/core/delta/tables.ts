@@ -14,6 +14,7 @@
  *
  * A format 1 manifest gains these (empty) tables when loaded.
  */
+import { BitfogError } from '../errors.ts';
 import type { Manifest } from '../manifest.ts';
 import { decodeRecipe, encodeRecipe, type Recipe } from './recipe.ts';
 import { decodeSignature, type FileSignature } from './signature.ts';
@@ -103,11 +104,17 @@ export class DeltaTables {
     ]);
   }
 
-  /** The recipe for content `hash` (`sha256:<hex>`). Throws EBADSPOOL when it is damaged. */
+  /**
+   * The recipe for content `hash` (`sha256:<hex>`). Throws EBADSPOOL when it is damaged,
+   * or rebuilds some other content than its row says.
+   */
   recipe(hash: string): Recipe | undefined {
     const r = this.db.exec('SELECT recipe FROM recipes WHERE hash = ?', [hash]);
     const bytes = r[0]?.values[0]?.[0] as Uint8Array | undefined;
-    return bytes ? decodeRecipe(bytes) : undefined;
+    if (!bytes) return undefined;
+    const recipe = decodeRecipe(bytes);
+    if (`sha256:${recipe.sha256}` !== hash) throw new BitfogError('EBADSPOOL', `the delta recipe for ${hash} rebuilds sha256:${recipe.sha256}: the manifest is damaged`);
+    return recipe;
   }
 
   recipeRows(): RecipeRow[] {

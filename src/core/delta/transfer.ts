@@ -252,6 +252,8 @@ export class DeltaFetch {
       throw new BitfogError('EINTEGRITY', `${JSON.stringify(entry.path)} changed while being carried`, { path: entry.path });
     }
     const plan = planner.finish(hash);
+    // The recipe vouches that its chunks make up `hash`: they must be cut from exactly the bytes hashed.
+    if (plan.recipe.size !== size) throw new BitfogError('EIO', `delta planner: chunks of ${JSON.stringify(entry.path)} cover ${plan.recipe.size} bytes, not ${size}`, { path: entry.path });
     this.tables.putRecipe(plan.recipe, plan.carryBytes);
     this.stats.files++;
     this.stats.fileBytes += size;
@@ -304,17 +306,19 @@ export class DeltaStore {
 
   /**
    * The assembled content of `hash` as a stream, for `Destination.write` through store's
-   * verifying stream (which checks the whole file, so the assembler does not hash it again).
-   * Errors: BaseFileChangedError (EINTEGRITY with the base's path), EINTEGRITY for a damaged
-   * spool chunk, ENOENT for a missing one.
+   * verifying stream. `wholeFileVerified`: the assembler proves the whole file through its
+   * chunks (a recipe with a chunk-list digest), so the verifying stream need not hash it
+   * again; false for a format 1 recipe, which the verifying stream must hash. Errors:
+   * BaseFileChangedError (EINTEGRITY with the base's path), EINTEGRITY for a damaged spool
+   * chunk or recipe, ENOENT for a missing one.
    */
-  open(hash: string, signal?: AbortSignal): Readable {
+  open(hash: string, signal?: AbortSignal): { content: Readable; wholeFileVerified: boolean } {
     const recipe = this.tables.recipe(hash);
     if (!recipe) throw new BitfogError('ENOENT', `no delta recipe for ${hash} on the spool`);
     const dest = this.destination;
     const signature: FileSignature | undefined = recipe.params ? { params: recipe.params, hashLength: DEFAULT_HASH_LENGTH, chunks: [] } : undefined;
     this.assembled.set(hash, { signature });
-    return assembleReadable(
+    const content = assembleReadable(
       recipe,
       {
         // A whole-file read passes no range at all: a backend without ranged reads may refuse any.
@@ -329,6 +333,7 @@ export class DeltaStore {
         ...(signature ? { onChunk: (length: number, sha256: string) => void signature.chunks.push({ length, sha256: sha256.slice(0, 2 * DEFAULT_HASH_LENGTH) }) } : {}),
       },
     );
+    return { content, wholeFileVerified: recipe.chunkListSha256 !== undefined };
   }
 
   /** The file at `path` with content `hash` was assembled and landed. */

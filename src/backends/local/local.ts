@@ -7,9 +7,10 @@
  * opened with O_NOFOLLOW and their real location is checked through the open descriptor,
  * so a swap between check and use cannot redirect a read or write.
  *
- * Durability: `write` does not fsync; the core calls `sync` on batches of temporary files
- * before renaming them into place, and on their directories after, so that a hundred
- * thousand small files cost a few batched flushes rather than one fsync each.
+ * Durability: `write` does not wait for the disk; the core calls `sync` on batches of
+ * temporary files before renaming them into place, and on their directories after, so that
+ * a hundred thousand small files cost a few batched flushes rather than one fsync each.
+ * A large streamed write only starts the disk's work early (WRITE_BEHIND_BYTES).
  */
 import { execFile } from 'node:child_process';
 import {
@@ -70,6 +71,13 @@ const SYNC_PARALLELISM = 16;
 const VERIFIED_DIRS_MAX = 100_000;
 /** From this many paths on, one syncfs of the file system is cheaper than an fsync each. */
 const SYNCFS_MIN_PATHS = 8;
+/**
+ * A streamed write starts the disk's work each time this many bytes are written: a
+ * datasync runs in the background (one at a time) while the next bytes arrive, so the
+ * core's `sync` before the rename has only the tail left to wait for. Measured on 1 GiB
+ * (a delta assembly): the final fsync otherwise waited 1.4 s for data written seconds before.
+ */
+const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 
 let syncfsWorks: boolean | undefined;
 
@@ -352,19 +360,35 @@ export class LocalBackend implements Destination {
     throwIfAborted(options.signal);
     const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
     let written = 0;
+    // Write-behind (WRITE_BEHIND_BYTES). Its failure is this write's: the error is reported
+    // once, to this descriptor, and a later fsync through another one might not see it.
+    let flushedTo = 0;
+    let flushing: Promise<void> | undefined;
+    let flushError: unknown;
     try {
       for await (const chunk of chunksOf(content)) {
         throwIfAborted(options.signal);
+        if (flushError !== undefined) throw flushError;
         let off = 0;
         while (off < chunk.length) {
           const { bytesWritten } = await handle.write(chunk, off, chunk.length - off, written + off);
           off += bytesWritten;
         }
         written += chunk.length;
+        if (!flushing && written - flushedTo >= WRITE_BEHIND_BYTES) {
+          flushedTo = written;
+          flushing = handle.datasync().then(
+            () => void (flushing = undefined),
+            (e: unknown) => void ((flushError ??= e), (flushing = undefined)),
+          );
+        }
       }
+      await flushing;
+      if (flushError !== undefined) throw flushError;
       // Through the descriptor: no second path lookup, and it is the file just written.
       if (written === options.size) await applyMetadata(handle, options);
     } catch (e) {
+      await flushing;
       await handle.close().catch(() => {});
       content.destroy();
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);

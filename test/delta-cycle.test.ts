@@ -70,9 +70,21 @@ function withoutRangedReads(d: Destination): Destination {
   });
 }
 
-async function store(s: Sites, signal?: AbortSignal, options: { ranged?: boolean } = {}): Promise<StoreResult> {
+/** A local destination without positional reads and writes: deltas are assembled as a stream through `write`. */
+function streamingOnly(d: Destination): Destination {
+  return new Proxy(d, {
+    get(target, prop, receiver) {
+      if (prop === 'openFile' || prop === 'createFile') return undefined;
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+async function store(s: Sites, signal?: AbortSignal, options: { ranged?: boolean; positional?: boolean } = {}): Promise<StoreResult> {
   const local = await LocalBackend.open('file:///site-b', s.b, { write: true });
-  const destination = options.ranged === false ? withoutRangedReads(local) : local;
+  let destination: Destination = options.ranged === false ? withoutRangedReads(streamingOnly(local)) : local;
+  if (options.positional === false) destination = streamingOnly(destination);
   const spool = await Spool.open(s.spool, { create: true });
   try {
     return await storeFromSpool({ destination, spool, cache: await HashCache.open('site-b', s.cacheDir), delta, ...(signal ? { signal } : {}) });
@@ -228,14 +240,14 @@ describe('delta transfer through the cycle', () => {
     assert.ok((await fsp.readFile(path.join(s.b, 'clone.img'))).equals(clone));
   });
 
-  describe('damaged and older recipes on the spool', () => {
+  for (const positional of [true, false]) describe(`damaged and older recipes on the spool (${positional ? 'positional assembly' : 'assembly as a stream'})`, () => {
     /** Trip 1 stores an image; trip 2 carries an edited copy as a delta. `tamper` then rewrites its recipe in the manifest. */
     async function carriedDelta(label: string, tamper: (tables: DeltaTables, hash: string, manifest: Manifest) => void) {
       const s = await sites(label);
       const img = xorshiftBytes(110, 4 * MiB);
       await fsp.writeFile(path.join(s.a, 'disk #1.img'), img);
       await fetch(s);
-      await store(s);
+      await store(s, undefined, { positional });
       const next = edited(img, 4, 20 * KiB, 120);
       await fsp.writeFile(path.join(s.a, 'disk #1.img'), next);
       assert.equal((await fetch(s)).delta.files, 1);
@@ -250,14 +262,14 @@ describe('delta transfer through the cycle', () => {
 
     /** The store refuses the delta: the old file stays, nothing else appears, and the next trip carries the file whole. */
     async function assertRefusedThenCarriedWhole(c: Awaited<ReturnType<typeof carriedDelta>>, reason: RegExp) {
-      const st = await store(c.s);
+      const st = await store(c.s, undefined, { positional });
       assert.equal(st.delta.files, 0);
       assert.equal(st.delta.refused.length, 1);
       assert.match(st.delta.refused[0]!.reason, reason);
       assert.deepEqual([...(await files(c.s.b)).keys()], ['disk #1.img']);
       assert.ok((await fsp.readFile(path.join(c.s.b, 'disk #1.img'))).equals(c.img));
       assert.equal((await fetch(c.s)).delta.files, 0);
-      await store(c.s);
+      await store(c.s, undefined, { positional });
       await assertSameTrees(c.s.a, c.s.b);
     }
 
@@ -273,7 +285,7 @@ describe('delta transfer through the cycle', () => {
         manifest.db.run('UPDATE recipes SET recipe = ? WHERE hash = ?', [encodeRecipeV1(tables.recipe(hash)!), hash]);
         assert.equal(tables.recipe(hash)!.chunkListSha256, undefined);
       });
-      const st = await store(c.s);
+      const st = await store(c.s, undefined, { positional });
       assert.equal(st.delta.files, 1);
       await assertSameTrees(c.s.a, c.s.b);
     });
@@ -287,7 +299,7 @@ describe('delta transfer through the cycle', () => {
       const c = await carriedDelta('delta-recipe-v1-swapped', (tables, hash, manifest) => {
         manifest.db.run('UPDATE recipes SET recipe = ? WHERE hash = ?', [encodeRecipeV1(swapFirstRuns(tables, hash)), hash]);
       });
-      await assertRefusedThenCarriedWhole(c, /content hashed to sha256:/);
+      await assertRefusedThenCarriedWhole(c, positional ? /does not match its source \(sha256:/ : /content hashed to sha256:/);
     });
 
     it('refuses a recipe that rebuilds other content than its row says', async () => {

@@ -1,6 +1,6 @@
 /** Deterministic inputs and in-memory sources for the delta tests and bench. */
 import { Readable } from 'node:stream';
-import { type AssembleSources, encodeRecipe, type Recipe } from '../src/core/delta/recipe.ts';
+import { type AssembleSources, type AssembleTarget, encodeRecipe, type PositionalAssembleSources, type Recipe } from '../src/core/delta/recipe.ts';
 import { BitfogError } from '../src/core/errors.ts';
 
 /** `n` pseudo-random bytes from xorshift32 seeded with `seed` (never changes: golden tests depend on it). */
@@ -83,4 +83,57 @@ export function withOpsSwapped(recipe: Recipe, i: number, j: number): Recipe {
   const ops = [...recipe.ops];
   [ops[i], ops[j]] = [ops[j]!, ops[i]!];
   return { ...recipe, ops };
+}
+
+/**
+ * Positional assembler sources over in-memory trees (`Source.openFile` semantics: a read
+ * past the end returns 0). `open` counts the files opened and still open.
+ */
+export function memoryPositionalSources(dest: Map<string, Buffer>, spool: Map<string, Buffer>) {
+  const open = { opened: 0, closed: 0 };
+  const sources: PositionalAssembleSources = {
+    async openDestFile(path) {
+      const file = dest.get(path);
+      if (!file) throw new BitfogError('ENOENT', `no such file ${path}`);
+      open.opened++;
+      let closed = false;
+      return {
+        size: file.length,
+        async read(buffer, offset, length, position) {
+          if (closed) throw new BitfogError('EIO', 'read after close');
+          await new Promise((resolve) => setImmediate(resolve));
+          return file.copy(buffer, offset, Math.min(position, file.length), Math.min(position + length, file.length));
+        },
+        async close() {
+          if (!closed) open.closed++;
+          closed = true;
+        },
+      };
+    },
+    readSpoolChunk(sha256) {
+      const chunk = spool.get(sha256);
+      if (!chunk) throw new BitfogError('ENOENT', `no spool chunk ${sha256}`);
+      return readableOf(chunk, 10_000);
+    },
+  };
+  return { sources, open };
+}
+
+/**
+ * An assembly target in memory whose writes take a while and copy the caller's buffer only
+ * when they complete: a caller that reused a buffer before its write resolved would be caught.
+ * `failAt`: the write covering that position rejects with EIO.
+ */
+export function slowMemoryTarget(size: number, options: { failAt?: number } = {}) {
+  const bytes = Buffer.alloc(size);
+  const writes: Array<{ position: number; length: number }> = [];
+  const target: AssembleTarget = {
+    async write(buffer, offset, length, position) {
+      writes.push({ position, length });
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      if (options.failAt !== undefined && position <= options.failAt && options.failAt < position + length) throw new BitfogError('EIO', 'the disk broke');
+      Buffer.from(buffer.buffer, buffer.byteOffset + offset, length).copy(bytes, position);
+    },
+  };
+  return { target, bytes, writes };
 }

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { type ChunkParams, chunkBuffer, chunkParamsForSize } from '../src/core/delta/chunker.ts';
 import {
   assemble,
+  assembleInto,
   assembleReadable,
   BaseFileChangedError,
   decodeRecipe,
@@ -25,7 +26,7 @@ import {
 } from '../src/core/delta/signature.ts';
 import { syncChunkHasher, workerChunkHasher, workerHasher } from '../src/core/delta/hasher.ts';
 import { isBitfogError } from '../src/core/errors.ts';
-import { encodeRecipeV1, memorySources, randomPieces, readableOf, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
+import { encodeRecipeV1, memoryPositionalSources, memorySources, randomPieces, readableOf, slowMemoryTarget, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
 
 const KiB = 1024;
 const MiB = 1 << 20;
@@ -417,5 +418,78 @@ describe('delta assembler', () => {
     const ac = new AbortController();
     ac.abort();
     await assert.rejects(assemble(p.recipe, sources, sink().stream, { signal: ac.signal }), (err) => isBitfogError(err, 'EABORTED') || (err as Error).name === 'AbortError');
+  });
+});
+
+describe('delta assembler with positional reads and writes (assembleInto)', () => {
+  // Larger than the assembler's four 1 MiB buffers, so they are reused.
+  const base = xorshiftBytes(40, 6 * MiB);
+  const other = xorshiftBytes(41, 300 * KiB);
+  const next = Buffer.concat([base.subarray(0, 2 * MiB), other.subarray(100 * KiB), xorshiftBytes(42, 70 * KiB), base.subarray(2 * MiB + 5 * KiB)]);
+  const dest = { 'vm/disk #1 ü.img': base, 'a b/other%.bin': other };
+  const p = plan(dest, next, small, { basePath: 'vm/disk #1 ü.img' });
+  const spoolChunks = spoolOf(p, next);
+  const run = (recipe: Recipe, tree: Record<string, Buffer> = dest, chunks = spoolChunks, options: Parameters<typeof assembleInto>[3] = {}, target = slowMemoryTarget(next.length)) => {
+    const { sources, open } = memoryPositionalSources(new Map(Object.entries(tree)), chunks);
+    return { open, target, done: assembleInto(recipe, sources, target.target, options) };
+  };
+
+  it('rebuilds the file exactly through reused buffers, counts its bytes, reports its chunks and closes what it opened', async () => {
+    const seen: Array<{ length: number; sha256: string }> = [];
+    let counted = 0;
+    const r = run(p.recipe, dest, spoolChunks, { onChunk: (length, sha256) => void seen.push({ length, sha256 }), onBytes: (n) => void (counted += n) });
+    const result = await r.done;
+    assert.ok(r.target.bytes.equals(next));
+    assert.equal(counted, next.length);
+    assert.deepEqual(result, { size: next.length, hash: `sha256:${sha(next)}`, wholeFileVerified: true, destBytes: p.reuseBytes, spoolBytes: next.length - p.reuseBytes });
+    assert.deepEqual(seen, chunkBuffer(next, small).map((c) => ({ length: c.length, sha256: c.sha256 })));
+    assert.ok(r.target.writes.length >= 7 && r.target.writes.every((w) => w.length <= MiB), `${r.target.writes.length} writes`);
+    assert.deepEqual(r.open, { opened: 2, closed: 2 });
+  });
+
+  it('hashes the whole file for a recipe of the previous format', async () => {
+    const { chunkListSha256: _list, ...v1 } = p.recipe;
+    const r = run(v1);
+    assert.equal((await r.done).wholeFileVerified, true);
+    assert.ok(r.target.bytes.equals(next));
+    const runs = p.recipe.ops.flatMap((op, i) => (op.from === 'dest' ? [i] : []));
+    await assert.rejects(run(withOpsSwapped(v1, runs[0]!, runs[1]!)).done, (err) => isBitfogError(err, 'EINTEGRITY') && /does not match its source \(sha256:/.test(err.message));
+  });
+
+  for (const [what, change] of [
+    ['changed', (b: Buffer) => Buffer.concat([b.subarray(0, 4 * MiB), Buffer.from('x'), b.subarray(4 * MiB + 1)])],
+    ['shortened', (b: Buffer) => b.subarray(0, 3 * MiB)],
+  ] as const) {
+    it(`names a base file ${what} behind the plan's back, and closes what it opened`, async () => {
+      const r = run(p.recipe, { ...dest, 'vm/disk #1 ü.img': change(base) });
+      await assert.rejects(r.done, (err) => err instanceof BaseFileChangedError && err.path === 'vm/disk #1 ü.img');
+      assert.equal(r.open.opened, r.open.closed);
+    });
+  }
+
+  it('names a base file that is gone; refuses a damaged spool chunk and ops in the wrong order', async () => {
+    await assert.rejects(run(p.recipe, { 'vm/disk #1 ü.img': base }).done, (err) => err instanceof BaseFileChangedError && err.path === 'a b/other%.bin');
+    const damaged = new Map(spoolChunks);
+    const [key, chunk] = [...damaged][0]!;
+    const bad = Buffer.from(chunk);
+    bad[3]! ^= 0x40;
+    damaged.set(key, bad);
+    await assert.rejects(run(p.recipe, dest, damaged).done, (err) => isBitfogError(err, 'EINTEGRITY') && err.path === undefined && /spool chunk/.test(err.message));
+    const runs = p.recipe.ops.flatMap((op, i) => (op.from === 'dest' ? [i] : []));
+    await assert.rejects(run(withOpsSwapped(p.recipe, runs[0]!, runs[1]!)).done, (err) => isBitfogError(err, 'EINTEGRITY') && /its chunks do not make up/.test(err.message));
+  });
+
+  it('fails with the error of a failed write, after every other write and read has settled', async () => {
+    const target = slowMemoryTarget(next.length, { failAt: 2 * MiB + 10 });
+    const r = run(p.recipe, dest, spoolChunks, {}, target);
+    await assert.rejects(r.done, (err) => isBitfogError(err, 'EIO') && /the disk broke/.test(err.message));
+    assert.equal(r.open.opened, r.open.closed);
+  });
+
+  it('honours an AbortSignal', async () => {
+    const ac = new AbortController();
+    const r = run(p.recipe, dest, spoolChunks, { signal: ac.signal, onBytes: () => ac.abort() });
+    await assert.rejects(r.done, (err) => isBitfogError(err, 'EABORTED') || (err as Error).name === 'AbortError');
+    assert.equal(r.open.opened, r.open.closed);
   });
 });

@@ -181,6 +181,8 @@ describe('symlinked directories at the destination', () => {
       () => dest.read(toRelPath('escape/secret.txt')),
       () => dest.readSmallFile(toRelPath('escape/secret.txt'), 100),
       () => dest.writeSmallFile(toRelPath('escape/new small.txt'), Buffer.from('x'), { size: 1 }),
+      () => dest.createFile(toRelPath('escape/rebuilt.img'), { size: 1 }),
+      () => dest.openFile(toRelPath('escape/secret.txt')),
       () => dest.mkdir(toRelPath('escape/sub')),
       () => dest.symlink(toRelPath('escape/l'), '/etc/passwd'),
     ]) {
@@ -198,6 +200,7 @@ describe('symlinked directories at the destination', () => {
     await assert.rejects(dest.copyToLocalFile(toRelPath('alias/inner #1.txt'), path.join(dir, 'copy')), (e) => isBitfogError(e, 'EACCES'));
     await assert.rejects(dest.readSmallFile(toRelPath('alias/inner #1.txt'), 100), (e) => isBitfogError(e, 'EACCES'));
     await assert.rejects(dest.writeSmallFile(toRelPath('alias/inner #1.txt'), Buffer.from('overwritten'), { size: 11 }), (e) => isBitfogError(e, 'EACCES'));
+    await assert.rejects(dest.createFile(toRelPath('alias/inner #1.txt'), { size: 11 }), (e) => isBitfogError(e, 'EACCES'));
     await assert.rejects(
       dest.write(toRelPath('alias/inner #1.txt'), Readable.from([Buffer.from('overwritten')]), { size: 11 }),
       (e) => isBitfogError(e, 'EACCES'),

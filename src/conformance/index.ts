@@ -416,6 +416,45 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('writes at positions from a reused buffer when it offers createFile, like write', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.createFile !== 'function') return t.skip('no createFile offered (optional)');
+        await b.mkdir(p('positional'));
+        const size = 3 * 1024 * 1024 + 5;
+        const content = randomBytes(size);
+        const name = p('positional/rebuilt #1 ü?%.img');
+        const mtimeMs = Date.UTC(2021, 5, 6, 7, 8, 9, 10);
+        const file = await b.createFile(name, { size, mode: 0o640, mtimeMs });
+        // Pieces out of order, through one buffer refilled as soon as each write resolves.
+        const buffer = Buffer.alloc(700_000);
+        const starts: number[] = [];
+        for (let at = 0; at < size; at += buffer.length) starts.push(at);
+        for (const at of [...starts.filter((_, i) => i % 2 === 1), ...starts.filter((_, i) => i % 2 === 0)]) {
+          const n = content.copy(buffer, 0, at, Math.min(at + buffer.length, size));
+          await file.write(buffer, 0, n, at);
+          buffer.fill(0xee);
+        }
+        await file.finish();
+        await file.discard(); // idempotent after finish
+        assert.deepEqual(await readAll(b, name), content, 'written byte for byte');
+        const st = await b.stat(name);
+        if (b.capabilities.modes) assert.equal(st.mode! & 0o777, 0o640, 'mode applied');
+        if (b.capabilities.mtimePrecisionMs > 0) assert.ok(Math.abs(st.mtimeMs! - mtimeMs) < Math.max(b.capabilities.mtimePrecisionMs, 1), 'mtime applied');
+
+        const short = await b.createFile(p('positional/short'), { size: 10 });
+        await short.write(Buffer.from('12345'), 0, 5, 0);
+        await expectCode(short.finish(), 'EINTEGRITY');
+        const dropped = await b.createFile(p('positional/dropped'), { size: 3 });
+        await dropped.write(Buffer.from('abc'), 0, 3, 0);
+        await dropped.discard();
+        await dropped.discard();
+        await expectCode(b.createFile(p('positional'), { size: 1 }), 'EISDIR');
+      } finally {
+        await b.close();
+      }
+    });
+
     it('lists the true sha256 of each file when it declares server-side hashes', async (t) => {
       const b = await open();
       try {

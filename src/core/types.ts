@@ -186,6 +186,19 @@ export interface OpenFile {
   close(): Promise<void>;
 }
 
+/** A file made by `Destination.createFile`. */
+export interface WritableFile {
+  /** Writes all of `buffer[offset, offset + length)` at `position`; the buffer may be reused once this resolves. */
+  write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<void>;
+  /**
+   * Completes the file: sets the mode and mtime given at creation and closes it. Throws
+   * EINTEGRITY when it does not hold exactly `size` bytes. Call once, after every write resolved.
+   */
+  finish(): Promise<void>;
+  /** Closes the file without completing it (after a failure; the caller removes it). Idempotent. */
+  discard(): Promise<void>;
+}
+
 export interface ListOptions extends SignalOption {
   /** Called for each entry that is skipped (special files, unreadable directories), with why. */
   onSkip?: (path: string, reason: string) => void;
@@ -208,6 +221,15 @@ export interface Destination extends Source {
    * calls directly). Same semantics and errors as `write`.
    */
   writeSmallFile?(path: RelPath, content: Uint8Array, options: WriteOptions): Promise<boolean>;
+
+  /**
+   * Optional. Creates (or truncates) the file at `path` for positional writes from buffers
+   * the caller owns and reuses once each write resolves: nothing allocated per piece. The
+   * core uses it, with `openFile`, only with `capabilities.atomicRename` and on a temporary
+   * name, to rebuild a file from a delta where its pieces fall. Same confinement, errors
+   * and metadata as `write`.
+   */
+  createFile?(path: RelPath, options: WriteOptions): Promise<WritableFile>;
 
   /** Creates one directory; its parent exists. Succeeds if it already is a directory. Throws EEXIST if a non-directory is there. */
   mkdir(path: RelPath, options?: SignalOption): Promise<void>;

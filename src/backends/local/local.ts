@@ -43,6 +43,7 @@ import type {
   OpenFile,
   ReadOptions,
   SignalOption,
+  WritableFile,
   WriteOptions,
 } from '../../core/types.ts';
 import { chunksOf } from '../../core/streams.ts';
@@ -80,6 +81,50 @@ const SYNCFS_MIN_PATHS = 8;
 const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 
 let syncfsWorks: boolean | undefined;
+
+/** Writes all of `buffer[offset, offset + length)` at `position` (a write may take less). */
+async function writeAll(handle: fsp.FileHandle, buffer: Uint8Array, offset: number, length: number, position: number): Promise<void> {
+  for (let off = 0; off < length; ) {
+    const { bytesWritten } = await handle.write(buffer, offset + off, length - off, position + off);
+    off += bytesWritten;
+  }
+}
+
+/**
+ * Write-behind for a file being written (WRITE_BEHIND_BYTES): a background datasync each
+ * time that many more bytes were written, one at a time. Its failure is the write's: the
+ * error is reported once, to this descriptor, and a later fsync through another one might
+ * not see it.
+ */
+class WriteBehind {
+  #written = 0;
+  #flushedTo = 0;
+  #flushing: Promise<void> | undefined;
+  #failure: { error: unknown } | undefined;
+
+  constructor(private readonly handle: fsp.FileHandle) {}
+
+  /** `n` more bytes were written. Throws the failure of an earlier background flush. */
+  wrote(n: number): void {
+    if (this.#failure) throw this.#failure.error;
+    this.#written += n;
+    if (this.#flushing || this.#written - this.#flushedTo < WRITE_BEHIND_BYTES) return;
+    this.#flushedTo = this.#written;
+    this.#flushing = this.handle.datasync().then(
+      () => void (this.#flushing = undefined),
+      (error: unknown) => {
+        this.#failure ??= { error };
+        this.#flushing = undefined;
+      },
+    );
+  }
+
+  /** Waits for the flush in progress (the descriptor must stay open until then); throws its failure. */
+  async settle(): Promise<void> {
+    await this.#flushing;
+    if (this.#failure) throw this.#failure.error;
+  }
+}
 
 /** syncfs(2) through coreutils' `sync -f`; false when that is not available here. */
 async function syncFileSystem(dir: string): Promise<boolean> {
@@ -359,36 +404,20 @@ export class LocalBackend implements Destination {
   async write(p: RelPath, content: Readable, options: WriteOptions): Promise<void> {
     throwIfAborted(options.signal);
     const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    const behind = new WriteBehind(handle);
     let written = 0;
-    // Write-behind (WRITE_BEHIND_BYTES). Its failure is this write's: the error is reported
-    // once, to this descriptor, and a later fsync through another one might not see it.
-    let flushedTo = 0;
-    let flushing: Promise<void> | undefined;
-    let flushError: unknown;
     try {
       for await (const chunk of chunksOf(content)) {
         throwIfAborted(options.signal);
-        if (flushError !== undefined) throw flushError;
-        let off = 0;
-        while (off < chunk.length) {
-          const { bytesWritten } = await handle.write(chunk, off, chunk.length - off, written + off);
-          off += bytesWritten;
-        }
+        await writeAll(handle, chunk, 0, chunk.length, written);
         written += chunk.length;
-        if (!flushing && written - flushedTo >= WRITE_BEHIND_BYTES) {
-          flushedTo = written;
-          flushing = handle.datasync().then(
-            () => void (flushing = undefined),
-            (e: unknown) => void ((flushError ??= e), (flushing = undefined)),
-          );
-        }
+        behind.wrote(chunk.length);
       }
-      await flushing;
-      if (flushError !== undefined) throw flushError;
+      await behind.settle();
       // Through the descriptor: no second path lookup, and it is the file just written.
       if (written === options.size) await applyMetadata(handle, options);
     } catch (e) {
-      await flushing;
+      await behind.settle().catch(() => {});
       await handle.close().catch(() => {});
       content.destroy();
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
@@ -397,6 +426,44 @@ export class LocalBackend implements Destination {
     if (written !== options.size) {
       throw bitfogError('EINTEGRITY', `wrote ${written} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
+  }
+
+  /** Positional writes (see Destination.createFile), opened and confined like `write`, with its write-behind. */
+  async createFile(p: RelPath, options: WriteOptions): Promise<WritableFile> {
+    throwIfAborted(options.signal);
+    const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
+    const behind = new WriteBehind(handle);
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await behind.settle().catch(() => {});
+      await handle.close().catch(() => {});
+    };
+    return {
+      write: async (buffer, offset, length, position) => {
+        if (closed) throw bitfogError('EIO', `${JSON.stringify(p)} is closed`, { path: p });
+        try {
+          await writeAll(handle, buffer, offset, length, position);
+          behind.wrote(length);
+        } catch (e) {
+          throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+        }
+      },
+      finish: async () => {
+        try {
+          await behind.settle();
+          const { size } = await handle.stat();
+          if (size !== options.size) throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
+          await applyMetadata(handle, options);
+        } catch (e) {
+          throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+        } finally {
+          await close();
+        }
+      },
+      discard: close,
+    };
   }
 
   /**

@@ -29,9 +29,9 @@ import type { Manifest, Snapshot } from '../manifest.ts';
 import { toRelPath } from '../paths.ts';
 import type { ProgressListener } from '../progress.ts';
 import type { Spool } from '../spool.ts';
-import type { Destination, Entry, Source } from '../types.ts';
+import type { Destination, Entry, Source, WritableFile } from '../types.ts';
 import { chunkParamsForSize, chunkStream } from './chunker.ts';
-import { assembleReadable, BaseFileChangedError, DeltaPlanner, recipeBasePaths } from './recipe.ts';
+import { assembleInto, assembleReadable, BaseFileChangedError, DeltaPlanner, type Recipe, recipeBasePaths } from './recipe.ts';
 import { SignatureCache } from './sigcache.ts';
 import { ChunkIndex, DEFAULT_HASH_LENGTH, encodeSignature, type FileSignature, signatureFileSize, signContent } from './signature.ts';
 import { DeltaTables, type StoredSignature } from './tables.ts';
@@ -313,11 +313,8 @@ export class DeltaStore {
    * chunk or recipe, ENOENT for a missing one.
    */
   open(hash: string, signal?: AbortSignal): { content: Readable; wholeFileVerified: boolean } {
-    const recipe = this.tables.recipe(hash);
-    if (!recipe) throw new BitfogError('ENOENT', `no delta recipe for ${hash} on the spool`);
+    const { recipe, onChunk } = this.#begin(hash);
     const dest = this.destination;
-    const signature: FileSignature | undefined = recipe.params ? { params: recipe.params, hashLength: DEFAULT_HASH_LENGTH, chunks: [] } : undefined;
-    this.assembled.set(hash, { signature });
     const content = assembleReadable(
       recipe,
       {
@@ -330,10 +327,45 @@ export class DeltaStore {
         rangedReads: dest.capabilities.rangedReads,
         verifyWholeFile: false,
         ...(signal ? { signal } : {}),
-        ...(signature ? { onChunk: (length: number, sha256: string) => void signature.chunks.push({ length, sha256: sha256.slice(0, 2 * DEFAULT_HASH_LENGTH) }) } : {}),
+        ...(onChunk ? { onChunk } : {}),
       },
     );
     return { content, wholeFileVerified: recipe.chunkListSha256 !== undefined };
+  }
+
+  /** Whether `assembleInto` can be used: the destination reads and writes at positions. */
+  get positional(): boolean {
+    return typeof this.destination.openFile === 'function' && typeof this.destination.createFile === 'function';
+  }
+
+  /**
+   * Assembles the content of `hash` into `file` (from `Destination.createFile`, on a
+   * temporary name) with positional reads of the base files, verified whole (see
+   * `assembleInto`). Errors as `open`; on one, the caller discards the file.
+   */
+  async assembleInto(hash: string, file: WritableFile, options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<void> {
+    const { recipe, onChunk } = this.#begin(hash);
+    const dest = this.destination;
+    if (!dest.openFile) throw new BitfogError('EOPNOTSUPP', `${dest.url} cannot read at positions`);
+    await assembleInto(
+      recipe,
+      {
+        openDestFile: (path, sig) => dest.openFile!(toRelPath(path), sig ? { signal: sig } : {}),
+        readSpoolChunk: (sha256, sig) => this.spool.readBlob(`sha256:${sha256}`, sig),
+      },
+      file,
+      { ...options, ...(onChunk ? { onChunk } : {}) },
+    );
+  }
+
+  /** The recipe of `hash`, and how to collect the rebuilt file's signature as its chunks are checked. */
+  #begin(hash: string): { recipe: Recipe; onChunk?: (length: number, sha256: string) => void } {
+    const recipe = this.tables.recipe(hash);
+    if (!recipe) throw new BitfogError('ENOENT', `no delta recipe for ${hash} on the spool`);
+    const signature: FileSignature | undefined = recipe.params ? { params: recipe.params, hashLength: DEFAULT_HASH_LENGTH, chunks: [] } : undefined;
+    this.assembled.set(hash, { signature });
+    if (!signature) return { recipe };
+    return { recipe, onChunk: (length, sha256) => void signature.chunks.push({ length, sha256: sha256.slice(0, 2 * DEFAULT_HASH_LENGTH) }) };
   }
 
   /** The file at `path` with content `hash` was assembled and landed. */

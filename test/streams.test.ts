@@ -5,7 +5,9 @@ import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
-import { chunksOf, GatheringWriter } from '../src/core/streams.ts';
+import { isBitfogError } from '../src/core/errors.ts';
+import { chunksOf, GatheringWriter, readPieces } from '../src/core/streams.ts';
+import type { OpenFile } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 describe('chunksOf', () => {
@@ -58,5 +60,57 @@ describe('GatheringWriter', () => {
     };
     await Promise.all([write('one #1.bin', 1), write('two ü.bin', 100), write('three.bin', 200)]);
     await write('after, with reused buffers.bin', 50);
+  });
+});
+
+describe('readPieces', () => {
+  /** An OpenFile over memory whose reads take a while and land in the caller's buffer only when they complete. */
+  function memoryFile(data: Buffer, failAt?: number) {
+    const reads: number[] = [];
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const file: OpenFile = {
+      size: data.length,
+      async read(buffer, offset, length, position) {
+        reads.push(position);
+        maxInFlight = Math.max(maxInFlight, ++inFlight);
+        await new Promise((r) => setTimeout(r, 1));
+        inFlight--;
+        if (failAt !== undefined && position >= failAt) throw new Error('bad sector');
+        return data.copy(buffer, offset, Math.min(position, data.length), Math.min(position + length, data.length));
+      },
+      close: async () => {},
+    };
+    return { file, reads, inFlight: () => inFlight, maxInFlight: () => maxInFlight };
+  }
+
+  it('reads a file in order through reused buffers, one read ahead of a consumer that may be slow', async () => {
+    const data = randomBytes(3 * 256 * 1024 + 12345);
+    const m = memoryFile(data);
+    const seen: Buffer[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    const bytes = await readPieces(m.file, async (piece) => {
+      buffers.add(piece.buffer);
+      await new Promise((r) => setTimeout(r, 2)); // the next read lands meanwhile, in the other buffer
+      seen.push(Buffer.from(piece));
+    });
+    assert.equal(bytes, data.length);
+    assert.ok(Buffer.concat(seen).equals(data));
+    assert.equal(buffers.size, 2, 'two buffers, reused');
+    assert.equal(m.maxInFlight(), 1);
+    assert.deepEqual(m.reads, [0, 1, 2, 3, 4].map((i) => Math.min(i * 256 * 1024, data.length)));
+  });
+
+  it('stops at a read error or an abort, with no read left in flight', async () => {
+    const data = randomBytes(5 * 256 * 1024);
+    const failing = memoryFile(data, 2 * 256 * 1024);
+    await assert.rejects(readPieces(failing.file, () => {}), /bad sector/);
+    assert.equal(failing.inFlight(), 0);
+    const ac = new AbortController();
+    const aborted = memoryFile(data);
+    await assert.rejects(readPieces(aborted.file, () => ac.abort(), { signal: ac.signal }), (err) => isBitfogError(err, 'EABORTED'));
+    assert.equal(aborted.inFlight(), 0);
+    const empty = memoryFile(Buffer.alloc(0));
+    assert.equal(await readPieces(empty.file, () => assert.fail('no piece of an empty file')), 0);
   });
 });

@@ -26,7 +26,7 @@ import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
-import { chunksOf } from './streams.ts';
+import { chunksOf, readPieces } from './streams.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
@@ -212,12 +212,26 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     const hash = createHash(HASH_ALGORITHM);
     let bytes = 0;
     const progress = storeProgress(w);
-    for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
-      throwIfAborted(signal);
+    const consume = (chunk: Buffer): void | Promise<void> => {
       hash.update(chunk);
       bytes += chunk.length;
-      if (signer && bytes <= w.size) await signer.update(chunk);
       progress(chunk.length);
+      if (signer && bytes <= w.size) return signer.update(chunk);
+    };
+    if (dest.openFile) {
+      // Positional reads through two reused buffers: no new memory for every piece of a large file.
+      const file = await dest.openFile(target, signal ? { signal } : {});
+      try {
+        await readPieces(file, consume, signal ? { signal } : {});
+      } finally {
+        await file.close();
+      }
+    } else {
+      for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
+        throwIfAborted(signal);
+        const wait = consume(chunk);
+        if (wait) await wait;
+      }
     }
     const landed = { hash: formatHash(hash), bytes };
     if (landed.hash === w.hash && landed.bytes === w.size) return true;

@@ -8,6 +8,8 @@
  */
 import { on } from 'node:events';
 import type { FileHandle } from 'node:fs/promises';
+import type { OpenFile } from './types.ts';
+import { throwIfAborted } from './errors.ts';
 import { Readable } from 'node:stream';
 
 /**
@@ -100,5 +102,41 @@ async function writeFully(handle: FileHandle, buffer: Buffer, length: number, po
   while (off < length) {
     const { bytesWritten } = await handle.write(buffer, off, length - off, position + off);
     off += bytesWritten;
+  }
+}
+
+/** Bytes per read of `readPieces`: small enough to stay in the CPU's caches between the read and its consumers. */
+const PIECE_BYTES = 256 * 1024;
+
+/**
+ * Reads an open file from its start to its end through two reused buffers, the next read
+ * in flight while `consume` takes the current piece. A piece is valid only until
+ * `consume` returns (or its promise settles): copy what must outlive it. Resolves with the
+ * bytes read; nothing is read after a failure (the caller closes the file).
+ */
+export async function readPieces(
+  file: OpenFile,
+  consume: (piece: Buffer) => void | Promise<void>,
+  options: { signal?: AbortSignal } = {},
+): Promise<number> {
+  const buffers = [Buffer.allocUnsafeSlow(PIECE_BYTES), Buffer.allocUnsafeSlow(PIECE_BYTES)];
+  let which = 0;
+  let bytes = 0;
+  let pending = file.read(buffers[0]!, 0, PIECE_BYTES, 0);
+  try {
+    for (;;) {
+      const bytesRead = await pending;
+      if (bytesRead === 0) return bytes;
+      throwIfAborted(options.signal);
+      const current = buffers[which]!;
+      which ^= 1;
+      pending = file.read(buffers[which]!, 0, PIECE_BYTES, bytes + bytesRead);
+      bytes += bytesRead;
+      const wait = consume(current.subarray(0, bytesRead));
+      if (wait) await wait;
+    }
+  } finally {
+    // The read in flight must not land in a buffer after the caller moved on.
+    await pending.catch(() => 0);
   }
 }

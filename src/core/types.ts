@@ -255,7 +255,7 @@ export interface Destination extends Source {
   /**
    * Optional. Writes the file at `path` from the local file `localFile` (a spool blob) with
    * the contract of `write`. The core uses it only with `capabilities.atomicRename`, on a
-   * temporary name, and reads the written file back through `read` to verify it before
+   * temporary name, and reads the written file back (`openFile`, else `read`) to verify it before
    * renaming it into place: implement it only where that read is cheap (a local disk).
    * Throws EOPNOTSUPP to make the core stream through `write` instead.
    */

@@ -1,15 +1,10 @@
 /** Starting our bitfog server in-process on loopback for the http tests. */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after } from 'node:test';
 import { createServer, type BitfogServer, type ServerOptions } from '../../src/server/index.ts';
 import type { AreaConfig } from '../../src/server/config.ts';
-import { tempDir } from './tmp.ts';
+import { closeBeforeCleanup, tempDir } from './tmp.ts';
 
-const running: BitfogServer[] = [];
-after(async () => {
-  await Promise.all(running.map((s) => s.close()));
-});
 
 export interface TestServer {
   server: BitfogServer;
@@ -49,7 +44,7 @@ export async function startServer(
     onLog: (l) => log.push(l),
     ...options,
   });
-  running.push(server);
+  closeBeforeCleanup(() => server.close());
   return { server, url: server.url, dirs, log, root };
 }
 

@@ -5,10 +5,19 @@ import path from 'node:path';
 import { after } from 'node:test';
 
 const made: string[] = [];
+const closers: Array<() => Promise<unknown>> = [];
 after(async () => {
+  // What still writes into the directories (a server saving its hash cache on close) stops
+  // first: removed before, a directory would be made again.
+  await Promise.all(closers.splice(0).map((close) => close()));
   if (process.env.BITFOG_KEEP_TMP) return;
   await Promise.all(made.map((d) => rm(d, { recursive: true, force: true })));
 });
+
+/** Runs `close` when the test file ends, before its temporary directories are removed. */
+export function closeBeforeCleanup(close: () => Promise<unknown>): void {
+  closers.push(close);
+}
 
 /** A fresh empty directory under the system temp dir (or BITFOG_TEST_TMP). */
 export async function tempDir(label = 'test'): Promise<string> {

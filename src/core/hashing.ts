@@ -4,8 +4,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
-import { throwIfAborted } from './errors.ts';
-import { chunksOf } from './streams.ts';
+import { chunksOf, readPieces } from './streams.ts';
 
 export const HASH_ALGORITHM = 'sha256';
 export const EMPTY_HASH = `sha256:${createHash('sha256').digest('hex')}`;
@@ -61,33 +60,24 @@ export async function hashStream(stream: AsyncIterable<Buffer | Uint8Array>, onB
   return { hash: formatHash(h), bytes };
 }
 
-/** Bytes per read when hashing a local file: small enough to stay in the CPU's cache. */
-const HASH_READ_BYTES = 256 * 1024;
-
 /**
  * Hashes an open local file from its start through two reused buffers, reading the next
- * piece while the current one is hashed: no allocation per piece, and the read overlaps
- * the hashing. Resolves with the hash and the byte count. Throws EABORTED when `signal` fires.
+ * piece while the current one is hashed (`readPieces`). Resolves with the hash and the
+ * byte count. Throws EABORTED when `signal` fires.
  */
 export async function hashFileHandle(
   handle: FileHandle,
   options: { onBytes?: (n: number) => void; signal?: AbortSignal } = {},
 ): Promise<{ hash: string; bytes: number }> {
   const h = createHash(HASH_ALGORITHM);
-  const buffers = [Buffer.allocUnsafeSlow(HASH_READ_BYTES), Buffer.allocUnsafeSlow(HASH_READ_BYTES)];
-  let which = 0;
-  let bytes = 0;
-  let pending = handle.read(buffers[0]!, 0, HASH_READ_BYTES, 0);
-  for (;;) {
-    const { bytesRead } = await pending;
-    if (bytesRead === 0) break;
-    throwIfAborted(options.signal);
-    const current = buffers[which]!;
-    which ^= 1;
-    pending = handle.read(buffers[which]!, 0, HASH_READ_BYTES, bytes + bytesRead);
-    h.update(current.subarray(0, bytesRead));
-    bytes += bytesRead;
-    options.onBytes?.(bytesRead);
-  }
+  const file = { read: async (buffer: Uint8Array, offset: number, length: number, position: number) => (await handle.read(buffer, offset, length, position)).bytesRead };
+  const bytes = await readPieces(
+    file,
+    (piece) => {
+      h.update(piece);
+      options.onBytes?.(piece.length);
+    },
+    options.signal ? { signal: options.signal } : {},
+  );
   return { hash: formatHash(h), bytes };
 }

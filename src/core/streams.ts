@@ -89,7 +89,7 @@ export class GatheringWriter {
     const length = this.#fill;
     const position = this.#position;
     await this.#writing; // the other buffer's write: it is filled next
-    this.#writing = writeFully(this.#handle, buffer, length, position);
+    this.#writing = writeFully(this.#handle, buffer, 0, length, position);
     this.#writing.catch(() => {}); // awaited by the next flush or by end()
     this.#position += length;
     this.#fill = 0;
@@ -97,10 +97,10 @@ export class GatheringWriter {
   }
 }
 
-async function writeFully(handle: FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
-  let off = 0;
-  while (off < length) {
-    const { bytesWritten } = await handle.write(buffer, off, length - off, position + off);
+/** Writes all of `buffer[offset, offset + length)` at `position` (a write may take less). */
+export async function writeFully(handle: FileHandle, buffer: Uint8Array, offset: number, length: number, position: number): Promise<void> {
+  for (let off = 0; off < length; ) {
+    const { bytesWritten } = await handle.write(buffer, offset + off, length - off, position + off);
     off += bytesWritten;
   }
 }
@@ -115,7 +115,7 @@ const PIECE_BYTES = 256 * 1024;
  * bytes read; nothing is read after a failure (the caller closes the file).
  */
 export async function readPieces(
-  file: OpenFile,
+  file: Pick<OpenFile, 'read'>,
   consume: (piece: Buffer) => void | Promise<void>,
   options: { signal?: AbortSignal } = {},
 ): Promise<number> {

@@ -46,7 +46,7 @@ import type {
   WritableFile,
   WriteOptions,
 } from '../../core/types.ts';
-import { chunksOf } from '../../core/streams.ts';
+import { chunksOf, writeFully } from '../../core/streams.ts';
 
 export const localCapabilities: Capabilities = {
   atomicRename: true,
@@ -82,33 +82,28 @@ const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
 
 let syncfsWorks: boolean | undefined;
 
-/** Writes all of `buffer[offset, offset + length)` at `position` (a write may take less). */
-async function writeAll(handle: fsp.FileHandle, buffer: Uint8Array, offset: number, length: number, position: number): Promise<void> {
-  for (let off = 0; off < length; ) {
-    const { bytesWritten } = await handle.write(buffer, offset + off, length - off, position + off);
-    off += bytesWritten;
-  }
-}
-
 /**
  * Write-behind for a file being written (WRITE_BEHIND_BYTES): a background datasync each
  * time that many more bytes were written, one at a time. Its failure is the write's: the
  * error is reported once, to this descriptor, and a later fsync through another one might
  * not see it.
  */
-class WriteBehind {
+export class WriteBehind {
   #written = 0;
   #flushedTo = 0;
   #flushing: Promise<void> | undefined;
   #failure: { error: unknown } | undefined;
 
-  constructor(private readonly handle: fsp.FileHandle) {}
+  constructor(
+    private readonly handle: Pick<fsp.FileHandle, 'datasync'>,
+    private readonly every = WRITE_BEHIND_BYTES,
+  ) {}
 
   /** `n` more bytes were written. Throws the failure of an earlier background flush. */
   wrote(n: number): void {
     if (this.#failure) throw this.#failure.error;
     this.#written += n;
-    if (this.#flushing || this.#written - this.#flushedTo < WRITE_BEHIND_BYTES) return;
+    if (this.#flushing || this.#written - this.#flushedTo < this.every) return;
     this.#flushedTo = this.#written;
     this.#flushing = this.handle.datasync().then(
       () => void (this.#flushing = undefined),
@@ -409,7 +404,7 @@ export class LocalBackend implements Destination {
     try {
       for await (const chunk of chunksOf(content)) {
         throwIfAborted(options.signal);
-        await writeAll(handle, chunk, 0, chunk.length, written);
+        await writeFully(handle, chunk, 0, chunk.length, written);
         written += chunk.length;
         behind.wrote(chunk.length);
       }
@@ -444,7 +439,7 @@ export class LocalBackend implements Destination {
       write: async (buffer, offset, length, position) => {
         if (closed) throw bitfogError('EIO', `${JSON.stringify(p)} is closed`, { path: p });
         try {
-          await writeAll(handle, buffer, offset, length, position);
+          await writeFully(handle, buffer, offset, length, position);
           behind.wrote(length);
         } catch (e) {
           throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);

@@ -20,6 +20,11 @@ import { listAll, testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import type { Destination } from '../src/core/types.ts';
+import { LocalBackend } from '../src/backends/local/index.ts';
+import { fetchToSpool } from '../src/core/fetch.ts';
+import { HashCache } from '../src/core/hashcache.ts';
+import { Spool } from '../src/core/spool.ts';
+import { storeFromSpool } from '../src/core/store.ts';
 import { serviceEnv } from './helpers/services.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -162,6 +167,92 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
       assert.match(st.version ?? '', /-13"?$/);
       const part = await readRange(b, 'big/multi part.bin', 5 * MiB - 10, 5 * MiB + 10);
       assert.equal(part.length, 20);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('sends a spool blob as a multipart upload straight from the file, and never completes one whose bytes do not check out', async () => {
+    const b = await openFresh('&part_size=5M&queue_size=2');
+    const work = await tempDir('s3-send');
+    try {
+      const size = 17 * MiB + 3;
+      const blob = path.join(work, 'blob #1');
+      const { stream, sha256 } = generated(size);
+      await pipeline(stream, createWriteStream(blob));
+      const hash = `sha256:${sha256()}`;
+      let seen = 0;
+      await b.sendLocalFile(toRelPath('sent/big é.bin'), blob, { size, hash, mtimeMs: 1_600_000_000_000, onBytes: (bytes) => void (seen += bytes.length) });
+      assert.equal(seen, size, 'onBytes saw every byte');
+      assert.equal(`sha256:${await sha256Of(b, 'sent/big é.bin')}`, hash);
+      const st = await b.stat(toRelPath('sent/big é.bin'));
+      assert.equal(st.hash, hash, 'the SHA-256 is stored with the object');
+      assert.match(st.version ?? '', /-4"?$/, 'four parts of 5 MiB');
+
+      // One byte changed near the end, in the last part: the upload is aborted, not completed.
+      const h = await fsp.open(blob, 'r+');
+      await h.write(Buffer.from([0x42]), 0, 1, size - 2);
+      await h.close();
+      await expectCode(b.sendLocalFile(toRelPath('sent/damaged.bin'), blob, { size, hash }), 'EINTEGRITY');
+      await expectCode(b.stat(toRelPath('sent/damaged.bin')), 'ENOENT');
+      assert.equal(await uploadsUnder(b), 0, 'the multipart upload was aborted');
+      // A hash that is not SHA-256 cannot be checked here: the core streams instead.
+      await expectCode(b.sendLocalFile(toRelPath('sent/md5.bin'), blob, { size, hash: 'md5:0123' }), 'EOPNOTSUPP');
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('store hands large spool blobs to sendLocalFile and signs them from the bytes sent: nothing is read back', async () => {
+    const work = await tempDir('s3-store-send');
+    const a = path.join(work, 'site a');
+    await fsp.mkdir(a);
+    const image = randomBytes(6 * MiB + 11);
+    await fsp.writeFile(path.join(a, 'disk é #1.img'), image);
+    const delta = { minBytes: MiB };
+    const url = freshUrl('&part_size=5M');
+    const spoolDir = path.join(work, 'spool');
+    const trip = async () => {
+      const source = await LocalBackend.open('file:///site-a', a, { write: false });
+      let spool = await Spool.open(spoolDir, { create: true });
+      try {
+        await fetchToSpool({ source, spool, cache: HashCache.memory(), delta, reserveBytes: 0 });
+      } finally {
+        await spool.close();
+        await source.close();
+      }
+      const real = (await s3Provider.open(url, { write: true })) as S3Backend;
+      const calls: string[] = [];
+      const counted = new Proxy(real, {
+        get(target, key) {
+          const value = Reflect.get(target, key, target) as unknown;
+          if (typeof value !== 'function') return value;
+          return (...args: unknown[]) => {
+            if (key === 'sendLocalFile' || key === 'read' || key === 'openFile' || key === 'write') calls.push(`${String(key)} ${String(args[0])}`);
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      }) as Destination;
+      spool = await Spool.open(spoolDir, { create: false });
+      try {
+        return { result: await storeFromSpool({ destination: counted, spool, cache: HashCache.memory(), delta }), calls };
+      } finally {
+        await spool.close();
+        await real.close();
+      }
+    };
+    const first = await trip();
+    assert.deepEqual(first.calls, ['sendLocalFile disk é #1.img'], 'sent from the blob; neither streamed nor read back to be signed');
+    // The signature taken from the bytes sent is right: the next change travels as a delta.
+    const next = Buffer.from(image);
+    randomBytes(4096).copy(next, 3 * MiB);
+    await fsp.writeFile(path.join(a, 'disk é #1.img'), next);
+    const second = await trip();
+    assert.equal(second.result.delta.files, 1, 'carried as a delta');
+    assert.ok(second.result.delta.carriedBytes < MiB, `carried ${second.result.delta.carriedBytes} bytes`);
+    const b = (await s3Provider.open(url, { write: false })) as S3Backend;
+    try {
+      assert.equal(await sha256Of(b, 'disk é #1.img'), createHash('sha256').update(next).digest('hex'));
     } finally {
       await b.close();
     }

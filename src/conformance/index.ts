@@ -326,6 +326,53 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('sends a local file, checking every byte before it commits, when it offers sendLocalFile', async (t) => {
+      const b = await open();
+      if (typeof b.sendLocalFile !== 'function') {
+        await b.close();
+        return t.skip('sendLocalFile not offered (optional)');
+      }
+      const local = await mkdtemp(path.join(tmpdir(), 'bitfog-conformance-send-'));
+      try {
+        // Over 5 MiB: a multipart upload where parts can be that small.
+        const content = randomBytes(6 * 1024 * 1024 + 17);
+        const hash = `sha256:${createHash('sha256').update(content).digest('hex')}`;
+        const blob = path.join(local, 'blob #1 é');
+        await writeFile(blob, content);
+        await b.mkdir(p('sent'));
+        const name = p('sent/100% sure #1 êé?.bin');
+        const mtimeMs = Date.UTC(2022, 1, 3, 4, 5, 6);
+        const seen: Buffer[] = [];
+        try {
+          await b.sendLocalFile(name, blob, { size: content.length, hash, mode: 0o640, mtimeMs, onBytes: (bytes) => void seen.push(Buffer.from(bytes)) });
+        } catch (e) {
+          if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+          return t.diagnostic('sendLocalFile said EOPNOTSUPP here');
+        }
+        assert.deepEqual(await readAll(b, name), content, 'sent byte for byte');
+        assert.deepEqual(Buffer.concat(seen), content, 'onBytes saw every byte, in order');
+        const st = await b.stat(name);
+        assert.equal(st.size, content.length);
+        if (b.capabilities.modes) assert.equal(st.mode! & 0o777, 0o640, 'mode applied with the write');
+        if (b.capabilities.mtimePrecisionMs > 0) assert.ok(Math.abs(st.mtimeMs! - mtimeMs) < Math.max(b.capabilities.mtimePrecisionMs, 1), 'mtime applied');
+
+        // Bytes that do not check out are never committed, and an existing file stays as it was.
+        const wrongHash = `sha256:${createHash('sha256').update('something else').digest('hex')}`;
+        await expectCode(b.sendLocalFile(p('sent/wrong hash'), blob, { size: content.length, hash: wrongHash }), 'EINTEGRITY');
+        await expectCode(b.stat(p('sent/wrong hash')), 'ENOENT', 'nothing under the name of a send whose hash failed');
+        await expectCode(b.sendLocalFile(p('sent/longer'), blob, { size: content.length - 1, hash }), 'EINTEGRITY');
+        await expectCode(b.stat(p('sent/longer')), 'ENOENT', 'nothing under the name of a file longer than declared');
+        await expectCode(b.sendLocalFile(p('sent/shorter'), blob, { size: content.length + 1, hash }), 'EINTEGRITY');
+        await expectCode(b.stat(p('sent/shorter')), 'ENOENT', 'nothing under the name of a file shorter than declared');
+        await expectCode(b.sendLocalFile(name, blob, { size: content.length, hash: wrongHash }), 'EINTEGRITY');
+        assert.deepEqual(await readAll(b, name), content, 'a failed send leaves the file it would have replaced intact');
+        await expectCode(b.sendLocalFile(p('sent/from nowhere'), path.join(local, 'missing'), { size: 1, hash }), 'ENOENT');
+      } finally {
+        await b.close();
+        await rm(local, { recursive: true, force: true });
+      }
+    });
+
     it('reads at any position into the caller\'s buffers when it offers openFile', async (t) => {
       const b = await open();
       try {

@@ -193,6 +193,37 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     return pipeline(raw, verifier, () => {});
   };
 
+  const destinationSends = typeof dest.sendLocalFile === 'function' && (caps.atomicRename || caps.atomicWrite);
+  /**
+   * A spool blob handed to the destination as a file, on a temporary name or (all-or-nothing
+   * writes) its final one: the destination reads it into its own buffers, hashes every byte
+   * and commits only what checks out (Destination.sendLocalFile), so nothing is read back.
+   * false: the destination cannot; stream through `write` instead.
+   */
+  const sendFromSpool = async (
+    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
+  ): Promise<boolean> => {
+    if (!destinationSends || w.from.kind !== 'spool' || w.size < OWN_COPY_MIN_BYTES) return false;
+    const progress = storeProgress(w);
+    let seen = 0;
+    try {
+      await dest.sendLocalFile!(target, spool.blobPath(w.hash), {
+        ...writeOptions,
+        hash: w.hash,
+        onBytes: (bytes) => {
+          seen += bytes.length;
+          progress(bytes.length);
+          if (signer && seen <= w.size) return signer.update(bytes);
+        },
+      });
+    } catch (e) {
+      // Declining is only allowed before reading: the signer has seen nothing yet then.
+      if (isBitfogError(e, 'EOPNOTSUPP') && seen === 0) return false;
+      throw e;
+    }
+    return true;
+  };
+
   const destinationCopies = typeof dest.writeFromLocalFile === 'function';
   /**
    * The destination's own copy of a spool blob onto a temporary name (an in-kernel copy for
@@ -256,7 +287,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         ...(signal ? { signal } : {}),
       };
       signer = signerFor(w);
-      if (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer))) {
+      if ((await sendFromSpool(w, target, writeOptions, signer)) || (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer)))) {
         if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
         return target;
       }

@@ -110,6 +110,19 @@ export interface WriteOptions extends SignalOption {
   mtimeMs?: number;
 }
 
+/** Options of `Destination.sendLocalFile`. */
+export interface SendLocalFileOptions extends WriteOptions {
+  /** The `sha256:<hex>` the bytes must hash to: required here. */
+  hash: string;
+  /**
+   * Called with the file's bytes in order as they are read (the core counts progress and
+   * signs large files from them). The bytes are copied or used before it returns or its
+   * promise resolves, so the caller may reuse its buffer then; a returned promise means
+   * "wait before reading more".
+   */
+  onBytes?(bytes: Uint8Array): void | Promise<void>;
+}
+
 export interface Metadata {
   mode?: number;
   mtimeMs?: number;
@@ -260,6 +273,19 @@ export interface Destination extends Source {
    * Throws EOPNOTSUPP to make the core stream through `write` instead.
    */
   writeFromLocalFile?(path: RelPath, localFile: string, options: WriteOptions): Promise<void>;
+
+  /**
+   * Optional. Writes the file at `path` from the local file `localFile` (a spool blob),
+   * reading it itself, and checking every byte it reads: it commits the file only when
+   * they are exactly `options.size` bytes hashing to `options.hash`, and otherwise throws
+   * EINTEGRITY leaving nothing at `path`. Because of that check the core does not read the
+   * file back, so this is the way for a remote backend to take a spool blob without a
+   * stream: straight from the file into its own (reused) buffers. The core calls it on a
+   * temporary name with `capabilities.atomicRename`, or on the final name with
+   * `capabilities.atomicWrite`. `options.onBytes` must see every byte read, in order.
+   * Throws EOPNOTSUPP to make the core stream through `write` instead.
+   */
+  sendLocalFile?(path: RelPath, localFile: string, options: SendLocalFileOptions): Promise<void>;
 
   /**
    * Optional. Makes the content and names at `paths` durable (fsync or equivalent), in one

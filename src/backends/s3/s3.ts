@@ -75,6 +75,7 @@ import type {
   ListOptions,
   Metadata,
   ReadOptions,
+  SendLocalFileOptions,
   SignalOption,
   WriteOptions,
 } from '../../core/types.ts';
@@ -88,7 +89,7 @@ import {
   s3Capabilities,
   type S3Config,
 } from './options.ts';
-import { chunksOf } from '../../core/streams.ts';
+import { filePartSource, hashMismatch, type PartSource, sizeMismatch, streamPartSource } from './part-source.ts';
 
 const derivedSignals = new WeakMap<AbortSignal, AbortSignal>();
 
@@ -438,34 +439,52 @@ export class S3Backend implements Destination {
   }
 
   async write(p: RelPath, content: Readable, options: WriteOptions): Promise<void> {
+    const expectedHex = options.hash?.startsWith('sha256:') ? options.hash.slice(7) : undefined;
+    // A stream that checks itself fails before its end, so the upload is never completed
+    // with wrong bytes even without hashing them here once more.
+    const verifiedHex = options.contentVerified === true ? expectedHex : undefined;
+    await this.#upload(p, streamPartSource(content, p, verifiedHex), expectedHex, options);
+  }
+
+  /** From the spool blob straight into the part buffers, hashed as it is read (see Destination.sendLocalFile). */
+  async sendLocalFile(p: RelPath, localFile: string, options: SendLocalFileOptions): Promise<void> {
+    const expectedHex = options.hash.startsWith('sha256:') ? options.hash.slice(7) : undefined;
+    if (expectedHex === undefined) throw bitfogError('EOPNOTSUPP', `sendLocalFile needs a sha256 hash, not ${options.hash}`, { path: p });
+    throwIfAborted(options.signal);
+    await this.#upload(p, await filePartSource(localFile, p, options.onBytes, options.signal), expectedHex, options);
+  }
+
+  /** One object from `source`: a single PUT up to one part's size, else a multipart upload. */
+  async #upload(p: RelPath, source: PartSource, expectedHex: string | undefined, options: WriteOptions): Promise<void> {
     const { signal, size } = options;
     const what = `cannot write ${JSON.stringify(p)}`;
+    const onAbort = () => void source.close(abortError(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       throwIfAborted(signal);
       if (size > MAX_OBJECT_SIZE) {
         throw bitfogError('ENOSPC', `${what}: ${size} bytes is over S3's 5 TiB object limit`, { path: p });
       }
-      const expectedHex = options.hash?.startsWith('sha256:') ? options.hash.slice(7) : undefined;
-      // A stream that checks itself fails before its end, so the upload is never completed
-      // with wrong bytes even without hashing them here once more.
-      const verified = options.contentVerified === true && expectedHex !== undefined;
       const metadata: Record<string, string> = {};
       if (options.mode !== undefined) metadata[META_MODE] = (options.mode & 0o7777).toString(8);
       if (options.mtimeMs !== undefined) metadata[META_MTIME] = formatMtime(options.mtimeMs);
       this.#recent.delete(this.#key(p));
       let etag: string | undefined;
       if (size <= this.#config.partSize) {
-        etag = await this.#putSmall(p, content, size, expectedHex, verified, metadata, signal);
+        etag = await this.#putSmall(p, source, size, expectedHex, metadata, signal);
       } else {
         if (expectedHex) metadata[META_SHA256] = expectedHex;
         // Some servers (Ceph RGW) return no ETag when completing a multipart upload.
-        etag = await this.#putMultipart(p, content, size, expectedHex, verified, metadata, signal);
+        etag = await this.#putMultipart(p, source, size, expectedHex, metadata, signal);
       }
       this.#remember(this.#key(p), { size, metadata, ...(etag ? { etag } : {}) });
     } catch (e) {
-      content.destroy();
       if (signal?.aborted) throw abortError(signal);
       throw s3Error(e, what, this.#ctx(p));
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // Always: a stream read only in part is destroyed, a file is closed.
+      await source.close();
     }
   }
 
@@ -476,17 +495,15 @@ export class S3Backend implements Destination {
   }
 
   /** One PutObject from a buffer of at most one part, so the SDK can resend it on retry. */
-  async #putSmall(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, verified: boolean, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async #putSmall(p: RelPath, source: PartSource, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const buf = Buffer.allocUnsafe(size);
-    let n = 0;
-    for await (const chunk of chunksOf(content)) {
+    for (let n = 0; n < size; ) {
       throwIfAborted(signal);
-      if (n + chunk.length > size) throw sizeMismatch(p, `more than ${size}`);
-      chunk.copy(buf, n);
-      n += chunk.length;
+      const got = await source.fill(buf, n, size - n);
+      if (got === 0) throw sizeMismatch(p, n, size);
+      n += got;
     }
-    if (n !== size) throw sizeMismatch(p, n, size);
-    const hex = expectedHex && verified ? expectedHex : createHash('sha256').update(buf).digest('hex');
+    const hex = await source.finish();
     if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
     metadata[META_SHA256] = hex;
     const res = await this.#send<PutObjectCommandOutput>(
@@ -499,17 +516,16 @@ export class S3Backend implements Destination {
   }
 
   /**
-   * A multipart upload, parts sent `queue_size` at a time. Bytes are copied once, from the
-   * stream into part buffers that are reused (at most queue_size + 1 per upload), and counted
-   * and hashed on the way: a wrong size or hash is found before the last part is sent, so
-   * the upload is never completed. On any failure or abort the upload is aborted on the
-   * server before this returns.
+   * A multipart upload, parts sent `queue_size` at a time. The source fills part buffers
+   * that are reused (at most queue_size + 1 per upload), and proves the content's size and
+   * hash before the last part is sent, so a wrong upload is never completed. On any failure
+   * or abort the upload is aborted on the server before this returns.
    *
    * Why not lib-storage's Upload: its chunker concatenates every part into a freshly
    * allocated buffer (most of the CPU time of a large store, in profiles), and its abort()
    * returns before the server-side abort has happened.
    */
-  async #putMultipart(p: RelPath, content: Readable, size: number, expectedHex: string | undefined, verified: boolean, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
+  async #putMultipart(p: RelPath, source: PartSource, size: number, expectedHex: string | undefined, metadata: Record<string, string>, signal?: AbortSignal): Promise<string | undefined> {
     const what = `cannot write ${JSON.stringify(p)}`;
     const bucket = this.#config.bucket;
     const key = this.#key(p);
@@ -521,8 +537,6 @@ export class S3Backend implements Destination {
       p,
     );
     const uploadId = created.UploadId!;
-    const onAbort = () => content.destroy(abortError(signal));
-    signal?.addEventListener('abort', onAbort, { once: true });
     const free: Buffer[] = [];
     const take = () => free.pop() ?? (partSize === this.#config.partSize ? this.#partPool.pop() : undefined) ?? Buffer.allocUnsafeSlow(partSize);
     const inFlight = new Set<Promise<void>>();
@@ -559,26 +573,17 @@ export class S3Backend implements Destination {
     };
 
     try {
-      const hash = verified ? undefined : createHash('sha256');
-      let count = 0;
-      for await (const chunk of chunksOf(content)) {
+      for (let count = 0; count < size; ) {
         if (failure !== undefined) throw failure;
-        count += chunk.length;
-        if (count > size) throw sizeMismatch(p, `more than ${size}`);
-        hash?.update(chunk);
-        let off = 0;
-        while (off < chunk.length) {
-          const n = Math.min(chunk.length - off, partSize - fill);
-          chunk.copy(buf, fill, off, off + n);
-          fill += n;
-          off += n;
-          // The last part waits until the whole content has been checked.
-          if (fill === partSize && count < size) await sendPart();
-        }
+        const n = await source.fill(buf, fill, Math.min(partSize - fill, size - count));
+        if (n === 0) throw sizeMismatch(p, count, size);
+        fill += n;
+        count += n;
+        // The last part waits until the whole content has been checked.
+        if (fill === partSize && count < size) await sendPart();
       }
-      if (count !== size) throw sizeMismatch(p, count, size);
-      const hex = hash?.digest('hex');
-      if (expectedHex && hex !== undefined && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
+      const hex = await source.finish();
+      if (expectedHex && hex !== expectedHex) throw hashMismatch(p, hex, expectedHex);
       await sendPart();
       await Promise.all(inFlight);
       if (failure !== undefined) throw failure;
@@ -596,7 +601,6 @@ export class S3Backend implements Destination {
       await this.#abortUpload(key, uploadId).catch(() => {});
       throw e;
     } finally {
-      signal?.removeEventListener('abort', onAbort);
       // Buffers of parts still being sent on a failure are not returned: the SDK may hold them.
       if (partSize === this.#config.partSize) this.#returnParts(inFlight.size === 0 ? [...free, buf] : free);
     }
@@ -809,13 +813,4 @@ function decodeListedKey(raw: string): string {
   } catch {
     return raw;
   }
-}
-
-function sizeMismatch(p: RelPath, got: number | string, expected?: number): BitfogError {
-  const detail = expected === undefined ? `got ${got} bytes` : `got ${got} bytes, expected ${expected}`;
-  return bitfogError('EINTEGRITY', `cannot write ${JSON.stringify(p)}: ${detail}`, { path: p });
-}
-
-function hashMismatch(p: RelPath, got: string, expected: string): BitfogError {
-  return bitfogError('EINTEGRITY', `cannot write ${JSON.stringify(p)}: content hashes to sha256:${got}, expected sha256:${expected}`, { path: p });
 }

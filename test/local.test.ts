@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
-import { WriteBehind } from '../src/backends/local/local.ts';
+import { WriteBehind } from '../src/core/fsutil.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { tempDir } from './helpers/tmp.ts';
 

@@ -1,11 +1,13 @@
 /** Byte moving without fresh memory per chunk (src/core/streams.ts). */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
+import { copyFile, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
+import { WriteBehind } from '../src/core/fsutil.ts';
+import { Spool } from '../src/core/spool.ts';
 import { chunksOf, GatheringWriter, readPieces } from '../src/core/streams.ts';
 import type { OpenFile } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -60,6 +62,58 @@ describe('GatheringWriter', () => {
     };
     await Promise.all([write('one #1.bin', 1), write('two ü.bin', 100), write('three.bin', 200)]);
     await write('after, with reused buffers.bin', 50);
+  });
+
+  it('tells its write-behind of each write once it is done, and fails with a failed background flush', async () => {
+    const dir = await tempDir('gather-behind');
+    const handle = await open(path.join(dir, 'behind #1.bin'), 'w');
+    let flushes = 0;
+    let fail = false;
+    // The real descriptor's datasync, failing when told to (a disk that went bad).
+    const flushing = { datasync: async () => { flushes++; if (fail) throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }); await handle.datasync(); } };
+    const behind = new WriteBehind(flushing, 1024 * 1024);
+    const w = new GatheringWriter(handle, behind);
+    const piece = randomBytes(300 * 1024);
+    for (let i = 0; i < 8; i++) await w.write(piece); // 2.4 MiB: flushes start behind the writes
+    await w.end();
+    await behind.finish();
+    assert.ok(flushes >= 2, `background flushes and the final one (${flushes})`);
+    assert.equal((await readFile(path.join(dir, 'behind #1.bin'))).length, 8 * piece.length);
+
+    fail = true;
+    const w2 = new GatheringWriter(handle, new WriteBehind(flushing, 512 * 1024));
+    await assert.rejects(async () => {
+      for (let i = 0; i < 16; i++) await w2.write(piece);
+      await w2.end();
+    }, /fdatasync/);
+    w2.release();
+    await handle.close();
+  });
+});
+
+describe('the spool\'s background flushes', () => {
+  it('start when a large blob is written without durable, are awaited by syncBlobs, and are done by close', async () => {
+    const dir = await tempDir('spool-flush');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    const fds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await fds();
+    const big = randomBytes(9 * 1024 * 1024 + 3);
+    const small = randomBytes(1000);
+    await writeFile(path.join(dir, 'big copy'), big);
+    const hashes = [
+      await spool.writeBlob(Readable.from([big.subarray(0, 5000), big.subarray(5000)]), { size: big.length }, { durable: false }),
+      await spool.writeBlob(Readable.from([small]), { size: small.length }, { durable: false }),
+      await spool.importBlob((file) => copyFile(path.join(dir, 'big copy'), file), { size: big.length }, { durable: false }),
+    ];
+    assert.equal(hashes[0], hashes[2], 'the same content, written and imported');
+    await spool.syncBlobs(hashes);
+    for (const [h, want] of [[hashes[0]!, big], [hashes[1]!, small]] as const) {
+      assert.ok((await readFile(spool.blobPath(h))).equals(want), 'blob intact');
+    }
+    // A flush still running keeps a descriptor: close waits for it, so none is left open.
+    await spool.writeBlob(Readable.from([big]), { size: big.length }, { durable: false });
+    await spool.close();
+    assert.ok((await fds()) <= before, 'no descriptor left open after close');
   });
 });
 

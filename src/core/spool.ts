@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
-import { readBufferSize, readFullySync, syncDir } from './fsutil.ts';
+import { FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
 import { chunksOf, GatheringWriter } from './streams.ts';
@@ -39,6 +39,13 @@ export class Spool {
   readonly #blobs: Map<string, number>;
   /** Blob directories known to exist (created or seen in this session). */
   readonly #blobDirs = new Set<string>();
+  /**
+   * Flushes of blobs written with `durable: false` (those of FSYNC_EACH_MIN_BYTES and more),
+   * started when each was written, by hash: `syncBlobs` waits for them.
+   */
+  readonly #flushes = new Map<string, Promise<void>>();
+  /** Every background flush still running (their descriptors are open). */
+  readonly #pendingFlushes = new Set<Promise<void>>();
   /** Temporary names of putSmallBlob: unique per spool opening, without a random draw per blob. */
   readonly #tmpPrefix = randomBytes(6).toString('hex');
   #tmpCounter = 0;
@@ -119,6 +126,8 @@ export class Spool {
 
   /** Releases the lock and closes the manifest (without saving). */
   async close(): Promise<void> {
+    // Background flushes hold their blobs' descriptors open until they are done.
+    await Promise.allSettled(this.#pendingFlushes);
     this.manifest.close();
     await this.#lock.release();
   }
@@ -203,7 +212,11 @@ export class Spool {
     const handle = await fsp.open(tmp, 'w', 0o644).catch((e) => {
       throw toBitfogError(e, 'cannot write to the spool');
     });
-    const writer = new GatheringWriter(handle);
+    const durable = options.durable !== false;
+    // Not durable now: the disk's work starts while the blob is written (see #flushes).
+    const behind = durable ? undefined : new WriteBehind(handle);
+    const writer = new GatheringWriter(handle, behind);
+    let flushed: Promise<void> | undefined;
     try {
       for await (const chunk of chunksOf(content)) {
         if (options.signal?.aborted) throw bitfogError('EABORTED', 'operation aborted');
@@ -213,15 +226,37 @@ export class Spool {
         options.onBytes?.(chunk.length);
       }
       await writer.end();
-      if (options.durable !== false) await handle.sync();
-      await handle.close();
+      if (durable) await handle.sync();
+      if (behind && bytes >= FSYNC_EACH_MIN_BYTES) flushed = this.#flushInBackground(behind.finish(), handle);
+      else {
+        await behind?.settle();
+        await handle.close();
+      }
     } catch (e) {
       writer.release();
+      await behind?.settle().catch(() => {});
       await handle.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
       throw toBitfogError(e, 'cannot write to the spool');
     }
-    return this.#land(tmp, formatHash(h), bytes, expected);
+    const hash = await this.#land(tmp, formatHash(h), bytes, expected);
+    if (flushed) this.#flushes.set(hash, flushed);
+    return hash;
+  }
+
+  /**
+   * A blob's flush left running after its write, the descriptor closed once it is done:
+   * the disk writes one blob back while the next ones arrive, and `syncBlobs` has little
+   * left to wait for (measured: a fetch of 1 GiB in 64 files took 2.1–2.3 s instead of
+   * 2.6–2.7 s from a local path, 3.7–4.3 s instead of 4.4–4.5 s over HTTP). Its failure
+   * is reported by `syncBlobs`.
+   */
+  #flushInBackground(flush: Promise<void>, handle: fsp.FileHandle): Promise<void> {
+    const flushed = flush.finally(() => handle.close().catch(() => {}));
+    flushed.catch(() => {}); // reported by syncBlobs
+    this.#pendingFlushes.add(flushed);
+    void flushed.finally(() => this.#pendingFlushes.delete(flushed)).catch(() => {});
+    return flushed;
   }
 
   /**
@@ -263,6 +298,7 @@ export class Spool {
   ): Promise<string> {
     const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
     let hashed: { hash: string; bytes: number };
+    let flushed: Promise<void> | undefined;
     try {
       await copy(tmp);
       const handle = await fsp.open(tmp, C.O_RDWR | C.O_NOFOLLOW);
@@ -270,14 +306,17 @@ export class Spool {
         await handle.chmod(0o644); // the copy may have taken the mode of the file it came from
         hashed = await hashFileHandle(handle, options);
         if (options.durable !== false) await handle.sync();
+        else if (hashed.bytes >= FSYNC_EACH_MIN_BYTES) flushed = this.#flushInBackground(handle.datasync(), handle);
       } finally {
-        await handle.close();
+        if (!flushed) await handle.close();
       }
     } catch (e) {
       await fsp.rm(tmp, { force: true });
       throw toBitfogError(e, 'cannot write to the spool');
     }
-    return this.#land(tmp, hashed.hash, hashed.bytes, expected);
+    const hash = await this.#land(tmp, hashed.hash, hashed.bytes, expected);
+    if (flushed) this.#flushes.set(hash, flushed);
+    return hash;
   }
 
   /** Moves a written and hashed temporary file into place as a blob, if it is what was expected. */
@@ -308,6 +347,11 @@ export class Spool {
     await Promise.all(
       hashes.map((h) =>
         limit(async () => {
+          const early = this.#flushes.get(h);
+          if (early) {
+            this.#flushes.delete(h);
+            await early; // its failure is this blob's
+          }
           const handle = await fsp.open(this.blobPath(h), C.O_RDONLY | C.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
             if (e.code === 'ENOENT') return undefined; // removed since: nothing to keep
             throw e;

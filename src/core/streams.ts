@@ -10,6 +10,7 @@ import { on } from 'node:events';
 import type { FileHandle } from 'node:fs/promises';
 import type { OpenFile } from './types.ts';
 import { throwIfAborted } from './errors.ts';
+import type { WriteBehind } from './fsutil.ts';
 import { Readable } from 'node:stream';
 
 /**
@@ -43,14 +44,17 @@ const spareGathers: Buffer[] = [];
  */
 export class GatheringWriter {
   readonly #handle: FileHandle;
+  readonly #behind: WriteBehind | undefined;
   readonly #buffers: Buffer[] = [];
   #current = 0;
   #fill = 0;
   #position = 0;
   #writing: Promise<void> = Promise.resolve();
 
-  constructor(handle: FileHandle) {
+  /** `behind`: told of every write once it is done (its failure becomes the writer's). */
+  constructor(handle: FileHandle, behind?: WriteBehind) {
     this.#handle = handle;
+    this.#behind = behind;
   }
 
   /** Adds bytes (copied or written before this resolves: the caller may reuse `chunk`). */
@@ -89,7 +93,7 @@ export class GatheringWriter {
     const length = this.#fill;
     const position = this.#position;
     await this.#writing; // the other buffer's write: it is filled next
-    this.#writing = writeFully(this.#handle, buffer, 0, length, position);
+    this.#writing = writeFully(this.#handle, buffer, 0, length, position).then(() => this.#behind?.wrote(length));
     this.#writing.catch(() => {}); // awaited by the next flush or by end()
     this.#position += length;
     this.#fill = 0;

@@ -32,7 +32,7 @@ import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
-import { readBufferSize, readFullySync } from '../../core/fsutil.ts';
+import { readBufferSize, readFullySync, WriteBehind } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -72,54 +72,7 @@ const SYNC_PARALLELISM = 16;
 const VERIFIED_DIRS_MAX = 100_000;
 /** From this many paths on, one syncfs of the file system is cheaper than an fsync each. */
 const SYNCFS_MIN_PATHS = 8;
-/**
- * A streamed write starts the disk's work each time this many bytes are written: a
- * datasync runs in the background (one at a time) while the next bytes arrive, so the
- * core's `sync` before the rename has only the tail left to wait for. Measured on 1 GiB
- * (a delta assembly): the final fsync otherwise waited 1.4 s for data written seconds before.
- */
-const WRITE_BEHIND_BYTES = 64 * 1024 * 1024;
-
 let syncfsWorks: boolean | undefined;
-
-/**
- * Write-behind for a file being written (WRITE_BEHIND_BYTES): a background datasync each
- * time that many more bytes were written, one at a time. Its failure is the write's: the
- * error is reported once, to this descriptor, and a later fsync through another one might
- * not see it.
- */
-export class WriteBehind {
-  #written = 0;
-  #flushedTo = 0;
-  #flushing: Promise<void> | undefined;
-  #failure: { error: unknown } | undefined;
-
-  constructor(
-    private readonly handle: Pick<fsp.FileHandle, 'datasync'>,
-    private readonly every = WRITE_BEHIND_BYTES,
-  ) {}
-
-  /** `n` more bytes were written. Throws the failure of an earlier background flush. */
-  wrote(n: number): void {
-    if (this.#failure) throw this.#failure.error;
-    this.#written += n;
-    if (this.#flushing || this.#written - this.#flushedTo < this.every) return;
-    this.#flushedTo = this.#written;
-    this.#flushing = this.handle.datasync().then(
-      () => void (this.#flushing = undefined),
-      (error: unknown) => {
-        this.#failure ??= { error };
-        this.#flushing = undefined;
-      },
-    );
-  }
-
-  /** Waits for the flush in progress (the descriptor must stay open until then); throws its failure. */
-  async settle(): Promise<void> {
-    await this.#flushing;
-    if (this.#failure) throw this.#failure.error;
-  }
-}
 
 /** syncfs(2) through coreutils' `sync -f`; false when that is not available here. */
 async function syncFileSystem(dir: string): Promise<boolean> {

@@ -8,13 +8,13 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalBackend } from '../src/backends/local/local.ts';
-import { isBitfogError } from '../src/core/errors.ts';
+import { bitfogError, isBitfogError } from '../src/core/errors.ts';
 import { fetchToSpool } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import type { RelPath } from '../src/core/paths.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool } from '../src/core/store.ts';
-import type { Destination, WriteOptions } from '../src/core/types.ts';
+import type { Destination, SendLocalFileOptions, WriteOptions } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { makeTree, readTree } from './helpers/tree.ts';
 
@@ -111,5 +111,41 @@ describe('store reads back what an in-kernel copy wrote', () => {
     const final = await readTree(dest);
     assert.ok(final.has('deep/ê dir/100% #1?.bin'));
     assert.deepEqual([...final.keys()].filter((p) => p.includes('.bitfog-tmp-')), [], 'no temporary file left');
+  });
+
+  it('a destination whose sendLocalFile refuses intact content: reported as its failure, the blob stays', async () => {
+    const dir = await tempDir('send-refused');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    await makeTree(src, { 'sent ü #1.bin': { bytes: 1_300_000, seed: 5 } });
+    await fsp.mkdir(dest);
+    await carry(src, spoolDir);
+    const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
+    // A plugin that calls a checksum refusal of its storage EINTEGRITY, after reading the blob.
+    const refusing = new Proxy(real, {
+      get(target, key) {
+        if (key === 'sendLocalFile') {
+          return async (_p: RelPath, file: string, options: SendLocalFileOptions) => {
+            await options.onBytes?.(await fsp.readFile(file));
+            throw bitfogError('EINTEGRITY', 'the storage computed another checksum');
+          };
+        }
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as Destination;
+    const spool = await Spool.open(spoolDir, { create: false });
+    const blobsBefore = spool.blobs().map((b) => b.hash);
+    try {
+      await assert.rejects(
+        storeFromSpool({ destination: refusing, spool, cache: HashCache.memory() }),
+        (e: unknown) => isBitfogError(e, 'EIO') && /refused the intact content/.test((e as Error).message),
+      );
+      assert.deepEqual(spool.blobs().map((b) => b.hash), blobsBefore, 'the intact blob is not taken for corrupt');
+    } finally {
+      await spool.close();
+    }
+    assert.deepEqual([...(await readTree(dest)).keys()], [], 'nothing landed');
   });
 });

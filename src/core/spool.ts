@@ -33,6 +33,19 @@ export interface BlobInfo {
   size: number;
 }
 
+export interface SpoolOptions {
+  /** Create the spool when `dir` is not one yet (an empty or missing directory). */
+  create: boolean;
+  /**
+   * How the descriptor of a blob written without `durable` is flushed in the background
+   * (default: its datasync). Tests pass one that fails or waits.
+   */
+  datasync?: (handle: fsp.FileHandle) => Promise<void>;
+}
+
+/** Background flushes of blobs running at once (see Spool.#roomToFlush). */
+const MAX_BACKGROUND_FLUSHES = 2;
+
 export class Spool {
   readonly dir: string;
   readonly manifest: Manifest;
@@ -44,18 +57,21 @@ export class Spool {
    * started when each was written, by hash: `syncBlobs` waits for them.
    */
   readonly #flushes = new Map<string, Promise<void>>();
-  /** Every background flush still running (their descriptors are open). */
+  /** Every background flush still running (their descriptors are open), settled or not. */
   readonly #pendingFlushes = new Set<Promise<void>>();
+  /** How a blob's descriptor is flushed in the background (see SpoolOptions.datasync). */
+  readonly #datasync: (handle: fsp.FileHandle) => Promise<void>;
   /** Temporary names of putSmallBlob: unique per spool opening, without a random draw per blob. */
   readonly #tmpPrefix = randomBytes(6).toString('hex');
   #tmpCounter = 0;
   readonly #lock: SpoolLock;
 
-  private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, lock: SpoolLock) {
+  private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, lock: SpoolLock, datasync: (handle: fsp.FileHandle) => Promise<void>) {
     this.dir = dir;
     this.manifest = manifest;
     this.#blobs = blobs;
     this.#lock = lock;
+    this.#datasync = datasync;
   }
 
   /**
@@ -63,7 +79,7 @@ export class Spool {
    * Throws ENOENT (no spool and not `create`), ELOCKED (another live process holds it),
    * EBADSPOOL (damaged or unknown manifest).
    */
-  static async open(dir: string, { create }: { create: boolean }): Promise<Spool> {
+  static async open(dir: string, { create, datasync = (handle) => handle.datasync() }: SpoolOptions): Promise<Spool> {
     const abs = path.resolve(dir);
     const manifestFile = path.join(abs, MANIFEST);
     const exists = await fsp.access(manifestFile).then(() => true, () => false);
@@ -88,7 +104,7 @@ export class Spool {
       await fsp.mkdir(path.join(abs, 'tmp'), { recursive: true });
       const manifest = exists ? await Manifest.load(manifestFile) : await Manifest.create();
       const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256'));
-      const spool = new Spool(abs, manifest, blobs, lock);
+      const spool = new Spool(abs, manifest, blobs, lock, datasync);
       if (!exists) await spool.save();
       return spool;
     } catch (e) {
@@ -214,7 +230,7 @@ export class Spool {
     });
     const durable = options.durable !== false;
     // Not durable now: the disk's work starts while the blob is written (see #flushes).
-    const behind = durable ? undefined : new WriteBehind(handle);
+    const behind = durable ? undefined : new WriteBehind({ datasync: () => this.#datasync(handle) });
     const writer = new GatheringWriter(handle, behind);
     let flushed: Promise<void> | undefined;
     try {
@@ -227,7 +243,10 @@ export class Spool {
       }
       await writer.end();
       if (durable) await handle.sync();
-      if (behind && bytes >= FSYNC_EACH_MIN_BYTES) flushed = this.#flushInBackground(behind.finish(), handle);
+      if (behind && bytes >= FSYNC_EACH_MIN_BYTES) {
+        await this.#roomToFlush();
+        flushed = this.#flushInBackground(behind.finish(), handle);
+      }
       else {
         await behind?.settle();
         await handle.close();
@@ -253,10 +272,20 @@ export class Spool {
    */
   #flushInBackground(flush: Promise<void>, handle: fsp.FileHandle): Promise<void> {
     const flushed = flush.finally(() => handle.close().catch(() => {}));
-    flushed.catch(() => {}); // reported by syncBlobs
-    this.#pendingFlushes.add(flushed);
-    void flushed.finally(() => this.#pendingFlushes.delete(flushed)).catch(() => {});
+    flushed.catch(() => {}); // reported by syncBlobs (or, for a blob removed before, by nobody)
+    const settled = flushed.then(() => {}, () => {});
+    this.#pendingFlushes.add(settled);
+    void settled.then(() => this.#pendingFlushes.delete(settled));
     return flushed;
+  }
+
+  /**
+   * Waits while MAX_BACKGROUND_FLUSHES are running: each holds a thread of the I/O pool
+   * that the transfers need too (and a descriptor), and a slow disk must slow the writers
+   * down, not pile up flushes behind them.
+   */
+  async #roomToFlush(): Promise<void> {
+    while (this.#pendingFlushes.size >= MAX_BACKGROUND_FLUSHES) await Promise.race(this.#pendingFlushes);
   }
 
   /**
@@ -306,7 +335,10 @@ export class Spool {
         await handle.chmod(0o644); // the copy may have taken the mode of the file it came from
         hashed = await hashFileHandle(handle, options);
         if (options.durable !== false) await handle.sync();
-        else if (hashed.bytes >= FSYNC_EACH_MIN_BYTES) flushed = this.#flushInBackground(handle.datasync(), handle);
+        else if (hashed.bytes >= FSYNC_EACH_MIN_BYTES) {
+          await this.#roomToFlush();
+          flushed = this.#flushInBackground(this.#datasync(handle), handle);
+        }
       } finally {
         if (!flushed) await handle.close();
       }
@@ -349,8 +381,8 @@ export class Spool {
         limit(async () => {
           const early = this.#flushes.get(h);
           if (early) {
-            this.#flushes.delete(h);
-            await early; // its failure is this blob's
+            await early; // its failure is this blob's, and stays on record for every later call
+            if (this.#flushes.get(h) === early) this.#flushes.delete(h);
           }
           const handle = await fsp.open(this.blobPath(h), C.O_RDONLY | C.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
             if (e.code === 'ENOENT') return undefined; // removed since: nothing to keep
@@ -373,6 +405,7 @@ export class Spool {
 
   /** Deletes a blob (landed at the destination, or found corrupt). */
   async removeBlob(hash: string): Promise<void> {
+    this.#flushes.delete(hash); // a flush of a blob that is gone concerns nobody
     try {
       await fsp.unlink(this.blobPath(hash));
     } catch (e) {

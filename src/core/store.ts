@@ -219,7 +219,11 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     } catch (e) {
       // Declining is only allowed before reading: the signer has seen nothing yet then.
       if (isBitfogError(e, 'EOPNOTSUPP') && seen === 0) return false;
-      throw e;
+      if (!isBitfogError(e, 'EINTEGRITY')) throw e;
+      // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
+      const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
+      if (blob.hash !== w.hash || blob.bytes !== w.size) throw e;
+      throw bitfogError('EIO', `the destination refused the intact content of ${JSON.stringify(w.path)}: ${e.message}`, { path: w.path, cause: e });
     }
     return true;
   };

@@ -277,13 +277,16 @@ export interface Destination extends Source {
   /**
    * Optional. Writes the file at `path` from the local file `localFile` (a spool blob),
    * reading it itself, and checking every byte it reads: it commits the file only when
-   * they are exactly `options.size` bytes hashing to `options.hash`, and otherwise throws
-   * EINTEGRITY leaving nothing at `path`. Because of that check the core does not read the
-   * file back, so this is the way for a remote backend to take a spool blob without a
+   * they are exactly `options.size` bytes hashing to `options.hash`. Otherwise it throws
+   * EINTEGRITY (meaning: the local file's bytes were not what was declared; a refusal by
+   * the storage itself is another code) and commits nothing: no new file at `path`, and
+   * a file already there stays as it was. Because of that check the core does not read
+   * the file back, so this is the way for a remote backend to take a spool blob without a
    * stream: straight from the file into its own (reused) buffers. The core calls it on a
    * temporary name with `capabilities.atomicRename`, or on the final name with
-   * `capabilities.atomicWrite`. `options.onBytes` must see every byte read, in order.
-   * Throws EOPNOTSUPP to make the core stream through `write` instead.
+   * `capabilities.atomicWrite`. `options.onBytes` must see every byte exactly once, in
+   * order, even when the backend retries a part internally. Throws EOPNOTSUPP, before
+   * reading anything, to make the core stream through `write` instead.
    */
   sendLocalFile?(path: RelPath, localFile: string, options: SendLocalFileOptions): Promise<void>;
 

@@ -49,9 +49,9 @@ export function streamPartSource(content: Readable, p: RelPath, verifiedHex: str
     },
     async finish() {
       // Drained to its end: a self-checking stream reports a wrong hash only there.
-      let extra = pending === undefined ? 0 : pending.length - at;
-      for (let next = await chunks.next(); !next.done; next = await chunks.next()) extra += next.value.length;
-      if (extra > 0) throw sizeMismatch(p, `${extra} more than declared`);
+      const tooLong = () => sizeMismatch(p, 'the content has more bytes than declared');
+      if (pending !== undefined && at < pending.length) throw tooLong();
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) if (next.value.length > 0) throw tooLong();
       return hash ? hash.digest('hex') : verifiedHex!;
     },
     async close(reason) {
@@ -105,7 +105,7 @@ export async function filePartSource(
     },
     async finish() {
       const probe = Buffer.allocUnsafe(1);
-      if ((await read(probe, 0, 1)) > 0) throw sizeMismatch(p, 'more than declared');
+      if ((await read(probe, 0, 1)) > 0) throw sizeMismatch(p, 'the file has more bytes than declared');
       return hash.digest('hex');
     },
     async close() {
@@ -116,8 +116,9 @@ export async function filePartSource(
   };
 }
 
+/** EINTEGRITY: `got` bytes where `expected` were declared, or what was wrong (a sentence). */
 export function sizeMismatch(p: RelPath, got: number | string, expected?: number): BitfogError {
-  const detail = expected === undefined ? `got ${got} bytes` : `got ${got} bytes, expected ${expected}`;
+  const detail = typeof got === 'string' ? got : `got ${got} bytes, expected ${expected}`;
   return bitfogError('EINTEGRITY', `cannot write ${JSON.stringify(p)}: ${detail}`, { path: p });
 }
 

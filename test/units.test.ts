@@ -7,6 +7,7 @@ import { Manifest, MANIFEST_FORMAT_VERSION, type Snapshot } from '../src/core/ma
 import { comparePaths, relPathProblem, toRelPath, type RelPath } from '../src/core/paths.ts';
 import { contentNeeds, planStore, planTrips, selectForTrip, type ContentNeed } from '../src/core/plan.ts';
 import { formatSize, parseSize } from '../src/core/sizes.ts';
+import { isTempPath, tempSiblingOf } from '../src/core/tempnames.ts';
 import type { Entry } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -27,6 +28,24 @@ describe('portable paths', () => {
   });
   it('sorts a directory before its sibling with a longer name, as a walk does', () => {
     assert.deepEqual(['a-c', 'a/b', 'a'].sort(comparePaths), ['a', 'a/b', 'a-c']);
+  });
+});
+
+describe('temporary names', () => {
+  it('are siblings, recognised as temporary, unique, and carry a tame hint of the name', () => {
+    const names = new Set<string>();
+    for (let i = 0; i < 5000; i++) {
+      const t = tempSiblingOf(toRelPath('deep/dir ü/100% #1?.bin'));
+      assert.ok(t.startsWith('deep/dir ü/.bitfog-tmp-'), t);
+      assert.ok(isTempPath(t), t);
+      assert.ok(t.endsWith('-100___1_.bin'), t);
+      names.add(t);
+    }
+    assert.equal(names.size, 5000, 'no name given twice');
+    assert.ok(isTempPath(tempSiblingOf(toRelPath('top.txt'))));
+    for (const user of ['.bitfog-tmp-', '.bitfog-tmp-xyz', 'a/.bitfog-tmp-0123', '.bitfog-tmp final', 'x.bitfog-tmp-0123456789abcdef']) {
+      assert.equal(isTempPath(user), false, user);
+    }
   });
 });
 

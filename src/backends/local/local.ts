@@ -215,10 +215,13 @@ export class LocalBackend implements Destination {
   }
 
   async stat(p: RelPath): Promise<Entry> {
-    await this.#checkParent(p);
+    // Synchronous for the reason list() is: fetch stats every file it hashed while carrying
+    // it, and for small files the round trip through the thread pool cost more than the
+    // file (measured: 100k files of 1–8 KiB, 4.1 s of a 40 s fetch).
+    this.#checkParentSync(p);
     let st: BigIntStats;
     try {
-      st = await fsp.lstat(this.localPath(p), { bigint: true });
+      st = lstatSync(this.localPath(p), { bigint: true });
     } catch (e) {
       throw toBitfogError(e, `cannot stat ${JSON.stringify(p)}`, p);
     }

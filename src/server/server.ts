@@ -1042,15 +1042,48 @@ async function hashStream(stream: Readable): Promise<CachedHashes & { bytes: num
   return { sha256: sha.digest('hex'), crc64: crc.digest(), bytes };
 }
 
-async function readSmallBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of chunksOf(req)) {
-    n += c.length;
-    if (n > limit) throw new HttpFailure(413, 'Body too large.\n', 'EUSAGE');
-    chunks.push(c);
-  }
-  return Buffer.concat(chunks);
+/**
+ * A request body of at most `limit` bytes. Past the limit it rejects with 413 and lets the
+ * rest of the body be read and dropped: destroying the request (as leaving a `for await`
+ * early does) would close the connection before the 413 could be sent.
+ */
+function readSmallBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const done = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    const onData = (c: Buffer) => {
+      n += c.length;
+      if (n <= limit) {
+        chunks.push(c);
+        return;
+      }
+      done();
+      req.resume(); // the rest is read and dropped while the answer goes out
+      reject(new HttpFailure(413, 'Body too large.\n', 'EUSAGE'));
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (e: Error) => {
+      done();
+      reject(e);
+    };
+    const onClose = () => {
+      done();
+      reject(new HttpFailure(400, 'Request body cut short.\n', 'EUSAGE'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
 
 async function receiveToFile(req: http.IncomingMessage, file: string, limit: number): Promise<void> {

@@ -1,7 +1,7 @@
 /** Byte moving without fresh memory per chunk (src/core/streams.ts). */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { copyFile, open, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, open, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
@@ -199,6 +199,26 @@ describe('the spool\'s background flushes, when they fail or take long', () => {
     assert.equal(closed, false, 'close waits for the flush');
     release();
     await closing;
+  });
+});
+
+describe('the spool\'s small blobs', () => {
+  it('a duplicate is not written again; once removed, it is', async () => {
+    const dir = await tempDir('spool-small-dup');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const content = Buffer.from('the same small file, twice ü\n');
+      const hash = spool.putSmallBlob(content, { size: content.length });
+      const first = await stat(spool.blobPath(hash));
+      assert.equal(spool.putSmallBlob(Buffer.from(content), { size: content.length }), hash);
+      assert.equal((await stat(spool.blobPath(hash))).ino, first.ino, 'the blob already carried is kept as it is');
+      assert.throws(() => spool.putSmallBlob(content, { size: content.length, hash: 'sha256:' + '0'.repeat(64) }), (e: unknown) => isBitfogError(e, 'EINTEGRITY'));
+      await spool.removeBlob(hash);
+      assert.equal(spool.putSmallBlob(content, { size: content.length }), hash);
+      assert.ok((await readFile(spool.blobPath(hash))).equals(content), 'written again after removal');
+    } finally {
+      await spool.close();
+    }
   });
 });
 

@@ -9,14 +9,13 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
-import { LocalBackend } from '../src/backends/local/index.ts';
-import { fetchToSpool } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
 import { xorshiftBytes } from './delta-helpers.ts';
 import { serviceEnv } from './helpers/services.ts';
+import { fetchLocalTree } from './helpers/spool.ts';
 import { startServer } from './helpers/http.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -64,16 +63,9 @@ describe('delta transfer to remote destinations', () => {
       const url = await t.url();
       const registry = createDefaultRegistry();
       const trip = async (): Promise<StoreResult> => {
-        const source = await LocalBackend.open('file:///site-a', a, { write: false });
-        let spool = await Spool.open(spoolDir, { create: true });
-        try {
-          await fetchToSpool({ source, spool, cache: HashCache.memory(), delta, reserveBytes: 0 });
-        } finally {
-          await spool.close();
-          await source.close();
-        }
+        await fetchLocalTree(a, spoolDir, { delta });
         const dest = await registry.openDestination(url, { env: t.env });
-        spool = await Spool.open(spoolDir, { create: false });
+        const spool = await Spool.open(spoolDir, { create: false });
         try {
           return await storeFromSpool({ destination: dest, spool, cache: HashCache.memory(), delta });
         } finally {

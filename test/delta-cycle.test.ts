@@ -17,7 +17,7 @@ import { deltaStatus, recordDestinationSignatures } from '../src/core/delta/tran
 import { BitfogError, isBitfogError } from '../src/core/errors.ts';
 import type { RelPath } from '../src/core/paths.ts';
 import type { Destination, ReadOptions } from '../src/core/types.ts';
-import { fetchToSpool, type FetchResult } from '../src/core/fetch.ts';
+import type { FetchResult } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import { Manifest } from '../src/core/manifest.ts';
 import { takeSnapshot } from '../src/core/snapshot.ts';
@@ -25,6 +25,7 @@ import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
 import { encodeRecipeV1, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
 import { bitfogOk } from './helpers/cli.ts';
+import { fetchLocalTree } from './helpers/spool.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const KiB = 1024;
@@ -43,14 +44,7 @@ async function sites(label: string) {
 type Sites = Awaited<ReturnType<typeof sites>>;
 
 async function fetch(s: Sites): Promise<FetchResult> {
-  const source = await LocalBackend.open('file:///site-a', s.a, { write: false });
-  const spool = await Spool.open(s.spool, { create: true });
-  try {
-    return await fetchToSpool({ source, spool, cache: await HashCache.open('site-a', s.cacheDir), delta, reserveBytes: 0 });
-  } finally {
-    await spool.close();
-    await source.close();
-  }
+  return fetchLocalTree(s.a, s.spool, { delta, cache: await HashCache.open('site-a', s.cacheDir) });
 }
 
 /** A local destination that, like a plain HTTP server without Range support, cannot read ranges. */

@@ -20,12 +20,11 @@ import { listAll, testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import type { Destination } from '../src/core/types.ts';
-import { LocalBackend } from '../src/backends/local/index.ts';
-import { fetchToSpool } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool } from '../src/core/store.ts';
 import { serviceEnv } from './helpers/services.ts';
+import { fetchLocalTree } from './helpers/spool.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const MiB = 1024 * 1024;
@@ -213,14 +212,7 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
     const url = freshUrl('&part_size=5M');
     const spoolDir = path.join(work, 'spool');
     const trip = async () => {
-      const source = await LocalBackend.open('file:///site-a', a, { write: false });
-      let spool = await Spool.open(spoolDir, { create: true });
-      try {
-        await fetchToSpool({ source, spool, cache: HashCache.memory(), delta, reserveBytes: 0 });
-      } finally {
-        await spool.close();
-        await source.close();
-      }
+      await fetchLocalTree(a, spoolDir, { delta });
       const real = (await s3Provider.open(url, { write: true })) as S3Backend;
       const calls: string[] = [];
       const counted = new Proxy(real, {
@@ -233,7 +225,7 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
           };
         },
       }) as Destination;
-      spool = await Spool.open(spoolDir, { create: false });
+      const spool = await Spool.open(spoolDir, { create: false });
       try {
         return { result: await storeFromSpool({ destination: counted, spool, cache: HashCache.memory(), delta }), calls };
       } finally {

@@ -9,12 +9,12 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { LocalBackend } from '../src/backends/local/local.ts';
 import { bitfogError, isBitfogError } from '../src/core/errors.ts';
-import { fetchToSpool } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
 import type { RelPath } from '../src/core/paths.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool } from '../src/core/store.ts';
 import type { Destination, SendLocalFileOptions, WriteOptions } from '../src/core/types.ts';
+import { fetchLocalTree } from './helpers/spool.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { makeTree, readTree } from './helpers/tree.ts';
 
@@ -40,16 +40,6 @@ async function lossyDestination(root: string): Promise<Destination> {
   return lossy;
 }
 
-async function carry(src: string, spoolDir: string): Promise<void> {
-  const source = await LocalBackend.open(`file://${src}`, src, { write: false });
-  const spool = await Spool.open(spoolDir, { create: true });
-  try {
-    await fetchToSpool({ source, spool, cache: HashCache.memory(), reserveBytes: 0 });
-  } finally {
-    await spool.close();
-  }
-}
-
 describe('store reads back what an in-kernel copy wrote', () => {
   it('a corrupt blob of a size that is copied by the kernel never lands and leaves the spool', async () => {
     const dir = await tempDir('readback-corrupt');
@@ -58,7 +48,7 @@ describe('store reads back what an in-kernel copy wrote', () => {
     const spoolDir = path.join(dir, 'spool');
     await makeTree(src, { 'big #2 ü?.bin': { bytes: 2_000_000, seed: 9 }, 'small.txt': 'fine\n' });
     await fsp.mkdir(dest);
-    await carry(src, spoolDir);
+    await fetchLocalTree(src, spoolDir);
     const spool = await Spool.open(spoolDir, { create: false });
     try {
       const big = spool.blobs().find((b) => b.size === 2_000_000)!;
@@ -83,7 +73,7 @@ describe('store reads back what an in-kernel copy wrote', () => {
     const spoolDir = path.join(dir, 'spool');
     await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes: 1_500_000, seed: 3 } });
     await fsp.mkdir(dest);
-    await carry(src, spoolDir);
+    await fetchLocalTree(src, spoolDir);
 
     const spool = await Spool.open(spoolDir, { create: false });
     const blobsBefore = spool.blobs().map((b) => b.hash);
@@ -120,7 +110,7 @@ describe('store reads back what an in-kernel copy wrote', () => {
     const spoolDir = path.join(dir, 'spool');
     await makeTree(src, { 'sent ü #1.bin': { bytes: 1_300_000, seed: 5 } });
     await fsp.mkdir(dest);
-    await carry(src, spoolDir);
+    await fetchLocalTree(src, spoolDir);
     const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
     // A plugin that calls a checksum refusal of its storage EINTEGRITY, after reading the blob.
     const refusing = new Proxy(real, {

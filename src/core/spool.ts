@@ -246,8 +246,7 @@ export class Spool {
       if (behind && bytes >= FSYNC_EACH_MIN_BYTES) {
         await this.#roomToFlush();
         flushed = this.#flushInBackground(behind.finish(), handle);
-      }
-      else {
+      } else {
         await behind?.settle();
         await handle.close();
       }

@@ -193,6 +193,19 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     return pipeline(raw, verifier, () => {});
   };
 
+  /**
+   * After the destination did not end up with a spool blob's content: whose fault? The
+   * blob's (EINTEGRITY: the usual corrupt-spool handling follows) or the destination's
+   * (`destinationError`, and the blob stays for another attempt).
+   */
+  const blameDestinationUnlessBlobCorrupt = async (w: Extract<StoreAction, { op: 'write' }>, destinationError: BitfogError): Promise<never> => {
+    const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
+    if (blob.hash !== w.hash || blob.bytes !== w.size) {
+      throw bitfogError('EINTEGRITY', `spool content hashed to ${blob.hash} (${blob.bytes} bytes), expected ${w.hash} (${w.size} bytes)`, { path: w.path });
+    }
+    throw destinationError;
+  };
+
   const destinationSends = typeof dest.sendLocalFile === 'function' && (caps.atomicRename || caps.atomicWrite);
   /**
    * A spool blob handed to the destination as a file, on a temporary name or (all-or-nothing
@@ -220,10 +233,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       // Declining is only allowed before reading: the signer has seen nothing yet then.
       if (isBitfogError(e, 'EOPNOTSUPP') && seen === 0) return false;
       if (!isBitfogError(e, 'EINTEGRITY')) throw e;
-      // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
-      const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
-      if (blob.hash !== w.hash || blob.bytes !== w.size) throw e;
-      throw bitfogError('EIO', `the destination refused the intact content of ${JSON.stringify(w.path)}: ${e.message}`, { path: w.path, cause: e });
+      return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination refused the intact content of ${JSON.stringify(w.path)}: ${e.message}`, { path: w.path, cause: e }));
     }
     return true;
   };
@@ -270,12 +280,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     }
     const landed = { hash: formatHash(hash), bytes };
     if (landed.hash === w.hash && landed.bytes === w.size) return true;
-    // Whose fault: the blob's (the usual corrupt-spool handling follows) or the destination's?
-    const blob = await spool.hashBlob(w.hash, signal ? { signal } : {});
-    if (blob.hash !== w.hash || blob.bytes !== w.size) {
-      throw bitfogError('EINTEGRITY', `spool content hashed to ${blob.hash} (${blob.bytes} bytes), expected ${w.hash} (${w.size} bytes)`, { path: w.path });
-    }
-    throw bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path });
+    return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path }));
   };
 
   /** Writes one file under its temporary name (or in place on all-or-nothing backends). */

@@ -42,7 +42,6 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { PassThrough, Readable } from 'node:stream';
 import {

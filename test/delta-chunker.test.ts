@@ -17,12 +17,45 @@ import {
   gearTable,
   gearTableFromSeed,
 } from '../src/core/delta/chunker.ts';
+import { GEAR_WASM_BASE64 } from '../src/core/delta/gear-wasm.ts';
 import { isBitfogError } from '../src/core/errors.ts';
+// @ts-expect-error: a plain ESM script, without types
+import { assembleGearWasm } from '../scripts/build-gear-wasm.mjs';
 import { randomPieces, readableOf, xorshiftBytes } from './delta-helpers.ts';
 
 const small: ChunkParams = { minSize: 2048, avgSize: 8192, maxSize: 32768, normalization: 2 };
 const MiB = 1 << 20;
 const GiB = 2 ** 30;
+
+/**
+ * FastCDC's cut rule written out plainly (see chunker.ts), the reference the WebAssembly
+ * scan is held to: the cut offsets of `data` as one whole file.
+ */
+function referenceCuts(data: Uint8Array, p: ChunkParams): number[] {
+  const gear = gearTable();
+  const bits = Math.log2(p.avgSize);
+  const mask = (n: number) => (n <= 0 ? 0 : (~0 << (32 - n)) | 0);
+  const strict = mask(bits + p.normalization);
+  const loose = mask(bits - p.normalization);
+  const cuts: number[] = [];
+  for (let start = 0; start < data.length; ) {
+    const n = Math.min(data.length - start, p.maxSize);
+    let length = n;
+    if (n > p.minSize) {
+      let h = 0;
+      for (let i = p.minSize; i < n; i++) {
+        h = ((h << 1) + gear[data[start + i]!]!) | 0;
+        if ((h & (i < p.avgSize ? strict : loose)) === 0) {
+          length = i + 1;
+          break;
+        }
+      }
+    }
+    cuts.push(start);
+    start += length;
+  }
+  return cuts;
+}
 
 /** A digest of a whole chunk list, to pin long lists in one line. */
 function listDigest(chunks: Chunk[]): string {
@@ -48,6 +81,28 @@ describe('delta chunker', () => {
     assert.equal(new Set(table).size, 256);
     assert.equal(table[0], 0xbd94bff6);
     assert.equal(table[255], gearTableFromSeed(GEAR_SEED)[255]);
+  });
+
+  it('runs the gear scan that gear.wat assembles to', async () => {
+    const assembled: Buffer = await assembleGearWasm();
+    assert.equal(GEAR_WASM_BASE64, assembled.toString('base64'), 'gear-wasm.ts is stale: run node scripts/build-gear-wasm.mjs');
+  });
+
+  it('cuts where the plain FastCDC rule cuts, for every normalization level and split', () => {
+    const inputs = [xorshiftBytes(11, 600_000), Buffer.alloc(300_000), Buffer.alloc(200_000, 0x5a), Buffer.concat([xorshiftBytes(12, 70_000), Buffer.alloc(90_000, 7), xorshiftBytes(13, 50_000)])];
+    for (const normalization of [0, 1, 2, 3]) {
+      for (const params of [{ ...small, normalization }, { minSize: 64, avgSize: 256, maxSize: 1024, normalization: Math.min(normalization, 2) }]) {
+        for (const [k, data] of inputs.entries()) {
+          const expected = referenceCuts(data, params);
+          assert.deepEqual(chunkBuffer(data, params).map((c) => c.offset), expected, `input ${k}, ${JSON.stringify(params)}`);
+          const chunker = new Chunker(params);
+          const got: Chunk[] = [];
+          for (const piece of randomPieces(data, k + normalization, 5000)) got.push(...chunker.push(piece));
+          got.push(...chunker.finish());
+          assert.deepEqual(got.map((c) => c.offset), expected, `input ${k} in pieces, ${JSON.stringify(params)}`);
+        }
+      }
+    }
   });
 
   it('cuts fixed pseudo-random input at the recorded offsets (small params)', () => {

@@ -15,7 +15,8 @@
  *    towards `avgSize`;
  *  - a chunk never exceeds `maxSize`.
  * The hash is `h = (h << 1) + GEAR[byte]` in 32-bit arithmetic, so bit k depends on the
- * last k+1 bytes; the masks take the top bits, which see the widest window.
+ * last k+1 bytes; the masks take the top bits, which see the widest window. That scan
+ * runs as WebAssembly (gear.wat): it is most of a signature's cost.
  *
  * Stability: the gear table, the mask rule and `chunkParamsForSize` are part of the
  * signature format (see signature.ts, SIGNATURE_VERSION). Changing any of them changes
@@ -23,6 +24,7 @@
  */
 import { createHash } from 'node:crypto';
 import { BitfogError, throwIfAborted } from '../errors.ts';
+import { GEAR_WASM_BASE64 } from './gear-wasm.ts';
 
 /**
  * The gear table: 256 pseudo-random 32-bit words, generated once by `gearTableFromSeed`
@@ -66,9 +68,6 @@ const GEAR_WORDS = [
   0x1104b346, 0x98dc97e4, 0xb8ce8f2b, 0x29663044, 0x39fa622a, 0x897291e5, 0xb446814f, 0x79606d24,
   0xbc29bda8, 0xb37a7692, 0xef894ee5, 0x8913fd1f, 0xc9100786, 0x6789dd1d, 0xa2b7e782, 0xa5bea6ba,
 ];
-
-/** Int32 (not Uint32) so that V8 keeps every value a small integer in the hot loop. */
-const GEAR = Int32Array.from(GEAR_WORDS, (w) => w | 0);
 
 /** Regenerates the gear table from a seed with splitmix32. Only tests call this. */
 export function gearTableFromSeed(seed: number): number[] {
@@ -170,29 +169,27 @@ function topBits(bits: number): number {
   return bits <= 0 ? 0 : (~0 << (32 - bits)) | 0;
 }
 
+/** Where gear.wat expects the chunker's buffer in its memory: after the gear table. */
+const TABLE_BYTES = 256 * 4;
+const WASM_PAGE_BYTES = 64 * 1024;
+
+/** `scan` of gear.wat: the offset one past the cut, or `hardEnd`. */
+type GearScan = (at: number, normalEnd: number, hardEnd: number, strictMask: number, looseMask: number) => number;
+
+let gearModule: WebAssembly.Module | undefined;
+
 /**
- * Where the chunk starting at `buf[start]` ends: its length. `end` is one past the last
- * available byte; unless the file ends there, the caller must provide at least `maxSize`
- * bytes, since a cut is final.
+ * A buffer of `bytes` bytes in a WebAssembly memory of its own, with the gear scan over
+ * it (gear.wat; compiled once per thread, instantiated per chunker).
  */
-function cutLength(buf: Uint8Array, start: number, end: number, minSize: number, avgSize: number, maxSize: number, maskS: number, maskL: number): number {
-  let n = end - start;
-  if (n <= minSize) return n;
-  if (n > maxSize) n = maxSize;
-  const normalEnd = start + (n < avgSize ? n : avgSize);
-  const hardEnd = start + n;
-  const gear = GEAR;
-  let h = 0;
-  let i = start + minSize;
-  for (; i < normalEnd; i++) {
-    h = ((h << 1) + gear[buf[i]!]!) | 0;
-    if ((h & maskS) === 0) return i + 1 - start;
-  }
-  for (; i < hardEnd; i++) {
-    h = ((h << 1) + gear[buf[i]!]!) | 0;
-    if ((h & maskL) === 0) return i + 1 - start;
-  }
-  return n;
+function gearScanner(bytes: number): { buffer: Buffer; scan: GearScan } {
+  gearModule ??= new WebAssembly.Module(Buffer.from(GEAR_WASM_BASE64, 'base64'));
+  const pages = Math.ceil((TABLE_BYTES + bytes) / WASM_PAGE_BYTES);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+  const table = new DataView(memory.buffer, 0, TABLE_BYTES);
+  GEAR_WORDS.forEach((word, i) => table.setUint32(i * 4, word, true));
+  const instance = new WebAssembly.Instance(gearModule, { chunker: { memory } });
+  return { buffer: Buffer.from(memory.buffer, TABLE_BYTES, bytes), scan: instance.exports.scan as GearScan };
 }
 
 /**
@@ -206,6 +203,7 @@ export class Chunker {
   private readonly maskS: number;
   private readonly maskL: number;
   private readonly buf: Buffer;
+  private readonly scan: GearScan;
   /** Window of pending bytes in `buf`. */
   private start = 0;
   private end = 0;
@@ -223,7 +221,7 @@ export class Chunker {
     const bits = Math.log2(params.avgSize);
     this.maskS = topBits(bits + params.normalization);
     this.maskL = topBits(bits - params.normalization);
-    this.buf = Buffer.allocUnsafe(params.maxSize * 2);
+    ({ buffer: this.buf, scan: this.scan } = gearScanner(params.maxSize * 2));
   }
 
   /** Bytes consumed so far. */
@@ -258,8 +256,7 @@ export class Chunker {
   }
 
   private cut(end: number): Chunk {
-    const { minSize, avgSize, maxSize } = this.params;
-    const length = cutLength(this.buf, this.start, end, minSize, avgSize, maxSize, this.maskS, this.maskL);
+    const length = this.cutLength(end);
     const bytes = this.buf.subarray(this.start, this.start + length);
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const chunk: Chunk = { offset: this.offset, length, sha256 };
@@ -267,6 +264,20 @@ export class Chunker {
     this.start += length;
     this.offset += length;
     return chunk;
+  }
+
+  /**
+   * Where the chunk starting at `buf[start]` ends: its length. `end` is one past the last
+   * available byte; unless the file ends there, at least `maxSize` bytes must be
+   * available, since a cut is final.
+   */
+  private cutLength(end: number): number {
+    const { minSize, avgSize, maxSize } = this.params;
+    const start = this.start;
+    let n = end - start;
+    if (n <= minSize) return n;
+    if (n > maxSize) n = maxSize;
+    return this.scan(start + minSize, start + Math.min(n, avgSize), start + n, this.maskS, this.maskL) - start;
   }
 
   private compact(): void {

@@ -10,7 +10,8 @@
  *   rdiff carries   = `rdiff delta` against `rdiff signature` (the signature not counted)
  *   rsync carries   = the batch file of `rsync --only-write-batch --no-whole-file`
  *
- * Targets: bitfog ≤ 2 × rdiff's delta; assembling ≤ 1.5 × `rdiff patch`.
+ * Targets: bitfog ≤ 2 × rdiff's delta; assembling ≤ 1.5 × `rdiff patch`, measured on the
+ * real path below (both durable); the library lines are components, for finding where time goes.
  *
  * Assembling is timed twice: the library functions (into a new file, against `rdiff patch`
  * into a new file: `assembleInto` with the local backend's positional reads and writes,
@@ -289,7 +290,9 @@ try {
     });
     const deltaBytes = (await stat(delta)).size;
     console.log(`bytes carried: bitfog ${mib(bitfogBytes)}, rdiff delta ${mib(deltaBytes)}, ratio ${(bitfogBytes / deltaBytes).toFixed(2)} (target ≤ 2)`);
-    console.log(`assemble (positional reads and writes: store's path on a local disk): bitfog ${secs(tAssemblePositional)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssemblePositional / tRdiffPatch).toFixed(2)} (target ≤ 1.5)`);
+    // Component figures, not the target: bitfog's files flush as they are written (write-behind)
+    // and every chunk is hashed, while a bare `rdiff patch` leaves its output in the page cache.
+    console.log(`assemble (positional reads and writes: store's path on a local disk): bitfog ${secs(tAssemblePositional)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssemblePositional / tRdiffPatch).toFixed(2)}`);
     console.log(`assemble as a stream (destinations without positional I/O): bitfog ${secs(tAssemble)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssemble / tRdiffPatch).toFixed(2)}`);
     console.log(`assemble as a stream, chunk hashes shared with a worker thread: bitfog ${secs(tAssembleWorker)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssembleWorker / tRdiffPatch).toFixed(2)}`);
     console.log(`assemble as a stream without ranged reads: bitfog ${secs(tAssembleSeq)}, rdiff patch ${secs(tRdiffPatch)}, ratio ${(tAssembleSeq / tRdiffPatch).toFixed(2)}`);

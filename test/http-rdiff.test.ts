@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFile, stat, writeFile, chmod } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { rawGet, rawRequest, startServer, type TestServer } from './helpers/http.ts';
@@ -83,5 +84,52 @@ describe('rdiff interoperability', () => {
     const none = await patchRequest(s.url, '/rw/file.bin?rdiff=bogus', Buffer.alloc(0));
     assert.equal(none.status, 400);
     assert.equal(none.body.toString(), 'Invalid mode: bogus');
+  });
+
+  it('answers a PATCH body over the limit with 413, whether declared or chunked, and changes nothing', async () => {
+    const limited = await startServer({ rw: { writable: true } }, { maxRdiffBodyBytes: 64 * 1024 });
+    const file = path.join(limited.dirs.rw!, 'file.bin');
+    await writeFile(file, old);
+    const { host } = new URL(limited.url);
+    /** What the server answers to a raw request (and whatever `then` sends once connected). */
+    const answerTo = (request: string, then: (sock: net.Socket) => void = () => {}) =>
+      new Promise<string>((resolve, reject) => {
+        const sock = net.connect(Number(new URL(limited.url).port), '127.0.0.1', () => then(sock));
+        sock.write(request);
+        let got = '';
+        sock.on('data', (d) => {
+          got += d.toString('latin1');
+          if (got.includes('\r\n\r\n') && got.includes('Body too large.')) {
+            sock.destroy();
+            resolve(got);
+          }
+        });
+        sock.on('close', () => resolve(got));
+        sock.on('error', reject);
+        sock.setTimeout(10_000, () => sock.destroy(new Error('no answer')));
+      });
+    // Declared too large: refused before any of the body is sent.
+    const declared = await answerTo(`PATCH /rw/file.bin?rdiff=patch HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nContent-Length: ${100 * 1024}\r\n\r\n`);
+    assert.match(declared, /^HTTP\/1\.1 413 /);
+    assert.ok(declared.endsWith('Body too large.\n'), declared);
+    // Chunked and still arriving when the limit is passed: a 413 while the body goes on,
+    // not a connection closed unanswered.
+    const piece = Buffer.alloc(16 * 1024, 2);
+    const chunk = Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece, Buffer.from('\r\n')]);
+    const head = `PATCH /rw/file.bin?rdiff=patch HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n`;
+    const answer = await answerTo(head, (sock) => {
+      for (let i = 0; i < 8; i++) sock.write(chunk); // 128 KiB: past the limit, and no end yet
+    });
+    assert.match(answer, /^HTTP\/1\.1 413 /);
+    assert.ok(answer.endsWith('Body too large.\n'), answer);
+    assert.deepEqual(await readFile(file), old, 'a refused patch changes nothing');
+    // Under the limit, the same server applies a patch.
+    const sig = await rawGet(limited.url, '/rw/file.bin?rdiff=sig');
+    await writeFile(path.join(work, 'limited.sig'), sig.body);
+    await writeFile(path.join(work, 'limited-edited'), edited);
+    rdiff('delta', path.join(work, 'limited.sig'), path.join(work, 'limited-edited'), path.join(work, 'limited-delta'));
+    const ok = await patchRequest(limited.url, '/rw/file.bin?rdiff=patch', await readFile(path.join(work, 'limited-delta')));
+    assert.equal(ok.status, 204);
+    assert.deepEqual(await readFile(file), edited);
   });
 });

@@ -73,6 +73,8 @@ export interface ServerOptions {
   onLog?: (line: string) => void;
   /** The rdiff executable (default `rdiff`). */
   rdiffCommand?: string;
+  /** Largest rdiff signature or delta body a PATCH may send (default 8 GiB); larger ones get 413. */
+  maxRdiffBodyBytes?: number;
   /** Largest request header block in bytes (default 16 KiB). */
   maxHeaderSize?: number;
   /** Time allowed to send the request headers (default 60 s). */
@@ -125,7 +127,7 @@ const OCTET = 'application/octet-stream';
 const SYMLINK = 'application/symlink';
 /** Longest symlink target accepted (Linux PATH_MAX). */
 const MAX_LINK_TARGET = 4096;
-/** Largest rdiff signature or delta body accepted by PATCH. */
+/** Largest rdiff signature or delta body accepted by PATCH, unless ServerOptions say otherwise. */
 const MAX_RDIFF_BODY = 8 * 1024 ** 3;
 /** Files hashed at once while a listing computes missing hashes. */
 const HASH_PARALLELISM = 16;
@@ -861,7 +863,7 @@ class Handler {
     let keep = false;
     try {
       const body = path.join(dir, 'body');
-      await receiveToFile(ctx.req, body, MAX_RDIFF_BODY);
+      await receiveToFile(ctx.req, body, this.options.maxRdiffBodyBytes ?? MAX_RDIFF_BODY);
       if (mode === 'delta') {
         const out = path.join(dir, 'delta');
         await runRdiff(this.#rdiff, ['delta', body, '-', out], await area.backend.read(rel)).catch((e) => {
@@ -1086,14 +1088,46 @@ function readSmallBody(req: http.IncomingMessage, limit: number): Promise<Buffer
   });
 }
 
+/**
+ * A request body into `file`, at most `limit` bytes. A body declared larger is refused with
+ * 413 before anything is read; one that grows past the limit stops being written and is
+ * refused with 413 too. Either way the rest is read and dropped while the answer goes out
+ * (see readSmallBody): destroying the request would close the connection unanswered.
+ */
 async function receiveToFile(req: http.IncomingMessage, file: string, limit: number): Promise<void> {
+  const tooLarge = () => new HttpFailure(413, 'Body too large.\n', 'EUSAGE');
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) {
+    req.resume();
+    throw tooLarge();
+  }
+  const out = createWriteStream(file);
   let n = 0;
   const counter = new PassThrough();
-  counter.on('data', (c: Buffer) => {
+  const stop = (error: Error) => {
+    req.unpipe(counter);
+    req.off('data', count);
+    req.off('close', onClose);
+    req.resume(); // the rest is read and dropped while the answer goes out
+    counter.destroy(error);
+  };
+  const count = (c: Buffer) => {
     n += c.length;
-    if (n > limit) counter.destroy(new HttpFailure(413, 'Body too large.\n', 'EUSAGE'));
-  });
-  await pipeline(req, counter, createWriteStream(file));
+    if (n > limit) stop(tooLarge());
+  };
+  const onClose = () => {
+    if (!req.complete) stop(new HttpFailure(400, 'Request body cut short.\n', 'EUSAGE'));
+  };
+  req.on('data', count);
+  req.on('close', onClose);
+  req.once('error', (e) => counter.destroy(e));
+  req.pipe(counter);
+  try {
+    await pipeline(counter, out);
+  } finally {
+    req.off('data', count);
+    req.off('close', onClose);
+  }
 }
 
 /** Answers with a temporary file's content and removes its directory once sent. */

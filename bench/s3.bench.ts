@@ -7,7 +7,8 @@
  * Sizes (environment): BENCH_S3_LARGE_BYTES (default 2 GiB) in BENCH_S3_LARGE_FILES files
  * (default 8); BENCH_S3_SMALL_FILES small files (default 10000) of 1–8 KiB in 100
  * directories. The gateway keeps objects in RAM (memstore): the default run needs about
- * 9 GiB of free memory. Target: bitfog's time ≤ 1.0× rclone's.
+ * 9 GiB of free memory. Target: bitfog's time ≤ 1.0× rclone's. BENCH_S3_OPTIONS adds URL
+ * options to bitfog's URL (e.g. `part_size=16M`), to compare settings.
  *
  * Each tool runs with its defaults against the same endpoint. bitfog's time is the whole
  * `bitfog store` command (start-up, listing the destination, writing, verifying, the final
@@ -88,7 +89,9 @@ try {
   // rclone's AWS SDK fails on a custom CA bundle ("unsupported transport"); the endpoint is plain http.
   delete rcloneEnv.AWS_CA_BUNDLE;
   const rcloneRemote = (p: string) => `:s3:${s3.S3_TEST_BUCKET}/${p}`;
-  const bitfogUrl = (p: string) => `s3://${s3.S3_TEST_BUCKET}/${p}/?endpoint=${encodeURIComponent(s3.S3_ENDPOINT!)}`;
+  // BENCH_S3_OPTIONS: more URL options for bitfog, e.g. `part_size=16M&queue_size=2`.
+  const extraOptions = process.env.BENCH_S3_OPTIONS ? `&${process.env.BENCH_S3_OPTIONS}` : '';
+  const bitfogUrl = (p: string) => `s3://${s3.S3_TEST_BUCKET}/${p}/?endpoint=${encodeURIComponent(s3.S3_ENDPOINT!)}${extraOptions}`;
   const bin = path.join(root, 'bin', 'bitfog.mjs');
   const cache = ['--cache-dir', path.join(work, 'cache'), '--quiet'];
 

@@ -17,6 +17,7 @@ export type {
   Metadata,
   OpenOptions,
   ReadOptions,
+  ReadSmallFileOptions,
   SignalOption,
   Source,
   WriteOptions,

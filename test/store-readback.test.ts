@@ -139,3 +139,41 @@ describe('store reads back what an in-kernel copy wrote', () => {
     assert.deepEqual([...(await readTree(dest)).keys()], [], 'nothing landed');
   });
 });
+
+describe('store writes small files from memory it reuses', () => {
+  it('each file gets its own verified bytes, even when writes are slow and many are in flight', async () => {
+    const dir = await tempDir('small-scratch');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    const spec: Record<string, { bytes: number; seed: number }> = {};
+    // Sizes of one power-of-two class, so that the same lent buffers go round.
+    for (let i = 0; i < 120; i++) spec[`d${i % 4}/small #${i} ü.bin`] = { bytes: 4097 + ((i * 37) % 4000), seed: i + 1 };
+    await makeTree(src, spec);
+    await fsp.mkdir(dest);
+    await fetchLocalTree(src, spoolDir);
+    const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
+    // Every small write waits a turn first: the other writes in flight read their content meanwhile.
+    const slow = new Proxy(real, {
+      get(target, key) {
+        if (key === 'writeSmallFile') {
+          return async (p: RelPath, content: Uint8Array, options: WriteOptions) => {
+            await new Promise((resolve) => setTimeout(resolve, 2));
+            return target.writeSmallFile(p, content, options);
+          };
+        }
+        const value = Reflect.get(target, key, target) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as Destination;
+    const spool = await Spool.open(spoolDir, { create: false });
+    try {
+      const r = await storeFromSpool({ destination: slow, spool, cache: HashCache.memory(), concurrency: 8 });
+      assert.equal(r.writtenFiles, 120);
+    } finally {
+      await spool.close();
+    }
+    const content = async (root: string) => new Map([...(await readTree(root))].map(([p, e]) => [p, e.kind === 'file' ? e.sha256 : e.kind]));
+    assert.deepEqual(await content(dest), await content(src));
+  });
+});

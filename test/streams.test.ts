@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
 import { Spool } from '../src/core/spool.ts';
-import { chunksOf, GatheringWriter, readPieces } from '../src/core/streams.ts';
+import { chunksOf, GatheringWriter, readPieces, ScratchBuffers } from '../src/core/streams.ts';
 import type { OpenFile } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -222,3 +222,21 @@ describe('the spool\'s small blobs', () => {
   });
 });
 
+describe('ScratchBuffers', () => {
+  it('lends each buffer to one holder at a time, large enough, and reuses what comes back', () => {
+    const pool = new ScratchBuffers(2);
+    const a = pool.take(5000);
+    const b = pool.take(5000);
+    assert.ok(a.length >= 5000 && b.length >= 5000);
+    assert.notEqual(a.buffer, b.buffer, 'two holders never share memory');
+    assert.equal(pool.take(1).length, ScratchBuffers.MIN_BYTES);
+    pool.give(a);
+    assert.equal(pool.take(6000), a, 'given back, lent again');
+    assert.notEqual(pool.take(6000).buffer, a.buffer, 'but not twice');
+    // It keeps at most `keepEach` of a size: the rest is left to the garbage collector.
+    const many = [pool.take(100_000), pool.take(100_000), pool.take(100_000)];
+    for (const m of many) pool.give(m);
+    const again = [pool.take(100_000), pool.take(100_000), pool.take(100_000)];
+    assert.equal(again.filter((m) => many.includes(m)).length, 2);
+  });
+});

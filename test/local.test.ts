@@ -3,6 +3,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
+import { FileSystemSyncer } from '../src/backends/local/local.ts';
+import { toRelPath } from '../src/core/paths.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -65,5 +67,39 @@ describe('the local backend\'s write-behind', () => {
     await turn();
     assert.throws(() => behind.wrote(1), /fdatasync/);
     await assert.rejects(behind.settle(), /fdatasync/);
+  });
+});
+
+describe('the local backend\'s file system flushes (syncfs through one long-lived shell)', () => {
+  it('flushes on request, again and again, and answers false once closed', async () => {
+    const dir = await tempDir('syncfs');
+    const syncer = new FileSystemSyncer(dir);
+    assert.equal(await syncer.flush(), true);
+    assert.deepEqual(await Promise.all([syncer.flush(), syncer.flush(), syncer.flush()]), [true, true, true]);
+    syncer.close();
+    assert.equal(await syncer.flush(), false);
+  });
+
+  it('answers false, and stops asking, where flushing this way fails, the shell is missing or it dies', async () => {
+    const dir = await tempDir('syncfs-fail');
+    const failing = new FileSystemSyncer(dir, ['sh', '-c', 'while read -r _; do echo fail; done', 'x']);
+    assert.equal(await failing.flush(), false);
+    assert.equal(await failing.flush(), false);
+    failing.close();
+    const missing = new FileSystemSyncer(dir, [path.join(dir, 'no such shell')]);
+    assert.equal(await missing.flush(), false);
+    const dying = new FileSystemSyncer(dir, ['sh', '-c', 'exit 3', 'x']);
+    assert.equal(await dying.flush(), false);
+    assert.equal(await dying.flush(), false);
+  });
+
+  it('makes the backend sync many files at once, and still syncs them all once closed', async () => {
+    const dir = await tempDir('syncfs-backend');
+    const b = await LocalBackend.open(`file://${dir}`, dir, { write: true });
+    const paths = Array.from({ length: 12 }, (_, i) => toRelPath(`f ${i} #ü.txt`));
+    for (const p of paths) await b.writeSmallFile(p, Buffer.from(p), { size: Buffer.byteLength(p) });
+    await b.sync(paths);
+    await b.close();
+    await b.sync(paths); // fsync each now
   });
 });

@@ -12,7 +12,7 @@
  * a hundred thousand small files cost a few batched flushes rather than one fsync each.
  * A large streamed write only starts the disk's work early (WRITE_BEHIND_BYTES).
  */
-import { execFile } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import {
   closeSync,
   constants as C,
@@ -30,7 +30,7 @@ import {
 } from 'node:fs';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
 import { readBufferSize, readFullySync, WriteBehind } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
@@ -73,16 +73,83 @@ const SYNC_PARALLELISM = 16;
 const VERIFIED_DIRS_MAX = 100_000;
 /** From this many paths on, one syncfs of the file system is cheaper than an fsync each. */
 const SYNCFS_MIN_PATHS = 8;
-let syncfsWorks: boolean | undefined;
 
-/** syncfs(2) through coreutils' `sync -f`; false when that is not available here. */
-async function syncFileSystem(dir: string): Promise<boolean> {
-  if (syncfsWorks === false) return false;
-  const ok = await new Promise<boolean>((resolve) => {
-    execFile('sync', ['-f', dir], (err) => resolve(!err));
-  });
-  syncfsWorks = ok;
-  return ok;
+/** The shell loop of FileSystemSyncer: one `sync -f` of "$1" per line read, answered by a line. */
+const SYNCFS_LOOP = 'while IFS= read -r _; do if sync -f -- "$1" 2>/dev/null; then echo ok; else echo fail; fi; done';
+
+/**
+ * syncfs(2) of the file system holding `dir`, through coreutils' `sync -f` run by one
+ * long-lived shell. Node has no syncfs, and spawning `sync` from this process forks all
+ * of it, which grows with its memory (measured with 500 MB in use: 43 ms a call against
+ * 7 ms through the shell, and a store of 100k small files flushes a hundred batches).
+ * The shell ends when its input closes: at `close`, or with this process.
+ */
+export class FileSystemSyncer {
+  #child: ChildProcessByStdio<Writable, Readable, null> | undefined;
+  readonly #waiting: Array<(ok: boolean) => void> = [];
+  #pendingOutput = '';
+  /** No (more) syncfs here: no shell, no `sync -f`, or closed. */
+  #unavailable = false;
+
+  constructor(
+    private readonly dir: string,
+    private readonly command: readonly [string, ...string[]] = ['bash', '-c', SYNCFS_LOOP, 'bitfog-sync'],
+  ) {}
+
+  /** Flushes the file system: true once done, false when it cannot be done this way (then fsync each file). */
+  flush(): Promise<boolean> {
+    if (this.#unavailable) return Promise.resolve(false);
+    const child = (this.#child ??= this.#start());
+    return new Promise<boolean>((resolve) => {
+      this.#waiting.push(resolve);
+      this.#keepAlive();
+      child.stdin.write('\n');
+    });
+  }
+
+  /** Ends the shell (idempotent); later flushes answer false. */
+  close(): void {
+    this.#stop();
+    this.#child?.stdin.end();
+  }
+
+  #start(): ChildProcessByStdio<Writable, Readable, null> {
+    const [cmd, ...args] = this.command;
+    const child = spawn(cmd, [...args, this.dir], { stdio: ['pipe', 'pipe', 'ignore'] });
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (text: string) => {
+      this.#pendingOutput += text;
+      for (let nl = this.#pendingOutput.indexOf('\n'); nl >= 0; nl = this.#pendingOutput.indexOf('\n')) {
+        const ok = this.#pendingOutput.slice(0, nl) === 'ok';
+        this.#pendingOutput = this.#pendingOutput.slice(nl + 1);
+        if (!ok) this.#unavailable = true; // no `sync -f` here (old coreutils, no syncfs)
+        this.#waiting.shift()?.(ok);
+      }
+      this.#keepAlive();
+    });
+    // No shell, or it went away: nobody is flushed this way any more.
+    child.on('error', () => this.#stop());
+    child.on('exit', () => this.#stop());
+    child.stdin.on('error', () => this.#stop());
+    return child;
+  }
+
+  /** The shell keeps this process alive only while a flush waits for it. */
+  #keepAlive(): void {
+    const child = this.#child;
+    if (!child) return;
+    const socket = (s: unknown) => s as { ref?: () => void; unref?: () => void };
+    const how = this.#waiting.length > 0 ? 'ref' : 'unref';
+    child[how]();
+    socket(child.stdin)[how]?.();
+    socket(child.stdout)[how]?.();
+  }
+
+  #stop(): void {
+    this.#unavailable = true;
+    for (const resolve of this.#waiting.splice(0)) resolve(false);
+    this.#keepAlive();
+  }
 }
 
 export class LocalBackend implements Destination {
@@ -94,6 +161,8 @@ export class LocalBackend implements Destination {
   readonly #procFd: boolean;
   /** Parent directories found to be real directories inside the root (see #checkParent). */
   readonly #verifiedDirs = new Set<string>();
+  /** Started at the first `sync` of many paths. */
+  #syncer: FileSystemSyncer | undefined;
 
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
@@ -521,7 +590,7 @@ export class LocalBackend implements Destination {
   async sync(paths: RelPath[]): Promise<void> {
     // Many files: one syncfs(2) of the whole file system (coreutils' `sync -f`) flushes them
     // all in one go, far cheaper than an fsync each. Few files, or no `sync -f`: fsync each.
-    if (paths.length >= SYNCFS_MIN_PATHS && (await syncFileSystem(this.#root))) return;
+    if (paths.length >= SYNCFS_MIN_PATHS && (await (this.#syncer ??= new FileSystemSyncer(this.#root)).flush())) return;
     for (let i = 0; i < paths.length; i += SYNC_PARALLELISM) {
       await Promise.all(
         paths.slice(i, i + SYNC_PARALLELISM).map(async (p) => {
@@ -546,7 +615,9 @@ export class LocalBackend implements Destination {
     return Number(st.bavail) * Number(st.bsize);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.#syncer?.close();
+  }
 
   /**
    * Opens a file inside the root without following a symlink at its last component, then

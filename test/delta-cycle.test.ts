@@ -25,6 +25,7 @@ import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
 import { encodeRecipeV1, withOpsSwapped, xorshiftBytes } from './delta-helpers.ts';
 import { bitfogOk } from './helpers/cli.ts';
+import { withOverrides } from './helpers/backends.ts';
 import { fetchLocalTree } from './helpers/spool.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -49,30 +50,18 @@ async function fetch(s: Sites): Promise<FetchResult> {
 
 /** A local destination that, like a plain HTTP server without Range support, cannot read ranges. */
 function withoutRangedReads(d: Destination): Destination {
-  return new Proxy(d, {
-    get(target, prop, receiver) {
-      if (prop === 'capabilities') return { ...target.capabilities, rangedReads: false };
-      if (prop === 'read') {
-        return (p: RelPath, o: ReadOptions = {}) => {
-          if (o.start !== undefined || o.end !== undefined) throw new BitfogError('EOPNOTSUPP', 'no ranged reads here');
-          return target.read(p, o);
-        };
-      }
-      const v = Reflect.get(target, prop, receiver);
-      return typeof v === 'function' ? v.bind(target) : v;
+  return withOverrides(d, {
+    capabilities: { ...d.capabilities, rangedReads: false },
+    read: (p: RelPath, o: ReadOptions = {}) => {
+      if (o.start !== undefined || o.end !== undefined) throw new BitfogError('EOPNOTSUPP', 'no ranged reads here');
+      return d.read(p, o);
     },
   });
 }
 
 /** A local destination without positional reads and writes: deltas are assembled as a stream through `write`. */
 function streamingOnly(d: Destination): Destination {
-  return new Proxy(d, {
-    get(target, prop, receiver) {
-      if (prop === 'openFile' || prop === 'createFile') return undefined;
-      const v = Reflect.get(target, prop, receiver);
-      return typeof v === 'function' ? v.bind(target) : v;
-    },
-  });
+  return withOverrides(d, { openFile: undefined, createFile: undefined });
 }
 
 async function store(s: Sites, signal?: AbortSignal, options: { ranged?: boolean; positional?: boolean } = {}): Promise<StoreResult> {

@@ -16,6 +16,16 @@ function rdiff(...args: string[]): void {
   execFileSync('rdiff', args);
 }
 
+/** A delta, made with `rdiff` here, from what `url` serves at `file` (its signature) to `wanted`. */
+async function deltaFromServer(url: string, file: string, wanted: Buffer, work: string): Promise<Buffer> {
+  const sig = await rawGet(url, `${file}?rdiff=sig`);
+  const [sigFile, wantedFile, deltaFile] = ['server.sig', 'wanted', 'to-wanted'].map((n) => path.join(work, n)) as [string, string, string];
+  await writeFile(sigFile, sig.body);
+  await writeFile(wantedFile, wanted);
+  rdiff('--force', 'delta', sigFile, wantedFile, deltaFile);
+  return readFile(deltaFile);
+}
+
 async function patchRequest(url: string, p: string, body: Buffer): Promise<{ status: number; body: Buffer }> {
   const { host } = new URL(url);
   const head = `PATCH ${p} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`;
@@ -61,11 +71,7 @@ describe('rdiff interoperability', () => {
   });
 
   it('PATCH ?rdiff=patch applies a client-made delta atomically, keeping the mode', async () => {
-    const sig = await rawGet(s.url, '/rw/file.bin?rdiff=sig');
-    await writeFile(path.join(work, 'server.sig'), sig.body);
-    await writeFile(path.join(work, 'edited'), edited);
-    rdiff('delta', path.join(work, 'server.sig'), path.join(work, 'edited'), path.join(work, 'to-edited'));
-    const r = await patchRequest(s.url, '/rw/file.bin?rdiff=patch', await readFile(path.join(work, 'to-edited')));
+    const r = await patchRequest(s.url, '/rw/file.bin?rdiff=patch', await deltaFromServer(s.url, '/rw/file.bin', edited, work));
     assert.equal(r.status, 204);
     assert.deepEqual(await readFile(path.join(s.dirs.rw!, 'file.bin')), edited);
     assert.equal((await stat(path.join(s.dirs.rw!, 'file.bin'))).mode & 0o777, 0o640);
@@ -124,11 +130,7 @@ describe('rdiff interoperability', () => {
     assert.ok(answer.endsWith('Body too large.\n'), answer);
     assert.deepEqual(await readFile(file), old, 'a refused patch changes nothing');
     // Under the limit, the same server applies a patch.
-    const sig = await rawGet(limited.url, '/rw/file.bin?rdiff=sig');
-    await writeFile(path.join(work, 'limited.sig'), sig.body);
-    await writeFile(path.join(work, 'limited-edited'), edited);
-    rdiff('delta', path.join(work, 'limited.sig'), path.join(work, 'limited-edited'), path.join(work, 'limited-delta'));
-    const ok = await patchRequest(limited.url, '/rw/file.bin?rdiff=patch', await readFile(path.join(work, 'limited-delta')));
+    const ok = await patchRequest(limited.url, '/rw/file.bin?rdiff=patch', await deltaFromServer(limited.url, '/rw/file.bin', edited, work));
     assert.equal(ok.status, 204);
     assert.deepEqual(await readFile(file), edited);
   });

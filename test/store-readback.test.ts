@@ -15,6 +15,7 @@ import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool } from '../src/core/store.ts';
 import type { Destination, SendLocalFileOptions, WriteOptions } from '../src/core/types.ts';
 import { fetchLocalTree } from './helpers/spool.ts';
+import { withOverrides } from './helpers/backends.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { makeTree, readTree } from './helpers/tree.ts';
 
@@ -30,14 +31,7 @@ async function lossyDestination(root: string): Promise<Destination> {
     await h.write(b, 0, 1, 7);
     await h.close();
   };
-  const lossy = new Proxy(real, {
-    get(target, key) {
-      if (key === 'writeFromLocalFile') return writeFromLocalFile;
-      const value = Reflect.get(target, key, target) as unknown;
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-    },
-  }) as Destination;
-  return lossy;
+  return withOverrides<Destination>(real, { writeFromLocalFile });
 }
 
 describe('store reads back what an in-kernel copy wrote', () => {
@@ -113,18 +107,12 @@ describe('store reads back what an in-kernel copy wrote', () => {
     await fetchLocalTree(src, spoolDir);
     const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
     // A plugin that calls a checksum refusal of its storage EINTEGRITY, after reading the blob.
-    const refusing = new Proxy(real, {
-      get(target, key) {
-        if (key === 'sendLocalFile') {
-          return async (_p: RelPath, file: string, options: SendLocalFileOptions) => {
-            await options.onBytes?.(await fsp.readFile(file));
-            throw bitfogError('EINTEGRITY', 'the storage computed another checksum');
-          };
-        }
-        const value = Reflect.get(target, key, target) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    const refusing = withOverrides<Destination>(real, {
+      sendLocalFile: async (_p: RelPath, file: string, options: SendLocalFileOptions) => {
+        await options.onBytes?.(await fsp.readFile(file));
+        throw bitfogError('EINTEGRITY', 'the storage computed another checksum');
       },
-    }) as Destination;
+    });
     const spool = await Spool.open(spoolDir, { create: false });
     const blobsBefore = spool.blobs().map((b) => b.hash);
     try {
@@ -154,18 +142,12 @@ describe('store writes small files from memory it reuses', () => {
     await fetchLocalTree(src, spoolDir);
     const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
     // Every small write waits a turn first: the other writes in flight read their content meanwhile.
-    const slow = new Proxy(real, {
-      get(target, key) {
-        if (key === 'writeSmallFile') {
-          return async (p: RelPath, content: Uint8Array, options: WriteOptions) => {
-            await new Promise((resolve) => setTimeout(resolve, 2));
-            return target.writeSmallFile(p, content, options);
-          };
-        }
-        const value = Reflect.get(target, key, target) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    const slow = withOverrides<Destination>(real, {
+      writeSmallFile: async (p: RelPath, content: Uint8Array, options: WriteOptions) => {
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        return real.writeSmallFile(p, content, options);
       },
-    }) as Destination;
+    });
     const spool = await Spool.open(spoolDir, { create: false });
     try {
       const r = await storeFromSpool({ destination: slow, spool, cache: HashCache.memory(), concurrency: 8 });

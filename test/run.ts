@@ -9,7 +9,7 @@
  *
  * Usage: npm test [-- test/some.test.ts ...]   (BITFOG_SERVICES=sftp,webdav to pick services)
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,9 +19,13 @@ const servicesDir = path.join(root, 'test', 'services');
 const stateDir = process.env.BITFOG_TEST_STATE ?? path.join(tmpdir(), `bitfog-test-services-${process.pid}`);
 const inCI = process.env.CI === 'true';
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+/** The test process, while it runs: ended first when this runner is told to stop. */
+let testChild: ChildProcess | undefined;
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, own = false): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { stdio: 'inherit', env, cwd: root });
+    if (own) testChild = child;
     child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
     child.on('error', () => resolve(127));
   });
@@ -83,14 +87,19 @@ async function stopAll(): Promise<void> {
 }
 
 let exitCode = 0;
-process.on('SIGINT', () => {
-  void stopAll().then(() => process.exit(130));
-});
+// Ctrl-C, `timeout`, a closed terminal or a CI job cancelled: the services started here
+// must not outlive the run (left running, they hold ports and slow the machine down).
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  process.on(signal, () => {
+    testChild?.kill('SIGTERM');
+    void stopAll().then(() => process.exit(code));
+  });
+}
 try {
   await Promise.all(services.map(startService));
   const files = testFiles();
   const concurrency = process.env.BITFOG_TEST_CONCURRENCY ?? '2';
-  exitCode = await run(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], env);
+  exitCode = await run(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], env, true);
 } finally {
   await stopAll();
   if (!process.env.BITFOG_TEST_STATE) rmSync(stateDir, { recursive: true, force: true });

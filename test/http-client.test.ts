@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile, readlink, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import net from 'node:net';
+import { once } from 'node:events';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -24,6 +26,19 @@ async function listAll(b: HttpBackend): Promise<Map<string, Entry>> {
   const out = new Map<string, Entry>();
   for await (const e of b.list()) out.set(e.path, e);
   return out;
+}
+
+/** The file through readPieces: its bytes, and how many distinct buffers the pieces were handed in. */
+async function readPieces(b: HttpBackend, rel: string): Promise<{ bytes: Buffer; pieces: number; memories: number }> {
+  const copies: Buffer[] = [];
+  const memories = new Set<ArrayBufferLike>();
+  const n = await b.readPieces(p(rel), async (piece) => {
+    copies.push(Buffer.from(piece));
+    memories.add(piece.buffer);
+  });
+  const bytes = Buffer.concat(copies);
+  assert.equal(n, bytes.length, 'readPieces counts what it handed');
+  return { bytes, pieces: copies.length, memories: memories.size };
 }
 
 async function readAll(b: HttpBackend, rel: string, range?: { start: number; end: number }): Promise<Buffer> {
@@ -81,7 +96,9 @@ describe('client against a classic server', () => {
     await writeFile(path.join(s.dirs.src!, 'check.txt'), '123456780');
     await assert.rejects(readAll(b, 'check.txt'), code('EINTEGRITY'));
     await assert.rejects(readAll(b, 'check.txt', { start: 1, end: 3 }), code('EOPNOTSUPP'));
+    await assert.rejects(readPieces(b, 'check.txt'), code('EINTEGRITY'), 'read in pieces: checked the same way');
     await writeFile(path.join(s.dirs.src!, 'check.txt'), '123456789');
+    assert.equal((await readPieces(b, 'check.txt')).bytes.toString(), '123456789');
     await b.close();
   });
 
@@ -160,6 +177,73 @@ describe('client resumption', () => {
     assert.equal(cuts, 1, 'the connection was cut once');
     assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(big).digest('hex'));
     assert.ok(s.log.some((l) => / GET \/area\/big\.bin 206 /.test(l)), 'the rest came as a 206');
+    await b.close();
+  });
+
+  it('resumes an interrupted read in pieces after the last byte it handed', async () => {
+    cuts = 0;
+    const before206 = s.log.filter((l) => / GET \/area\/big\.bin 206 /.test(l)).length;
+    const b = await HttpBackend.open(`${proxyUrl}area/`, { write: false, env: {} });
+    const got = await readPieces(b, 'big.bin');
+    assert.equal(cuts, 1, 'the connection was cut once');
+    assert.equal(got.bytes.length, big.length, 'no byte twice, none missing');
+    assert.equal(createHash('sha256').update(got.bytes).digest('hex'), createHash('sha256').update(big).digest('hex'));
+    assert.equal(s.log.filter((l) => / GET \/area\/big\.bin 206 /.test(l)).length, before206 + 1, 'the rest came as a 206');
+    // 8 MiB through a few reused blocks (the point of readPieces), not a buffer per chunk.
+    assert.ok(got.pieces >= 8 && got.memories <= 8, `${got.pieces} pieces in ${got.memories} buffers`);
+    await b.close();
+  });
+});
+
+describe('reads in pieces from a server that sends chunked bodies and keeps connections', () => {
+  // An HTTP/1.1 server of another kind than ours: bodies in chunks of every size (each
+  // with its own size line for the client to cut out), and errors on kept connections.
+  const content = pseudoRandom(3 * 1024 * 1024 + 5, 23);
+  let server: http.Server;
+  let url: string;
+  const connections = new Set<net.Socket>();
+  let requests = 0;
+
+  before(async () => {
+    server = http.createServer(async (req, res) => {
+      requests++;
+      if (req.url === '/') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('["area"]'); // the classic index
+        return;
+      }
+      if (req.url !== '/area/chunked%20%231.bin') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('no such file\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      let at = 0;
+      for (let i = 0; at < content.length; i++) {
+        const n = Math.min(content.length - at, 1 + ((i * 7919) % 70_000));
+        if (!res.write(content.subarray(at, at + n))) await once(res, 'drain');
+        at += n;
+      }
+      res.end();
+    });
+    server.on('connection', (c) => connections.add(c));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/area/`;
+  });
+  after(() => new Promise<void>((r) => server.close(() => r())).finally(() => connections.forEach((c) => c.destroy())));
+
+  it('cuts the chunk sizes out, and goes on after errors on kept connections', async () => {
+    const b = await HttpBackend.open(url, { write: false, env: {} });
+    assert.equal(b.extended, false, 'a server that is not ours: classic requests only');
+    for (let round = 0; round < 2; round++) {
+      const got = await readPieces(b, 'chunked #1.bin');
+      assert.equal(got.bytes.length, content.length, `round ${round}: every byte, no chunk size among them`);
+      assert.ok(got.bytes.equals(content), `round ${round}: the same bytes`);
+      assert.ok(got.memories <= 8, `round ${round}: ${got.pieces} pieces in ${got.memories} buffers`);
+      // A 404 on a kept connection: an error, and the next read still works.
+      await assert.rejects(readPieces(b, 'missing'), code('ENOENT'));
+    }
+    const before_ = requests;
+    await readPieces(b, 'chunked #1.bin');
+    assert.equal(requests, before_ + 1, 'one request per read');
     await b.close();
   });
 });

@@ -418,6 +418,59 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('hands a whole file in pieces of its own memory when it offers readPieces', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.readPieces !== 'function') return t.skip('no readPieces offered (optional)');
+        const content = randomBytes(5 * 1024 * 1024 + 17);
+        const name = p('pieces/100% piece #3 ß?.bin');
+        await b.mkdir(p('pieces'));
+        await writeBuffer(b, name, content);
+        await writeBuffer(b, p('pieces/empty'), Buffer.alloc(0));
+        // Each piece is held a while, several at once, and must not change while held.
+        const got: Buffer[] = [];
+        let held = 0;
+        let mostHeld = 0;
+        const onPiece = async (piece: Uint8Array) => {
+          const copy = Buffer.from(piece);
+          got.push(copy);
+          mostHeld = Math.max(mostHeld, ++held);
+          await new Promise((r) => setTimeout(r, 1 + (got.length % 3) * 4));
+          held--;
+          assert.deepEqual(Buffer.from(piece), copy, 'a piece is left alone until its promise resolves');
+        };
+        let n: number;
+        try {
+          n = await b.readPieces(name, onPiece);
+        } catch (e) {
+          if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+          return t.diagnostic('readPieces said EOPNOTSUPP here');
+        }
+        assert.equal(n, content.length, 'the bytes handed are counted');
+        assert.deepEqual(Buffer.concat(got), content, 'the whole file, in order');
+        t.diagnostic(`${got.length} pieces, at most ${mostHeld} held at once`);
+        assert.equal(await b.readPieces(p('pieces/empty'), onPiece), 0, 'an empty file');
+        // A consumer that fails ends the read with its error, and the backend goes on working.
+        const refused = new Error('consumer refused');
+        await assert.rejects(b.readPieces(name, () => Promise.reject(refused)), (e) => e === refused);
+        got.length = 0;
+        await b.readPieces(name, onPiece);
+        assert.deepEqual(Buffer.concat(got), content, 'read again after a failed read');
+        const stop = new AbortController();
+        await expectCode(
+          b.readPieces(name, async () => stop.abort(), { signal: stop.signal }),
+          'EABORTED',
+        );
+        await expectCode(b.readPieces(p('pieces/missing'), onPiece), 'ENOENT');
+        await expectCode(b.readPieces(p('pieces'), onPiece), 'EISDIR');
+        got.length = 0;
+        await b.readPieces(name, onPiece);
+        assert.deepEqual(Buffer.concat(got), content, 'read again after answers that were errors');
+      } finally {
+        await b.close();
+      }
+    });
+
     it('reads small files whole when it offers readSmallFile, and declines larger ones', async (t) => {
       const b = await open();
       try {

@@ -19,7 +19,7 @@ import type { JournalEvent, Snapshot } from './manifest.ts';
 import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
-import type { Spool } from './spool.ts';
+import type { BlobWriteOptions, Spool } from './spool.ts';
 import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -194,12 +194,27 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
 
   /** The source's own copy into the spool, when it has one (undefined: stream instead). */
   const sourceCopies = typeof source.copyToLocalFile === 'function';
-  const copyIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: Parameters<Spool['importBlob']>[2]) => {
+  const copyIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: BlobWriteOptions) => {
     if (!sourceCopies || expected.size < OWN_COPY_MIN_BYTES) return undefined;
     try {
       return await spool.importBlob((file) => source.copyToLocalFile!(entry.path, file, { signal: inner }), expected, blobOptions);
     } catch (e) {
       if (!isBitfogError(e, 'EOPNOTSUPP')) throw e;
+      return undefined;
+    }
+  };
+
+  /** The file in pieces of memory the source reuses, when it offers that (undefined: stream instead). */
+  const sourceLendsPieces = typeof source.readPieces === 'function';
+  const piecesIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, blobOptions: BlobWriteOptions) => {
+    if (!sourceLendsPieces) return undefined;
+    let handedAny = false;
+    const read = (onPiece: (piece: Uint8Array) => Promise<void>) =>
+      source.readPieces!(entry.path, (piece) => ((handedAny = true), onPiece(piece)), { signal: inner });
+    try {
+      return await spool.writeBlobFromPieces(read, expected, blobOptions);
+    } catch (e) {
+      if (handedAny || !isBitfogError(e, 'EOPNOTSUPP')) throw e;
       return undefined;
     }
   };
@@ -236,6 +251,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
       : (await putSmallIntoSpool(entry, expected, onBytes)) ??
         (await copyIntoSpool(entry, expected, blobOptions)) ??
+        (await piecesIntoSpool(entry, expected, blobOptions)) ??
         (await spool.writeBlob(await source.read(entry.path, { signal: inner }), expected, blobOptions));
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.

@@ -19,7 +19,7 @@ import { bitfogError, toBitfogError } from './errors.ts';
 import { FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
 import { Manifest } from './manifest.ts';
-import { chunksOf, GatheringWriter } from './streams.ts';
+import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
 
 const MANIFEST = 'manifest.db';
@@ -31,6 +31,15 @@ const LOCK_REFRESH_MS = 15_000;
 export interface BlobInfo {
   hash: string;
   size: number;
+}
+
+/** Options of the spool's blob writers. */
+export interface BlobWriteOptions {
+  signal?: AbortSignal;
+  /** Told of the bytes as they are taken in. */
+  onBytes?: (n: number) => void;
+  /** Fsync before landing (default); false leaves the flush to `syncBlobs`. */
+  durable?: boolean;
 }
 
 export interface SpoolOptions {
@@ -222,7 +231,78 @@ export class Spool {
   async writeBlob(
     content: AsyncIterable<Buffer>,
     expected: { hash?: string; size: number },
-    options: { signal?: AbortSignal; onBytes?: (n: number) => void; durable?: boolean } = {},
+    options: BlobWriteOptions = {},
+  ): Promise<string> {
+    return this.#writeBlobFrom(
+      async (handle, behind, take) => {
+        // Stream chunks are small and fresh: gathered into a few reused buffers, written in large writes.
+        const writer = new GatheringWriter(handle, behind);
+        try {
+          for await (const chunk of chunksOf(content)) {
+            take(chunk);
+            await writer.write(chunk);
+          }
+          await writer.end();
+        } catch (e) {
+          writer.release();
+          throw e;
+        }
+      },
+      expected,
+      options,
+    );
+  }
+
+  /**
+   * `writeBlob` from a source that hands its bytes in pieces of memory it reuses
+   * (Source.readPieces, given `onPiece` by `fill`): each piece is hashed as it arrives and
+   * written as it is, several at once at their own offsets, with nothing copied; its memory
+   * is the source's again once the piece's write is done. Lands, fails and throws as
+   * `writeBlob` does.
+   */
+  async writeBlobFromPieces(
+    fill: (onPiece: (piece: Uint8Array) => Promise<void>) => Promise<unknown>,
+    expected: { hash?: string; size: number },
+    options: BlobWriteOptions = {},
+  ): Promise<string> {
+    return this.#writeBlobFrom(
+      async (handle, behind, take) => {
+        const writes = new Set<Promise<void>>();
+        let position = 0;
+        const onPiece = (piece: Uint8Array): Promise<void> => {
+          try {
+            take(piece);
+          } catch (e) {
+            return Promise.reject(e);
+          }
+          const at = position;
+          position += piece.length;
+          const written = writeFully(handle, piece, 0, piece.length, at).then(() => behind?.wrote(piece.length));
+          writes.add(written);
+          void written.then(() => writes.delete(written), () => {});
+          return written;
+        };
+        try {
+          await fill(onPiece);
+        } finally {
+          // A source that failed may not have waited for every write: none may outlive the descriptor.
+          await Promise.allSettled([...writes]);
+        }
+      },
+      expected,
+      options,
+    );
+  }
+
+  /**
+   * The body of the blob writers: `write` puts the content into `handle` (a new temporary
+   * file), calling `take` with its bytes in order before they may change; then the file is
+   * made durable or left to flush, and landed under its hash.
+   */
+  async #writeBlobFrom(
+    write: (handle: fsp.FileHandle, behind: WriteBehind | undefined, take: (bytes: Uint8Array) => void) => Promise<void>,
+    expected: { hash?: string; size: number },
+    options: BlobWriteOptions,
   ): Promise<string> {
     const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
     const h = createHash('sha256');
@@ -233,17 +313,15 @@ export class Spool {
     const durable = options.durable !== false;
     // Not durable now: the disk's work starts while the blob is written (see #flushes).
     const behind = durable ? undefined : new WriteBehind({ datasync: () => this.#datasync(handle) });
-    const writer = new GatheringWriter(handle, behind);
+    const take = (chunk: Uint8Array) => {
+      if (options.signal?.aborted) throw bitfogError('EABORTED', 'operation aborted');
+      h.update(chunk);
+      bytes += chunk.length;
+      options.onBytes?.(chunk.length);
+    };
     let flushed: Promise<void> | undefined;
     try {
-      for await (const chunk of chunksOf(content)) {
-        if (options.signal?.aborted) throw bitfogError('EABORTED', 'operation aborted');
-        h.update(chunk);
-        await writer.write(chunk);
-        bytes += chunk.length;
-        options.onBytes?.(chunk.length);
-      }
-      await writer.end();
+      await write(handle, behind, take);
       if (durable) await handle.sync();
       if (behind && bytes >= FSYNC_EACH_MIN_BYTES) {
         await this.#roomToFlush();
@@ -253,7 +331,6 @@ export class Spool {
         await handle.close();
       }
     } catch (e) {
-      writer.release();
       await behind?.settle().catch(() => {});
       await handle.close().catch(() => {});
       await fsp.rm(tmp, { force: true });
@@ -327,7 +404,7 @@ export class Spool {
   async importBlob(
     copy: (file: string) => Promise<void>,
     expected: { hash?: string; size: number },
-    options: { signal?: AbortSignal; onBytes?: (n: number) => void; durable?: boolean } = {},
+    options: BlobWriteOptions = {},
   ): Promise<string> {
     const tmp = path.join(this.dir, 'tmp', randomBytes(8).toString('hex'));
     let hashed: { hash: string; bytes: number };

@@ -188,6 +188,21 @@ export interface Source {
   openFile?(path: RelPath, options?: SignalOption): Promise<OpenFile>;
 
   /**
+   * Optional. The whole content of the file at `path`, handed in order to `onPiece` in
+   * memory the backend reuses: for remote backends whose transport can read into its own
+   * buffers (the bitfog-HTTP backend reads sockets into blocks it keeps), where a stream
+   * would need new memory for every chunk. `onPiece` takes what it needs of a piece before
+   * it returns and is done with its memory once its promise resolves; until then the
+   * backend must not change that memory. A backend may hand the next piece (in other
+   * memory) before an earlier promise resolved, and bounds how many it has out. A rejected
+   * promise ends the read with that error. Resolves with the number of bytes handed once
+   * every piece's promise resolved. Pieces are never handed twice: a backend that resumes
+   * an interrupted transfer goes on after the last byte it handed. Throws as `read` does,
+   * and EOPNOTSUPP (before handing anything) to make the core use `read` instead.
+   */
+  readPieces?(path: RelPath, onPiece: (piece: Uint8Array) => Promise<void>, options?: SignalOption): Promise<number>;
+
+  /**
    * Optional. The whole content of a file of at most `maxBytes`, in one buffer; undefined
    * when the file is larger or cannot be read this way here (the caller then streams it
    * through `read`). For the many small files of a tree, where a stream's machinery costs

@@ -54,6 +54,7 @@ import {
   type WireRecord,
 } from './wire.ts';
 import { chunksOf } from '../../core/streams.ts';
+import { type PieceConnection, PieceConnections, type PieceGetResult, type PieceResponseHead } from './pieces.ts';
 
 
 const STATUS_RETRY = new Set([429, 502, 503, 504]);
@@ -95,6 +96,8 @@ export class HttpBackend implements Destination {
    * fails with EINTEGRITY), and it keeps a fetch from listing the whole area per file.
    */
   #classicEntries: Map<string, Entry> | undefined;
+  /** Connections for readPieces (plain http only), made on first use. */
+  #pieceConnections: PieceConnections | undefined;
 
   private constructor(
     url: string,
@@ -358,6 +361,102 @@ export class HttpBackend implements Destination {
     return Readable.from(body(), { objectMode: false, highWaterMark: 1 << 20 });
   }
 
+  /**
+   * The whole file, read from the socket into a few blocks that are reused (see pieces.ts)
+   * and handed to `onPiece` as they fill; checked like `read` (byte count, and the listed
+   * CRC-64 from a classic server). An interrupted transfer is resumed after the last byte
+   * handed, with `Range` + `If-Range`, where the server allows it. Over https, and with a
+   * token that cannot go into a header as it is, EOPNOTSUPP: the core then uses `read`.
+   * An answer other than 200 is asked again through `read`, which turns it into the error it means.
+   */
+  async readPieces(path: RelPath, onPiece: (piece: Uint8Array) => Promise<void>, options: SignalOption = {}): Promise<number> {
+    const { signal } = options;
+    throwIfAborted(signal);
+    const token = this.#settings.token;
+    if (this.#base.protocol !== 'http:' || (token !== undefined && !/^[\x21-\x7e]+$/.test(token))) {
+      throw bitfogError('EOPNOTSUPP', 'reads in pieces need plain http');
+    }
+    this.#pieceConnections ??= new PieceConnections(this.#base.hostname.replace(/^\[|\]$/g, ''), Number(this.#base.port || 80));
+    const connections = this.#pieceConnections;
+    const wantCrc = this.#crcs.get(path);
+    const crc = wantCrc !== undefined ? new Crc64() : undefined;
+    const requestPath = this.#pathOf(path);
+    let handed = 0;
+    let length: number | undefined;
+    let etag: string | undefined;
+    let resumable = false;
+    let fallBack = false;
+
+    for (let attempt = 0; ; attempt++) {
+      const lines = [`GET ${requestPath} HTTP/1.1`, `Host: ${this.#base.host}`, 'User-Agent: bitfog'];
+      if (token !== undefined) lines.push(`Authorization: Bearer ${token}`);
+      if (handed > 0) lines.push(`Range: bytes=${handed}-`, `If-Range: ${etag}`);
+      const head = `${lines.join('\r\n')}\r\n\r\n`;
+      let changed = false;
+      const onHead = ({ status, headers }: PieceResponseHead): boolean => {
+        if (handed === 0) {
+          if (status !== 200) return !(fallBack = true);
+          const declared = headers.get('content-length');
+          if (declared !== undefined) length = Number(declared);
+          etag = headers.get('etag');
+          resumable = this.extended && headers.get('accept-ranges') === 'bytes' && etag !== undefined;
+          return true;
+        }
+        // Resumed: the rest of the same file, or nothing.
+        if (status !== 206 || !headers.get('content-range')?.startsWith(`bytes ${handed}-`)) return !(changed = true);
+        return true;
+      };
+      let result: PieceGetResult = { declined: false, complete: false };
+      let conn: PieceConnection | undefined;
+      try {
+        conn = await connections.take(signal);
+      } catch (e) {
+        if (!isTransportError(e)) throw toTransport(e, `${this.url}: GET failed`, signal);
+        result = { declined: false, complete: false, error: e }; // retried below like an interrupted transfer
+      }
+      if (conn) {
+        // Rejects only with what onPiece rejected with: that error stands as it is.
+        result = await conn.get(
+          head,
+          onHead,
+          (piece) => {
+            handed += piece.length;
+            crc?.update(piece);
+            return onPiece(piece);
+          },
+          signal,
+        );
+        connections.give(conn);
+      }
+      if (fallBack) break;
+      if (changed) throw bitfogError('ETRANSIENT', `${JSON.stringify(path)} changed on the server during the download`, { path });
+      if (result.complete) {
+        if (length !== undefined && handed !== length) {
+          throw bitfogError('EINTEGRITY', `${JSON.stringify(path)}: got ${handed} bytes, expected ${length}`, { path });
+        }
+        if (crc && crc.digest() !== wantCrc) {
+          throw bitfogError('EINTEGRITY', `${JSON.stringify(path)} does not match its listed CRC-64`, { path });
+        }
+        return handed;
+      }
+      if (signal?.aborted) throw abortError(signal);
+      const err = toTransport(result.error, `${this.url}: GET failed`, signal);
+      if (err.code !== 'ETRANSIENT') throw err;
+      if ((handed > 0 && !resumable) || attempt >= this.#settings.retries) {
+        throw bitfogError('ETRANSIENT', `${this.url}: download of ${JSON.stringify(path)} interrupted after ${handed} bytes`, { cause: result.error, path });
+      }
+      // A kept connection the server had closed fails at once: try again without waiting.
+      if (attempt > 0 || handed > 0) await sleep(backoffMs(attempt + 1), signal);
+    }
+
+    // Not a 200: `read` knows what every other answer means.
+    for await (const chunk of chunksOf(await this.read(path, options))) {
+      handed += chunk.length;
+      await onPiece(chunk);
+    }
+    return handed;
+  }
+
   // ------------------------------------------------------------------ writing
 
   /**
@@ -451,6 +550,7 @@ export class HttpBackend implements Destination {
 
   async close(): Promise<void> {
     this.#agent.destroy();
+    this.#pieceConnections?.close();
   }
 
   // ------------------------------------------------------------------ transport
@@ -635,6 +735,11 @@ function toTransport(e: unknown, what: string, signal?: AbortSignal): BitfogErro
     return bitfogError('ETRANSIENT', `${what}: ${code}`, { cause: e });
   }
   return toBitfogError(e, what);
+}
+
+/** A failure to reach or keep a connection (not an answer, not our own error). */
+function isTransportError(e: unknown): boolean {
+  return !isBitfogError(e) && typeof (e as { code?: unknown } | null)?.code === 'string';
 }
 
 function backoffMs(attempt: number): number {

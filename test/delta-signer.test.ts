@@ -3,11 +3,13 @@
  * later read of the file would give (signContent), whatever the pieces they are fed in.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chunkParamsForSize } from '../src/core/delta/chunker.ts';
-import { contentSigner, inlineSigner } from '../src/core/delta/signer.ts';
+import { contentSigner, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
 import { signContent } from '../src/core/delta/signature.ts';
 
 async function feed(signer: ReturnType<typeof contentSigner>, data: Buffer, piece: number) {
@@ -67,5 +69,38 @@ describe('signatures while writing', () => {
     const sig = await signer.finish();
     assert.ok(waited, 'update asked the writer to wait at least once');
     assert.equal(sig.chunks.reduce((n, c) => n + c.length, 0), 64 * 1024 * 1024);
+  });
+
+  it('signs file after file on the workers it already has; a file given up midway leaves the next one right', async () => {
+    const other = randomBytes(3 * 1024 * 1024 + 1);
+    const want = (await signContent(Readable.from([other]), other.length)).signature;
+    await feed(contentSigner(data.length), data, 1 << 20); // at least one worker idle now
+    const before = signWorkersStarted();
+    for (let i = 0; i < 3; i++) assert.deepEqual(await feed(contentSigner(other.length), other, 1 << 18), want, `file ${i}`);
+    assert.equal(signWorkersStarted(), before, 'no worker started for files signed one after another');
+    // Given up with bytes still on their way to its worker: none of them may end up in the next file.
+    const abandoned = contentSigner(16 << 20);
+    await abandoned.update(randomBytes(9 << 20));
+    abandoned.dispose();
+    assert.deepEqual(await feed(contentSigner(other.length), other, 1 << 18), want, 'the next file is signed from its own bytes only');
+  });
+
+  it('idle workers do not keep the process alive', async () => {
+    // A child signs a file and then has nothing left to do: it must exit by itself.
+    const script = [
+      `import { contentSigner } from ${JSON.stringify(new URL('../src/core/delta/signer.ts', import.meta.url).href)};`,
+      'const s = contentSigner(4 << 20);',
+      'await s.update(Buffer.alloc(4 << 20, 3));',
+      'console.log((await s.finish()).chunks.length);',
+    ].join('\n');
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.equal(signal, null, 'exited by itself, not killed after a minute');
+    assert.equal(code, 0);
+    assert.match(out, /^\d+\n$/, 'signed before exiting');
   });
 });

@@ -1,45 +1,50 @@
 /**
  * Worker-thread entry of `signer.ts`: chunks the bytes it is sent and hashes each chunk,
- * so that a file's signature costs the thread that writes it nothing but a copy.
+ * so that a file's signature costs the thread that writes it nothing but a copy. A worker
+ * signs one file after another (starting one costs more than signing a few MiB).
  *
- * Protocol: workerData is `{ params, hashLength }`; each message is a Uint8Array of the
- * next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes, or at once with the
- * message's buffer (`{ ack, buffer }`, transferred back) when the message filled its whole
- * buffer, so the sender can reuse it; `null` ends the input and is answered by
- * `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`.
+ * Protocol: `{ begin: { params, hashLength } }` starts a file; each further message is a
+ * Uint8Array of its next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes, or
+ * at once with the message's buffer (`{ ack, buffer }`, transferred back) when the message
+ * filled its whole buffer, so the sender can reuse it; `null` ends the file and is answered
+ * by `{ chunks: [[length, hexPrefix], …] }`, or `{ error }`. Then the next `begin` may come.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { Chunker, type ChunkParams } from './chunker.ts';
 import { keptHash } from './signature.ts';
 import { ACK_EVERY } from './signer-protocol.ts';
 
-const { params, hashLength } = workerData as { params: ChunkParams; hashLength: number };
-const chunker = new Chunker(params);
-const chunks: Array<[number, string]> = [];
-let sinceAck = 0;
+let file: { chunker: Chunker; hashLength: number; chunks: Array<[number, string]>; sinceAck: number } | undefined;
 
 const keep = (list: ReturnType<Chunker['push']>) => {
-  for (const c of list) chunks.push([c.length, keptHash(c.sha256, hashLength)]);
+  for (const c of list) file!.chunks.push([c.length, keptHash(c.sha256, file!.hashLength)]);
 };
 
-parentPort!.on('message', (data: Uint8Array | null) => {
+parentPort!.on('message', (data: Uint8Array | null | { begin: { params: ChunkParams; hashLength: number } }) => {
   try {
-    if (data === null) {
-      keep(chunker.finish());
-      parentPort!.postMessage({ chunks });
+    if (data !== null && !(data instanceof Uint8Array)) {
+      file = { chunker: new Chunker(data.begin.params), hashLength: data.begin.hashLength, chunks: [], sinceAck: 0 };
       return;
     }
-    keep(chunker.push(data));
-    sinceAck += data.length;
+    if (!file) throw new Error('bytes before begin');
+    if (data === null) {
+      keep(file.chunker.finish());
+      parentPort!.postMessage({ chunks: file.chunks });
+      file = undefined;
+      return;
+    }
+    keep(file.chunker.push(data));
+    file.sinceAck += data.length;
     if (data.byteLength === data.buffer.byteLength) {
       // A whole batch buffer: given back with its acknowledgement, to be filled again.
-      parentPort!.postMessage({ ack: sinceAck, buffer: data.buffer }, [data.buffer as ArrayBuffer]);
-      sinceAck = 0;
-    } else if (sinceAck >= ACK_EVERY) {
-      parentPort!.postMessage({ ack: sinceAck });
-      sinceAck = 0;
+      parentPort!.postMessage({ ack: file.sinceAck, buffer: data.buffer }, [data.buffer as ArrayBuffer]);
+      file.sinceAck = 0;
+    } else if (file.sinceAck >= ACK_EVERY) {
+      parentPort!.postMessage({ ack: file.sinceAck });
+      file.sinceAck = 0;
     }
   } catch (e) {
+    file = undefined;
     parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
   }
 });

@@ -66,8 +66,12 @@ export function inlineSigner(params: ChunkParams, hashLength = DEFAULT_HASH_LENG
  * new 4 MiB buffers 1.3 s, through one reused buffer 0.03 s).
  */
 const BATCH_BYTES = 4 * 1024 * 1024;
-/** Batch buffers kept for reuse, shared by all signers (several files are signed at once). */
-const SPARE_BATCHES = 8;
+/**
+ * Batch buffers kept for reuse, shared by all signers: enough for four files signed at
+ * once, each with MAX_QUEUED bytes out and one batch filling (with 8, a store of large
+ * files took fresh memory for about half its batches).
+ */
+const SPARE_BATCHES = 4 * (MAX_QUEUED / BATCH_BYTES + 1);
 const spareBatches: ArrayBuffer[] = [];
 
 /** How to start the worker: a file of the bundle, or a bootstrap that loads the TypeScript source through tsx. */
@@ -100,8 +104,70 @@ function workerEntry(): WorkerEntry | undefined {
   return resolvedEntry ?? undefined;
 }
 
+/** What a sign worker answers (see sign-worker.ts). */
+type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; error?: string };
+
+/** A sign worker, and the signer it works for now (none while idle). */
+interface SignWorker {
+  readonly worker: Worker;
+  onMessage?: ((m: SignWorkerMessage) => void) | undefined;
+  onFailure?: ((err: BitfogError) => void) | undefined;
+}
+
+/**
+ * Workers are kept for the next file: starting one costs about 0.2 s of CPU here (a new
+ * isolate, the bundle, the WebAssembly), as much as signing 150 MiB; a store of many large
+ * files used to start one per file. Kept unreferenced, so they never hold the process up.
+ */
+const IDLE_WORKERS_KEPT = 4;
+const idleWorkers: SignWorker[] = [];
+let workersStarted = 0;
+
+/** How many sign workers this process has started (for tests: reuse shows here). */
+export function signWorkersStarted(): number {
+  return workersStarted;
+}
+
+/** A worker for one file; referenced while it works (a signer's promise waits on it), not while idle. */
+function takeWorker(entry: WorkerEntry): SignWorker {
+  const idle = idleWorkers.pop();
+  if (idle) {
+    idle.worker.ref();
+    return idle;
+  }
+  const worker = 'file' in entry ? new Worker(entry.file) : new Worker(entry.bootstrap, { eval: true });
+  workersStarted++;
+  const w: SignWorker = { worker };
+  const lost = (err: BitfogError) => {
+    const i = idleWorkers.indexOf(w);
+    if (i >= 0) idleWorkers.splice(i, 1);
+    w.onFailure?.(err);
+  };
+  worker.on('message', (m: SignWorkerMessage) => w.onMessage?.(m));
+  worker.on('error', (err) => lost(new BitfogError('EIO', 'signature worker failed', { cause: err })));
+  worker.on('exit', (code) => lost(new BitfogError('EIO', `signature worker stopped (exit code ${code})`)));
+  return w;
+}
+
+/** After a finished file: kept for the next one, or ended. */
+function giveWorker(w: SignWorker): void {
+  w.onMessage = w.onFailure = undefined;
+  if (idleWorkers.length < IDLE_WORKERS_KEPT) {
+    w.worker.unref(); // an idle worker must not keep the process from exiting
+    idleWorkers.push(w);
+  } else {
+    void w.worker.terminate();
+  }
+}
+
+/** In the middle of a file (failed or given up): its state is of no use to another. */
+function endWorker(w: SignWorker): void {
+  w.onMessage = w.onFailure = undefined;
+  void w.worker.terminate();
+}
+
 class WorkerSigner implements ContentSigner {
-  readonly #worker: Worker;
+  readonly #w: SignWorker;
   readonly #params: ChunkParams;
   readonly #hashLength: number;
   #queued = 0;
@@ -116,25 +182,22 @@ class WorkerSigner implements ContentSigner {
   constructor(entry: WorkerEntry, params: ChunkParams, hashLength: number) {
     this.#params = params;
     this.#hashLength = hashLength;
-    const workerData = { params, hashLength };
-    this.#worker = 'file' in entry ? new Worker(entry.file, { workerData }) : new Worker(entry.bootstrap, { eval: true, workerData });
-    this.#worker.unref();
-    this.#worker.on('message', (m: { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; error?: string }) => {
+    this.#w = takeWorker(entry);
+    this.#w.onMessage = (m) => {
       if (m.ack !== undefined) {
         this.#queued -= m.ack;
         if (m.buffer && spareBatches.length < SPARE_BATCHES) spareBatches.push(m.buffer);
         if (this.#queued < MAX_QUEUED) this.#wake();
       } else if (m.chunks) {
+        this.#disposed = true;
+        giveWorker(this.#w);
         this.#result?.resolve({ params: this.#params, hashLength: this.#hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) });
-        this.dispose();
       } else if (m.error !== undefined) {
         this.#fail(new BitfogError('EIO', `signature worker: ${m.error}`));
       }
-    });
-    this.#worker.on('error', (err) => this.#fail(new BitfogError('EIO', 'signature worker failed', { cause: err })));
-    this.#worker.on('exit', (code) => {
-      if (!this.#disposed) this.#fail(new BitfogError('EIO', `signature worker stopped (exit code ${code})`));
-    });
+    };
+    this.#w.onFailure = (err) => this.#fail(err);
+    this.#w.worker.postMessage({ begin: { params, hashLength } });
   }
 
   update(data: Uint8Array): void | Promise<void> {
@@ -156,7 +219,7 @@ class WorkerSigner implements ContentSigner {
     this.#post();
     return new Promise<FileSignature>((resolve, reject) => {
       this.#result = { resolve, reject };
-      this.#worker.postMessage(null);
+      this.#w.worker.postMessage(null);
     });
   }
 
@@ -168,13 +231,13 @@ class WorkerSigner implements ContentSigner {
     this.#queued += this.#fill; // before the transfer detaches the buffer
     this.#batch = undefined;
     this.#fill = 0;
-    this.#worker.postMessage(view, [view.buffer as ArrayBuffer]);
+    this.#w.worker.postMessage(view, [view.buffer as ArrayBuffer]);
   }
 
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    void this.#worker.terminate();
+    endWorker(this.#w);
   }
 
   #wake(): void {

@@ -4,10 +4,11 @@
 // `npm test`, `npm run demo` and `npm run bench`; bin/bitfog.mjs falls back to the
 // TypeScript sources when dist/ is missing.
 import { build } from 'esbuild';
+import { readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
-await build({
+const result = await build({
   // The signature worker is an entry of its own: a worker thread loads it by file name
   // (see src/core/delta/signer.ts).
   entryPoints: { cli: path.join(root, 'src/cli/main.ts'), 'sign-worker': path.join(root, 'src/core/delta/sign-worker.ts') },
@@ -24,4 +25,15 @@ await build({
   packages: 'external',
   sourcemap: 'linked',
   logLevel: 'warning',
+  metafile: true,
+  absWorkingDir: root, // metafile paths are relative to it
 });
+
+// Chunk names carry a content hash, so every changed build leaves its old chunks behind:
+// remove those this build did not write.
+const chunks = path.join(root, 'dist', 'chunks');
+const written = new Set(Object.keys(result.metafile.outputs).map((file) => path.resolve(root, file)));
+for (const name of readdirSync(chunks)) {
+  const file = path.join(chunks, name);
+  if (!written.has(file)) rmSync(file, { force: true });
+}

@@ -348,6 +348,47 @@ describe('large files are sent through reused buffers', () => {
     assert.equal(k.complete, false, 'a shrunk file cuts the connection');
     assert.ok(k.body.length < content.length);
   });
+
+  it('responses sent at once, some read slowly and some cut off, each carry their own file', async () => {
+    // Send buffers go back to a pool shared by all responses once written: one handed back
+    // while still being sent would show up in another file.
+    const dir = await tempDir('http-send-many');
+    const files = Array.from({ length: 6 }, (_, i) => {
+      const content = Buffer.alloc(3 * 1024 * 1024 + i * 4099);
+      for (let at = 0; at + 4 <= content.length; at += 4) content.writeUInt32LE((i << 28) ^ at, at);
+      return { name: `file ${i} #?.bin`, content };
+    });
+    for (const f of files) await writeFile(path.join(dir, f.name), f.content);
+    const s = await startServer({ m: { path: dir } });
+    const { request } = await import('node:http');
+    const get = (name: string, how: 'fast' | 'slow' | 'cut') =>
+      new Promise<Buffer | undefined>((resolve, reject) => {
+        const req = request(`${s.url}m/${encodeURIComponent(name)}`, { agent: false }, (res) => {
+          const parts: Buffer[] = [];
+          let got = 0;
+          res.on('data', (d: Buffer) => {
+            parts.push(d);
+            got += d.length;
+            if (how === 'cut' && got > 700 * 1024) req.destroy();
+            if (how === 'slow') {
+              res.pause();
+              setTimeout(() => res.resume(), 2);
+            }
+          });
+          res.on('end', () => resolve(Buffer.concat(parts)));
+          res.on('close', () => resolve(undefined));
+        });
+        req.on('error', (e) => (how === 'cut' ? resolve(undefined) : reject(e)));
+        req.end();
+      });
+    for (let round = 0; round < 2; round++) {
+      const results = await Promise.all([
+        ...files.map((f, i) => get(f.name, i % 2 === 0 ? 'fast' : 'slow')),
+        ...files.slice(0, 3).map((f) => get(f.name, 'cut')),
+      ]);
+      files.forEach((f, i) => assert.ok(results[i]?.equals(f.content), `round ${round}: ${f.name} byte for byte`));
+    }
+  });
 });
 
 describe('failures the classic server handled badly', () => {

@@ -1179,6 +1179,9 @@ async function* withKeepAlive(lines: AsyncIterator<string>): AsyncGenerator<stri
 const SEND_POOLED_MIN_BYTES = 1024 * 1024;
 const SEND_BUFFER_BYTES = 512 * 1024;
 const SEND_BUFFERS = 4;
+/** Send buffers kept between responses, for any of them (new ones are what costs). */
+const SPARE_SEND_BUFFERS = 32;
+const spareSendBuffers: Buffer[] = [];
 
 /**
  * Sends `start`..`end` of an open file as the response body through a few buffers that
@@ -1190,6 +1193,11 @@ const SEND_BUFFERS = 4;
  */
 async function sendFile(res: ServerResponse, file: OpenFile, start: number, end: number): Promise<void> {
   const free: Buffer[] = [];
+  let finished = false;
+  /** To the spares: buffers free now, and each one still being written once its write is done. */
+  const giveBack = () => {
+    for (const b of free.splice(0)) if (spareSendBuffers.length < SPARE_SEND_BUFFERS) spareSendBuffers.push(b);
+  };
   let writing = 0;
   let wake: (() => void) | undefined;
   const onClose = () => wake?.();
@@ -1199,14 +1207,20 @@ async function sendFile(res: ServerResponse, file: OpenFile, start: number, end:
     while (position < end) {
       while (writing >= SEND_BUFFERS && !res.destroyed) await new Promise<void>((r) => (wake = r));
       if (res.destroyed) return;
-      const buffer = free.pop() ?? Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES);
+      const buffer = free.pop() ?? spareSendBuffers.pop() ?? Buffer.allocUnsafeSlow(SEND_BUFFER_BYTES);
       const n = await file.read(buffer, 0, Math.min(buffer.length, end - position), position);
-      if (n === 0) break;
+      if (n === 0) {
+        free.push(buffer);
+        break;
+      }
       position += n;
       writing++;
       res.write(n === buffer.length ? buffer : buffer.subarray(0, n), (err) => {
         writing--;
-        if (!err) free.push(buffer);
+        if (!err) {
+          free.push(buffer);
+          if (finished) giveBack();
+        }
         wake?.();
       });
     }
@@ -1216,6 +1230,8 @@ async function sendFile(res: ServerResponse, file: OpenFile, start: number, end:
     res.destroy();
   } finally {
     res.off('close', onClose);
+    finished = true;
+    giveBack();
     await file.close();
   }
 }

@@ -82,6 +82,11 @@ async function startService(name: string): Promise<void> {
   console.error(`[test] service ${name} ready in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
 }
 
+/** The services' state directory goes with them (unless the caller chose it, to look at). */
+function removeState(): void {
+  if (!process.env.BITFOG_TEST_STATE) rmSync(stateDir, { recursive: true, force: true });
+}
+
 async function stopAll(): Promise<void> {
   await Promise.all(started.map((name) => run('bash', [path.join(servicesDir, `${name}.sh`), 'stop', stateDir])));
 }
@@ -92,7 +97,10 @@ let exitCode = 0;
 for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
   process.on(signal, () => {
     testChild?.kill('SIGTERM');
-    void stopAll().then(() => process.exit(code));
+    void stopAll().then(() => {
+      removeState();
+      process.exit(code);
+    });
   });
 }
 try {
@@ -102,7 +110,7 @@ try {
   exitCode = await run(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], env, true);
 } finally {
   await stopAll();
-  if (!process.env.BITFOG_TEST_STATE) rmSync(stateDir, { recursive: true, force: true });
+  removeState();
 }
 if (failedServices.length && inCI) {
   console.error(`[test] services that failed to start: ${failedServices.join(', ')}`);

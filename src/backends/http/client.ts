@@ -376,7 +376,7 @@ export class HttpBackend implements Destination {
     if (this.#base.protocol !== 'http:' || (token !== undefined && !/^[\x21-\x7e]+$/.test(token))) {
       throw bitfogError('EOPNOTSUPP', 'reads in pieces need plain http');
     }
-    this.#pieceConnections ??= new PieceConnections(this.#base.hostname.replace(/^\[|\]$/g, ''), Number(this.#base.port || 80));
+    this.#pieceConnections ??= new PieceConnections(this.#hostname, Number(this.#base.port || 80));
     const connections = this.#pieceConnections;
     const wantCrc = this.#crcs.get(path);
     const crc = wantCrc !== undefined ? new Crc64() : undefined;
@@ -406,13 +406,13 @@ export class HttpBackend implements Destination {
         if (status !== 206 || !headers.get('content-range')?.startsWith(`bytes ${handed}-`)) return !(changed = true);
         return true;
       };
-      let result: PieceGetResult = { declined: false, complete: false };
+      let result: PieceGetResult = { complete: false };
       let conn: PieceConnection | undefined;
       try {
         conn = await connections.take(signal);
       } catch (e) {
         if (!isTransportError(e)) throw toTransport(e, `${this.url}: GET failed`, signal);
-        result = { declined: false, complete: false, error: e }; // retried below like an interrupted transfer
+        result = { complete: false, error: e }; // retried below like an interrupted transfer
       }
       if (conn) {
         // Rejects only with what onPiece rejected with: that error stands as it is.
@@ -555,6 +555,11 @@ export class HttpBackend implements Destination {
 
   // ------------------------------------------------------------------ transport
 
+  /** The server's host name or address, an IPv6 address without its URL brackets. */
+  get #hostname(): string {
+    return this.#base.hostname.replace(/^\[|\]$/g, '');
+  }
+
   #pathOf(path: RelPath): string {
     return this.#areaPath + path.split('/').map(encodeURIComponent).join('/');
   }
@@ -571,7 +576,7 @@ export class HttpBackend implements Destination {
     const mod = this.#base.protocol === 'https:' ? https : http;
     return mod.request({
       protocol: this.#base.protocol,
-      hostname: this.#base.hostname.replace(/^\[|\]$/g, ''),
+      hostname: this.#hostname,
       port: this.#base.port || (this.#base.protocol === 'https:' ? 443 : 80),
       method,
       path: requestPath + (options.query ? `?${options.query}` : ''),

@@ -35,8 +35,6 @@ export interface PieceResponseHead {
 
 /** How a `PieceConnection.get` ended. */
 export interface PieceGetResult {
-  /** The head was answered with false: the body was not read, the connection is closed. */
-  declined: boolean;
   /** The whole body was read (false: the connection ended or failed first). */
   complete: boolean;
   /** Why it ended early, when it did. */
@@ -127,7 +125,7 @@ export class PieceConnection {
     onPiece: (piece: Buffer) => Promise<void>,
     signal?: AbortSignal,
   ): Promise<PieceGetResult> {
-    if (!this.usable) return Promise.resolve({ declined: false, complete: false, error: bitfogError('ETRANSIENT', 'connection closed') });
+    if (!this.usable) return Promise.resolve({ complete: false, error: bitfogError('ETRANSIENT', 'connection closed') });
     const parser = new HTTPParser(HTTPParser.RESPONSE);
     const out = new Set<Promise<void>>();
     let pieceError: { error: unknown } | undefined;
@@ -150,7 +148,7 @@ export class PieceConnection {
         // Pieces out keep their blocks until they settle: only then may the caller go on.
         void Promise.allSettled([...out]).then(() => {
           if (pieceError) reject(pieceError.error);
-          else resolve({ declined, complete, ...(error !== undefined ? { error } : {}) });
+          else resolve({ complete, ...(error !== undefined ? { error } : {}) });
         });
       };
       const onAbort = () => finish(abortError(signal!));

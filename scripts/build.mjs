@@ -4,7 +4,7 @@
 // `npm test`, `npm run demo` and `npm run bench`; bin/bitfog.mjs falls back to the
 // TypeScript sources when dist/ is missing.
 import { build } from 'esbuild';
-import { readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -33,7 +33,7 @@ const result = await build({
 // remove those this build did not write.
 const chunks = path.join(root, 'dist', 'chunks');
 const written = new Set(Object.keys(result.metafile.outputs).map((file) => path.resolve(root, file)));
-for (const name of readdirSync(chunks)) {
+for (const name of existsSync(chunks) ? readdirSync(chunks) : []) {
   const file = path.join(chunks, name);
   if (!written.has(file)) rmSync(file, { force: true });
 }

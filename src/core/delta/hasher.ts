@@ -38,7 +38,8 @@ export function syncHasher(): StreamHasher {
 const MAX_QUEUED = 32 * 1024 * 1024;
 const ACK_EVERY = 8 * 1024 * 1024;
 
-// Plain JavaScript so the worker needs no TypeScript loader.
+// Plain JavaScript so the worker needs no TypeScript loader. Workers get no inherited
+// flags (execArgv: []): `--input-type=module` would take `require` away from this source.
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -54,7 +55,7 @@ parentPort.on('message', (m) => {
 
 /** SHA-256 on a worker thread (see the top of this file). */
 export function workerHasher(): StreamHasher {
-  const worker = new Worker(WORKER_SOURCE, { eval: true });
+  const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
   worker.unref();
   let queued = 0;
   let waiting: (() => void) | undefined;
@@ -165,7 +166,7 @@ const JOBS_PUBLISHED = 0;
 const JOBS_DONE = 1;
 const BYTES_DONE = 2;
 
-// Plain JavaScript so the worker needs no TypeScript loader. It blocks in Atomics.wait
+// Plain JavaScript, started without inherited flags as WORKER_SOURCE is. It blocks in Atomics.wait
 // when idle and is ended with terminate(). Job i: a chunk of `lengths[i]` bytes at
 // `starts[i]` in the ring, its digest to go to `digests[i]`; `marks[i]`: the producer's
 // ring byte counter once it is consumed.
@@ -220,7 +221,7 @@ export function workerChunkHasher(): ChunkHasher {
   const lengths = new Int32Array(shared.lengths);
   const marks = new Int32Array(shared.marks);
   const digests = new Uint8Array(shared.digests);
-  const worker = new Worker(CHUNK_WORKER_SOURCE, { eval: true, workerData: shared });
+  const worker = new Worker(CHUNK_WORKER_SOURCE, { eval: true, workerData: shared, execArgv: [] });
   worker.unref();
   let failed = false;
   let disposed = false;

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { promises as fsp } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
 import { FileSystemSyncer } from '../src/backends/local/local.ts';
+import { lstatBatchesOnWorkers, terminateLstatWorkers } from '../src/backends/local/lstat-pool.ts';
+import type { Entry } from '../src/core/types.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
 import { testBackend } from '../src/conformance/index.ts';
@@ -101,5 +107,125 @@ describe('the local backend\'s file system flushes (syncfs through one long-live
     await b.sync(paths);
     await b.close();
     await b.sync(paths); // fsync each now
+  });
+});
+
+describe('the local backend\'s listing of a large tree (lstat on worker threads)', () => {
+  /**
+   * More entries than a listing stats on its own thread (4096), in directories of more
+   * names than one worker batch (256), each with awkward names, an empty file, symlinks
+   * (one dangling, one to a directory; a symlink's size is its target's length) and a FIFO, so that every kind of name reaches the
+   * workers. Returns the tree and what each path must list as.
+   */
+  async function largeTree(directories = 18): Promise<{ root: string; expected: Map<string, { kind: Entry['kind']; size: number; linkTarget?: string }> }> {
+    const root = await tempDir('local-large-list');
+    const expected = new Map<string, { kind: Entry['kind']; size: number; linkTarget?: string }>();
+    const top = 'top #1 %41 ?';
+    await fsp.mkdir(path.join(root, top));
+    expected.set(top, { kind: 'directory', size: 0 });
+    for (let d = 0; d < directories; d++) {
+      let dir = `${top}/dir ${d} ü`;
+      if (d % 6 === 0) dir += '/deeper/and deeper/still ñ';
+      await fsp.mkdir(path.join(root, dir), { recursive: true });
+      for (let at = dir; at !== top; at = path.posix.dirname(at)) expected.set(at, { kind: 'directory', size: 0 });
+      for (let i = 0; i < 260; i++) {
+        const name = `${dir}/f #${i} %?.txt`;
+        const size = i % 50 === 0 ? 0 : (i * 7) % 300;
+        await fsp.writeFile(path.join(root, name), Buffer.alloc(size, i));
+        expected.set(name, { kind: 'file', size });
+      }
+      await fsp.symlink('f #1 %?.txt', path.join(root, dir, 'link to f1'));
+      expected.set(`${dir}/link to f1`, { kind: 'symlink', size: Buffer.byteLength('f #1 %?.txt'), linkTarget: 'f #1 %?.txt' });
+      await fsp.symlink('../nowhere ✗', path.join(root, dir, 'dangling'));
+      expected.set(`${dir}/dangling`, { kind: 'symlink', size: Buffer.byteLength('../nowhere ✗'), linkTarget: '../nowhere ✗' });
+      await fsp.symlink('.', path.join(root, dir, 'self'));
+      expected.set(`${dir}/self`, { kind: 'symlink', size: 1, linkTarget: '.' });
+      assert.equal(spawnSync('mkfifo', [path.join(root, dir, 'fifo')]).status, 0, 'mkfifo');
+    }
+    return { root, expected };
+  }
+
+  async function listAll(b: LocalBackend, during?: (n: number) => Promise<void>): Promise<{ entries: Entry[]; skipped: Array<[string, string]> }> {
+    const entries: Entry[] = [];
+    const skipped: Array<[string, string]> = [];
+    for await (const e of b.list({ onSkip: (p, reason) => skipped.push([p, reason]) })) {
+      entries.push(e);
+      await during?.(entries.length);
+    }
+    return { entries, skipped };
+  }
+
+  it('lists every entry as stat() describes it, directories before their contents, in the same order every time', async () => {
+    const { root, expected } = await largeTree();
+    const b = await LocalBackend.open(root, root, { write: false });
+    const before = lstatBatchesOnWorkers();
+    const first = await listAll(b);
+    if (availableParallelism() >= 2) assert.ok(lstatBatchesOnWorkers() > before, 'a listing this large uses lstat workers');
+    assert.equal(first.entries.length, expected.size);
+    const seen = new Set<string>();
+    for (const e of first.entries) {
+      const want = expected.get(e.path);
+      assert.ok(want, `unexpected entry ${JSON.stringify(e.path)}`);
+      assert.equal(e.kind, want.kind, e.path);
+      assert.equal(e.size, want.size, e.path);
+      assert.equal(e.linkTarget, want.linkTarget, e.path);
+      const parent = path.posix.dirname(e.path);
+      assert.ok(parent === '.' || seen.has(parent), `${e.path} listed before its directory`);
+      seen.add(e.path);
+      // Built on a worker or here, an entry is what stat() (always on this thread) says.
+      assert.deepEqual(e, await b.stat(toRelPath(e.path)));
+    }
+    assert.deepEqual(
+      first.skipped.map(([p, reason]) => [path.posix.basename(p), reason]),
+      Array.from({ length: 18 }, () => ['fifo', 'not a regular file, symlink or directory']),
+    );
+    const second = await listAll(b);
+    assert.deepEqual(second.entries, first.entries, 'an unchanged tree lists the same entries in the same order');
+    await b.close();
+  });
+
+  it('finishes the listing on its own thread when the workers die in the middle of it', async () => {
+    // Large enough that the workers still have batches to do a few hundred entries past
+    // the first one they made.
+    const { root } = await largeTree(60);
+    const b = await LocalBackend.open(root, root, { write: false });
+    const reference = await listAll(b);
+    let failedBatches = -1;
+    const interrupted = await listAll(b, async (n) => {
+      if (n === 4500) failedBatches = await terminateLstatWorkers();
+    });
+    if (availableParallelism() >= 2) assert.ok(failedBatches > 0, 'workers ended with batches to do');
+    assert.deepEqual(interrupted.entries, reference.entries);
+    assert.deepEqual(interrupted.skipped, reference.skipped);
+    // And from then on, without workers.
+    const before = lstatBatchesOnWorkers();
+    assert.deepEqual((await listAll(b)).entries, reference.entries);
+    assert.equal(lstatBatchesOnWorkers(), before, 'no worker is used after one failed');
+    await b.close();
+  });
+
+  it('does not keep a process alive with its idle workers', async () => {
+    const { root, expected } = await largeTree();
+    const script = [
+      `import { LocalBackend } from ${JSON.stringify(new URL('../src/backends/local/index.ts', import.meta.url).href)};`,
+      `import { lstatBatchesOnWorkers } from ${JSON.stringify(new URL('../src/backends/local/lstat-pool.ts', import.meta.url).href)};`,
+      `const b = await LocalBackend.open(${JSON.stringify(root)}, ${JSON.stringify(root)}, { write: false });`,
+      'let n = 0;',
+      'for await (const _ of b.list()) n++;',
+      'console.log(n, lstatBatchesOnWorkers());',
+    ].join('\n');
+    // Under `--input-type=module` (as here), a worker that inherited the flag could not run
+    // its plain-JavaScript source: this also checks that the workers do not inherit it.
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    clearTimeout(killer);
+    assert.equal(signal, null, 'exited by itself, not killed after 30 s');
+    assert.equal(code, 0);
+    const [listed, onWorkers] = out.trim().split(' ').map(Number);
+    assert.equal(listed, expected.size);
+    if (availableParallelism() >= 2) assert.ok(onWorkers! > 0, 'the child listed through workers');
   });
 });

@@ -5,10 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -89,6 +90,11 @@ describe('s3 URL options (no server needed)', () => {
     assert.equal(parseS3Url('s3://bkt', { AWS_REGION: 'x' }).forcePathStyle, false, 'AWS itself: virtual hosts');
     assert.equal(parseS3Url('s3://bkt?path_style=false', env).forcePathStyle, false);
     assert.equal(parseS3Url('s3://bkt/', {}).prefix, '');
+    assert.equal(c.multipartConcurrency, 4, 'multipart uploads four at a time by default');
+    assert.equal(parseS3Url('s3://bkt?multipart_concurrency=1', env).multipartConcurrency, 1);
+    for (const bad of ['0', '65', '1.5', 'two']) {
+      assert.throws(() => parseS3Url(`s3://bkt?multipart_concurrency=${bad}`, env), (e: unknown) => isBitfogError(e, 'EBADURL') && /multipart_concurrency/.test((e as Error).message));
+    }
   });
 
   it('refuses credentials in the URL and unknown options', () => {
@@ -245,6 +251,47 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
     const b = (await s3Provider.open(url, { write: false })) as S3Backend;
     try {
       assert.equal(await sha256Of(b, 'disk é #1.img'), createHash('sha256').update(next).digest('hex'));
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('uploads multipart_concurrency large files in parts at a time, small files alongside', async () => {
+    const b = await openFresh('&part_size=5M&queue_size=1&multipart_concurrency=1');
+    try {
+      const size = 11 * MiB + 1;
+      // The first file's bytes come only when released, so its upload stays open.
+      const held = new PassThrough();
+      const first = generated(size);
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      void (async () => {
+        let sent = 0;
+        for await (const chunk of first.stream) {
+          if (sent >= 6 * MiB) await released;
+          sent += (chunk as Buffer).length;
+          if (!held.write(chunk)) await once(held, 'drain');
+        }
+        held.end();
+      })();
+      const second = generated(size);
+      const writes = [
+        b.write(toRelPath('held #1.bin'), held, { size }),
+        b.write(toRelPath('waiting ü.bin'), second.stream, { size }),
+      ];
+      // Wait until the first upload exists on the server; the second must not start one.
+      while ((await uploadsUnder(b)) === 0) await new Promise((r) => setTimeout(r, 20));
+      // A small file is one PUT: it is not held up by the multipart uploads.
+      await b.write(toRelPath('small.txt'), Readable.from([Buffer.from('small')]), { size: 5 });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await uploadsUnder(b), 1, 'one multipart upload at a time');
+      await expectCode(b.stat(toRelPath('waiting ü.bin')), 'ENOENT');
+      release();
+      await Promise.all(writes);
+      assert.equal(await sha256Of(b, 'held #1.bin'), first.sha256());
+      assert.equal(await sha256Of(b, 'waiting ü.bin'), second.sha256());
+      assert.equal((await readRange(b, 'small.txt')).toString(), 'small');
+      assert.equal(await uploadsUnder(b), 0);
     } finally {
       await b.close();
     }

@@ -15,7 +15,8 @@
  *
  * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 8M,
  * minimum 5M; also the single-PUT limit), `queue_size` (parts in flight per file, default
- * 4), `concurrency` (files in flight, default 16, at most 64), `max_attempts` (per request, with
+ * 4), `concurrency` (files in flight, default 16, at most 64), `multipart_concurrency` (of
+ * those, files uploaded in parts at once, default 4), `max_attempts` (per request, with
  * backoff, default 5), `cleanup_age` (seconds; on open for writing, multipart uploads under
  * the prefix older than this are aborted; default 86400, `off` disables), and
  * `list_metadata` (`head`, the default: one HEAD per object while listing, to return the
@@ -53,6 +54,8 @@ export interface S3Config {
   partSize: number;
   queueSize: number;
   concurrency: number;
+  /** Multipart uploads at once (the others wait their turn). */
+  multipartConcurrency: number;
   maxAttempts: number;
   /** Abort stale multipart uploads older than this when opened for writing; undefined: never. */
   cleanupAgeMs?: number;
@@ -86,6 +89,7 @@ const KNOWN_OPTIONS = new Set([
   'part_size',
   'queue_size',
   'concurrency',
+  'multipart_concurrency',
   'max_attempts',
   'cleanup_age',
   'list_metadata',
@@ -177,6 +181,7 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
     partSize,
     queueSize: parseCount('queue_size', opt('queue_size') ?? '4', 64),
     concurrency: parseCount('concurrency', opt('concurrency') ?? '16', MAX_CONCURRENCY),
+    multipartConcurrency: parseCount('multipart_concurrency', opt('multipart_concurrency') ?? '4', MAX_CONCURRENCY),
     maxAttempts: parseCount('max_attempts', opt('max_attempts') ?? '5', 20),
     ...(cleanupRaw === 'off' ? {} : { cleanupAgeMs: parseCount('cleanup_age', cleanupRaw, Number.MAX_SAFE_INTEGER, 0) * 1000 }),
     listMetadata,

@@ -6,9 +6,11 @@
  *
  * Sizes (environment): BENCH_S3_LARGE_BYTES (default 2 GiB) in BENCH_S3_LARGE_FILES files
  * (default 8); BENCH_S3_SMALL_FILES small files (default 10000) of 1–8 KiB in 100
- * directories. The gateway keeps objects in RAM (memstore): the default run needs about
- * 9 GiB of free memory. Target: bitfog's time ≤ 1.0× rclone's. BENCH_S3_OPTIONS adds URL
- * options to bitfog's URL (e.g. `part_size=16M`), to compare settings.
+ * directories; BENCH_S3_REPEAT rounds per comparison (default 2, best kept). The gateway
+ * keeps objects in RAM (memstore), about twice what it holds until its garbage collection
+ * (a minute or two after a delete): the default run needs about 12 GiB of free memory.
+ * Target: bitfog's time ≤ 1.0× rclone's. BENCH_S3_OPTIONS adds URL options to bitfog's URL
+ * (e.g. `part_size=16M`), to compare settings; BENCH_VERBOSE=1 prints every round.
  *
  * Each tool runs with its defaults against the same endpoint. bitfog's time is the whole
  * `bitfog store` command (start-up, listing the destination, writing, verifying, the final
@@ -27,6 +29,7 @@ const GiB = 1024 ** 3;
 const largeBytes = Number(process.env.BENCH_S3_LARGE_BYTES ?? 2 * GiB);
 const largeFiles = Number(process.env.BENCH_S3_LARGE_FILES ?? 8);
 const smallFiles = Number(process.env.BENCH_S3_SMALL_FILES ?? 10_000);
+const repeat = Math.max(1, Number(process.env.BENCH_S3_REPEAT ?? 2));
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -95,20 +98,47 @@ try {
   const bin = path.join(root, 'bin', 'bitfog.mjs');
   const cache = ['--cache-dir', path.join(work, 'cache'), '--quiet'];
 
+  // bitfog and rclone alternate for BENCH_S3_REPEAT rounds (default 2; the order flips each
+  // round) and the best time of each is kept: the gateway slows down as it fills and while
+  // it collects garbage, so the order and a noisy minute must not decide the comparison.
+  // What each round uploaded is deleted again (rclone purge), so that the gateway's RAM
+  // holds at most a few rounds' worth before its garbage collection frees it.
   const measure = async (label: string, dir: string, name: string) => {
-    const spool = path.join(work, `spool-${name}`);
-    const url = bitfogUrl(`bitfog-${name}`);
-    await timed('bitfog store (first trip)', process.execPath, [bin, 'store', spool, url, ...cache], env);
-    await timed('bitfog fetch', process.execPath, [bin, 'fetch', dir, spool, ...cache], env);
-    const b = await timed('bitfog store', process.execPath, [bin, 'store', spool, url, ...cache], env);
-    if (process.env.BENCH_VERBOSE) console.log(`  (${label}: bitfog store took ${b.toFixed(2)}s)`);
-    await fsp.rm(spool, { recursive: true, force: true });
+    const best = { bitfog: Infinity, rclone: Infinity };
+    for (let round = 0; round < repeat; round++) {
+      const runBitfog = async () => {
+        const spool = path.join(work, `spool-${name}-${round}`);
+        const url = bitfogUrl(`bitfog-${name}-${round}`);
+        await timed('bitfog store (first trip)', process.execPath, [bin, 'store', spool, url, ...cache], env);
+        await timed('bitfog fetch', process.execPath, [bin, 'fetch', dir, spool, ...cache], env);
+        await run('sync', []);
+        const b = await timed('bitfog store', process.execPath, [bin, 'store', spool, url, ...cache], env);
+        if (process.env.BENCH_VERBOSE) console.log(`  (${label}, round ${round + 1}: bitfog store took ${b.toFixed(2)}s)`);
+        best.bitfog = Math.min(best.bitfog, b);
+        await fsp.rm(spool, { recursive: true, force: true });
+        if (haveRclone) await run('rclone', ['purge', rcloneRemote(`bitfog-${name}-${round}`)], rcloneEnv);
+      };
+      const runRclone = async () => {
+        if (!haveRclone) return;
+        await run('sync', []);
+        const r = await timed('rclone copy', 'rclone', ['copy', dir, rcloneRemote(`rclone-${name}-${round}`)], rcloneEnv);
+        if (process.env.BENCH_VERBOSE) console.log(`  (${label}, round ${round + 1}: rclone copy took ${r.toFixed(2)}s)`);
+        best.rclone = Math.min(best.rclone, r);
+        await run('rclone', ['purge', rcloneRemote(`rclone-${name}-${round}`)], rcloneEnv);
+      };
+      if (round % 2 === 0) {
+        await runBitfog();
+        await runRclone();
+      } else {
+        await runRclone();
+        await runBitfog();
+      }
+    }
     if (!haveRclone) {
-      console.log(`${label}: bitfog ${b.toFixed(2)}s (target: ≤ 1.0× rclone copy)`);
+      console.log(`${label}: bitfog ${best.bitfog.toFixed(2)}s (best of ${repeat}; target: ≤ 1.0× rclone copy)`);
       return;
     }
-    const r = await timed('rclone copy', 'rclone', ['copy', dir, rcloneRemote(`rclone-${name}`)], rcloneEnv);
-    console.log(`${label}: bitfog ${b.toFixed(2)}s, rclone ${r.toFixed(2)}s, ratio ${(b / r).toFixed(2)} (target ≤ 1.0)`);
+    console.log(`${label}, best of ${repeat}: bitfog ${best.bitfog.toFixed(2)}s, rclone ${best.rclone.toFixed(2)}s, ratio ${(best.bitfog / best.rclone).toFixed(2)} (target ≤ 1.0)`);
   };
 
   const large = path.join(work, 'large');

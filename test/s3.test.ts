@@ -90,7 +90,7 @@ describe('s3 URL options (no server needed)', () => {
     assert.equal(parseS3Url('s3://bkt', { AWS_REGION: 'x' }).forcePathStyle, false, 'AWS itself: virtual hosts');
     assert.equal(parseS3Url('s3://bkt?path_style=false', env).forcePathStyle, false);
     assert.equal(parseS3Url('s3://bkt/', {}).prefix, '');
-    assert.equal(c.multipartConcurrency, 4, 'multipart uploads four at a time by default');
+    assert.equal(c.multipartConcurrency, 2, 'multipart uploads two at a time by default');
     assert.equal(parseS3Url('s3://bkt?multipart_concurrency=1', env).multipartConcurrency, 1);
     for (const bad of ['0', '65', '1.5', 'two']) {
       assert.throws(() => parseS3Url(`s3://bkt?multipart_concurrency=${bad}`, env), (e: unknown) => isBitfogError(e, 'EBADURL') && /multipart_concurrency/.test((e as Error).message));

@@ -16,7 +16,8 @@
  * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 8M,
  * minimum 5M; also the single-PUT limit), `queue_size` (parts in flight per file, default
  * 4), `concurrency` (files in flight, default 16, at most 64), `multipart_concurrency` (of
- * those, files uploaded in parts at once, default 4), `max_attempts` (per request, with
+ * those, files uploaded in parts at once, default 2; more suits a distant endpoint),
+ * `max_attempts` (per request, with
  * backoff, default 5), `cleanup_age` (seconds; on open for writing, multipart uploads under
  * the prefix older than this are aborted; default 86400, `off` disables), and
  * `list_metadata` (`head`, the default: one HEAD per object while listing, to return the
@@ -181,7 +182,7 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv = process.env): S
     partSize,
     queueSize: parseCount('queue_size', opt('queue_size') ?? '4', 64),
     concurrency: parseCount('concurrency', opt('concurrency') ?? '16', MAX_CONCURRENCY),
-    multipartConcurrency: parseCount('multipart_concurrency', opt('multipart_concurrency') ?? '4', MAX_CONCURRENCY),
+    multipartConcurrency: parseCount('multipart_concurrency', opt('multipart_concurrency') ?? '2', MAX_CONCURRENCY),
     maxAttempts: parseCount('max_attempts', opt('max_attempts') ?? '5', 20),
     ...(cleanupRaw === 'off' ? {} : { cleanupAgeMs: parseCount('cleanup_age', cleanupRaw, Number.MAX_SAFE_INTEGER, 0) * 1000 }),
     listMetadata,

@@ -7,8 +7,8 @@
  * Sizes (environment): BENCH_S3_LARGE_BYTES (default 2 GiB) in BENCH_S3_LARGE_FILES files
  * (default 8); BENCH_S3_SMALL_FILES small files (default 10000) of 1–8 KiB in 100
  * directories; BENCH_S3_REPEAT rounds per comparison (default 2, best kept). The gateway
- * keeps objects in RAM (memstore), about twice what it holds until its garbage collection
- * (a minute or two after a delete): the default run needs about 12 GiB of free memory.
+ * keeps objects in RAM (memstore), about twice what it holds: the default run needs about
+ * 6 GiB of free memory.
  * Target: bitfog's time ≤ 1.0× rclone's. BENCH_S3_OPTIONS adds URL options to bitfog's URL
  * (e.g. `part_size=16M`), to compare settings; BENCH_VERBOSE=1 prints every round.
  *
@@ -101,8 +101,12 @@ try {
   // bitfog and rclone alternate for BENCH_S3_REPEAT rounds (default 2; the order flips each
   // round) and the best time of each is kept: the gateway slows down as it fills and while
   // it collects garbage, so the order and a noisy minute must not decide the comparison.
-  // What each round uploaded is deleted again (rclone purge), so that the gateway's RAM
-  // holds at most a few rounds' worth before its garbage collection frees it.
+  // What each round uploaded is deleted again (rclone purge) and the gateway's garbage
+  // collected at once: its RAM stays bounded, and no collection of one contender's data
+  // runs while the other is measured (it cost either side up to 6 s of ~30).
+  const collectGarbage = async () => {
+    if ((await run('bash', [script, 'gc', state])) !== 0) throw new Error('s3.sh gc failed');
+  };
   const measure = async (label: string, dir: string, name: string) => {
     const best = { bitfog: Infinity, rclone: Infinity };
     for (let round = 0; round < repeat; round++) {
@@ -117,6 +121,7 @@ try {
         best.bitfog = Math.min(best.bitfog, b);
         await fsp.rm(spool, { recursive: true, force: true });
         if (haveRclone) await run('rclone', ['purge', rcloneRemote(`bitfog-${name}-${round}`)], rcloneEnv);
+        await collectGarbage();
       };
       const runRclone = async () => {
         if (!haveRclone) return;
@@ -125,6 +130,7 @@ try {
         if (process.env.BENCH_VERBOSE) console.log(`  (${label}, round ${round + 1}: rclone copy took ${r.toFixed(2)}s)`);
         best.rclone = Math.min(best.rclone, r);
         await run('rclone', ['purge', rcloneRemote(`rclone-${name}-${round}`)], rcloneEnv);
+        await collectGarbage();
       };
       if (round % 2 === 0) {
         await runBitfog();

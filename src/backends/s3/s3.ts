@@ -140,10 +140,10 @@ export class S3Backend implements Destination {
   /**
    * Admits `multipart_concurrency` multipart uploads at a time, in the order they came;
    * small files (one PUT each) are not held by it. A gateway that stores what it receives
-   * may take large files faster a few at a time than all at once: Ceph RGW on two cores
-   * stored 2 GiB in 8 files in 26–28 s two at a time, 29–30 s four at a time and 35–40 s
-   * eight at a time (four parts each in flight); rclone's defaults (four files, four parts
-   * each) took 33–38 s.
+   * may take large files faster a few at a time than all at once. Ceph RGW on two cores,
+   * 2 GiB in 8 files, four parts each in flight: 27–31 s two at a time, 29–32 s four at a
+   * time, and 35–40 s all eight at once (measured while earlier deletions were being
+   * garbage-collected, which slows every run by a few seconds).
    */
   readonly #multipartSlots: LimitFunction;
 

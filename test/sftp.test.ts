@@ -5,6 +5,7 @@
  * land on the server's disk (the server is this machine, so the tests look there too).
  */
 import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
 import { execFile } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -299,6 +300,25 @@ describe('sftp: errors', () => {
     } finally {
       await run('umount', [local]);
     }
+  });
+
+  it('sends small packets at once: its connection has Nagle\'s algorithm off', async (t) => {
+    if (skipIfNoService(t)) return;
+    // With Nagle on, a read request or window adjustment waits for the answer to the one
+    // before: 1 GiB read at 170 MB/s here instead of 300-390 MB/s.
+    const calls: boolean[] = [];
+    const original = Socket.prototype.setNoDelay;
+    Socket.prototype.setNoDelay = function (this: Socket, noDelay?: boolean) {
+      calls.push(noDelay !== false);
+      return original.call(this, noDelay);
+    };
+    try {
+      const b = await openDest(freshRoot('nodelay').url);
+      await b.close();
+    } finally {
+      Socket.prototype.setNoDelay = original;
+    }
+    assert.deepEqual(calls, [true]);
   });
 
   it('fails operations after close, and close is idempotent', async (t) => {

@@ -929,6 +929,9 @@ async function connect(
     options.signal?.removeEventListener('abort', onAbort);
   }
   connected = true;
+  // Small packets (read requests, window adjustments) go out at once rather than waiting,
+  // as Nagle's algorithm would, for the answer to the previous one. ssh2 leaves it on.
+  (client as unknown as { client?: { setNoDelay?: (on: boolean) => void } }).client?.setNoDelay?.(true);
   sftp.on('error', (err: Error) => state.onLost(err));
   return { client, sftp, state };
 }

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
 import { FileSystemSyncer } from '../src/backends/local/local.ts';
-import { lstatBatchesOnWorkers, terminateLstatWorkers } from '../src/backends/local/lstat-pool.ts';
+import { lstatBatchesOnWorkers, takeLstatPeak, terminateLstatWorkers } from '../src/backends/local/lstat-pool.ts';
 import type { Entry } from '../src/core/types.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
@@ -181,6 +181,25 @@ describe('the local backend\'s listing of a large tree (lstat on worker threads)
     );
     const second = await listAll(b);
     assert.deepEqual(second.entries, first.entries, 'an unchanged tree lists the same entries in the same order');
+    await b.close();
+  });
+
+  it('sends a huge directory to the workers a few batches at a time, not all at once', async () => {
+    const root = await tempDir('local-huge-dir');
+    // 12k names: 47 batches of 256, at least 31 of them past the first 4096 entries.
+    const names = Array.from({ length: 12_000 }, (_, i) => `big dir/n #${i} ü`);
+    await fsp.mkdir(path.join(root, 'big dir'));
+    for (let i = 0; i < names.length; i += 500) await Promise.all(names.slice(i, i + 500).map((n) => fsp.writeFile(path.join(root, n), '')));
+    const b = await LocalBackend.open(root, root, { write: false });
+    takeLstatPeak();
+    const before = lstatBatchesOnWorkers();
+    const listed = await listAll(b);
+    const peak = takeLstatPeak();
+    assert.deepEqual(listed.entries.map((e) => e.path).sort(), ['big dir', ...names].sort());
+    if (availableParallelism() >= 2) {
+      assert.ok(lstatBatchesOnWorkers() - before >= 31, 'the workers stat most of it');
+      assert.ok(peak > 0 && peak <= 9, `at most 9 batches on the workers at once, not ${peak}`);
+    }
     await b.close();
   });
 

@@ -80,8 +80,21 @@ const DIRECTORIES_AHEAD = 16;
 /** What node:fs functions statNames calls on this thread. */
 const LOCAL_STAT = { lstatSync, readlinkSync };
 
-/** A directory read by #readDirectory: its names in batches, each one's lstat results still to come or under way. */
-type DirectoryRead = { dirPath: string; slices: string[][]; batches: Array<Promise<StatBatch | undefined> | undefined> } | { error: unknown };
+/**
+ * Batches of one directory on the workers at once, ahead of the one being listed: a
+ * directory of a million names must not have all their results waiting in memory.
+ */
+const BATCHES_AHEAD = 8;
+
+/**
+ * A directory read by #readDirectory: its names in batches (`slices`), each one's lstat
+ * results under way on a worker (`batches[i]`) or still to be stat'ed on this thread.
+ * Batches from `firstPooled` on go to the workers, BATCHES_AHEAD at a time; `dispatched`
+ * counts those considered so far.
+ */
+type DirectoryRead =
+  | { dirPath: string; slices: string[][]; batches: Array<Promise<StatBatch | undefined> | undefined>; firstPooled: number; dispatched: number }
+  | { error: unknown };
 /** Parallel fsync calls in one `sync` batch. */
 const SYNC_PARALLELISM = 16;
 /** Verified directories remembered at most (see #checkParent). */
@@ -263,6 +276,7 @@ export class LocalBackend implements Destination {
       const entries: Entry[] = [];
       for (let b = 0; b < read.slices.length; b++) {
         const names = read.slices[b]!;
+        dispatchBatches(read, b + 1 + BATCHES_AHEAD);
         let batch = await read.batches[b];
         if (!batch) {
           // Synchronous on purpose: a promise per lstat (through the 4-thread pool) costs
@@ -298,8 +312,9 @@ export class LocalBackend implements Destination {
 
   /**
    * Reads a directory's names and splits them into batches for lstat: those past the first
-   * LISTED_IN_THREAD entries of the listing go to the worker threads at once, the rest are
-   * stat'ed on this thread when their turn comes (as is a batch whose worker failed).
+   * LISTED_IN_THREAD entries of the listing go to the worker threads (the first few at
+   * once, the others as the listing nears them), the rest are stat'ed on this thread when
+   * their turn comes (as is a batch whose worker failed).
    */
   #readDirectory(dir: RelPath, onSkip: ListOptions['onSkip'], listedBefore: number): DirectoryRead {
     const dirPath = this.localPath(dir);
@@ -310,14 +325,11 @@ export class LocalBackend implements Destination {
       return { error };
     }
     const slices: string[][] = [];
-    const batches: Array<Promise<StatBatch | undefined> | undefined> = [];
-    for (let at = 0; at < names.length; at += NAMES_PER_BATCH) {
-      const slice = names.length <= NAMES_PER_BATCH ? names : names.slice(at, at + NAMES_PER_BATCH);
-      slices.push(slice);
-      const toWorker = listedBefore + at >= LISTED_IN_THREAD && lstatWorkersAvailable();
-      batches.push(toWorker ? statInWorkers(dirPath, slice).catch(() => undefined) : undefined);
-    }
-    return { dirPath, slices, batches };
+    for (let at = 0; at < names.length; at += NAMES_PER_BATCH) slices.push(names.length <= NAMES_PER_BATCH ? names : names.slice(at, at + NAMES_PER_BATCH));
+    const firstPooled = Math.ceil(Math.max(0, LISTED_IN_THREAD - listedBefore) / NAMES_PER_BATCH);
+    const read = { dirPath, slices, batches: new Array<Promise<StatBatch | undefined> | undefined>(slices.length), firstPooled, dispatched: 0 };
+    dispatchBatches(read, BATCHES_AHEAD);
+    return read;
   }
 
   async stat(p: RelPath): Promise<Entry> {
@@ -839,6 +851,15 @@ function readdirUtf8(local: string, dir: RelPath, onSkip: ListOptions['onSkip'])
 }
 
 const KIND_NAMES: Record<number, Entry['kind']> = { [StatKind.File]: 'file', [StatKind.Symlink]: 'symlink', [StatKind.Directory]: 'directory' };
+
+/** Sends the batches of `read` before index `upTo` that belong to the workers, once each. */
+function dispatchBatches(read: Exclude<DirectoryRead, { error: unknown }>, upTo: number): void {
+  const end = Math.min(upTo, read.slices.length);
+  for (; read.dispatched < end; read.dispatched++) {
+    const i = read.dispatched;
+    if (i >= read.firstPooled && lstatWorkersAvailable()) read.batches[i] = statInWorkers(read.dirPath, read.slices[i]!).catch(() => undefined);
+  }
+}
 
 /** The entry of name `i` of a batch whose kind is File, Symlink or Directory. */
 function entryFromBatch(p: RelPath, batch: StatBatch, i: number): Entry {

@@ -138,12 +138,21 @@ const workers: StatWorker[] = [];
 const WORKERS_MAX = Math.min(4, availableParallelism());
 let nextJob = 0;
 let answered = 0;
+let inFlight = 0;
+let mostInFlight = 0;
 /** Set when a worker failed: from then on every batch is stat'ed on the calling thread. */
 let broken = false;
 
 /** How many batches worker threads have stat'ed in this process (for tests). */
 export function lstatBatchesOnWorkers(): number {
   return answered;
+}
+
+/** The most batches that were on workers at once since the last call (for tests). */
+export function takeLstatPeak(): number {
+  const peak = mostInFlight;
+  mostInFlight = inFlight;
+  return peak;
 }
 
 /** Whether statInWorkers can run here (two cores or more, and no worker has failed). */
@@ -158,11 +167,13 @@ export function lstatWorkersAvailable(): boolean {
 export function statInWorkers(dir: string, names: readonly string[]): Promise<StatBatch> {
   const w = leastLoaded();
   const id = nextJob++;
+  inFlight++;
+  mostInFlight = Math.max(mostInFlight, inFlight);
   return new Promise<StatBatch>((resolve, reject) => {
     if (w.jobs.size === 0) w.worker.ref(); // the caller waits on it: keep the process alive
     w.jobs.set(id, { resolve, reject });
     w.worker.postMessage({ id, dir, names });
-  });
+  }).finally(() => inFlight--);
 }
 
 function leastLoaded(): StatWorker {

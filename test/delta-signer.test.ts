@@ -3,14 +3,13 @@
  * later read of the file would give (signContent), whatever the pieces they are fed in.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chunkParamsForSize } from '../src/core/delta/chunker.ts';
 import { contentSigner, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
 import { signContent } from '../src/core/delta/signature.ts';
+import { runModuleInChild } from './helpers/child.ts';
 
 async function feed(signer: ReturnType<typeof contentSigner>, data: Buffer, piece: number) {
   for (let at = 0; at < data.length; at += piece) await signer.update(data.subarray(at, Math.min(data.length, at + piece)));
@@ -93,12 +92,7 @@ describe('signatures while writing', () => {
       'await s.update(Buffer.alloc(4 << 20, 3));',
       'console.log((await s.finish()).chunks.length);',
     ].join('\n');
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
-    clearTimeout(killer);
+    const { code, signal, stdout: out } = await runModuleInChild(script, 60_000);
     assert.equal(signal, null, 'exited by itself, not killed after a minute');
     assert.equal(code, 0);
     assert.match(out, /^\d+\n$/, 'signed before exiting');

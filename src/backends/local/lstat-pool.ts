@@ -138,8 +138,9 @@ const workers: StatWorker[] = [];
 const WORKERS_MAX = Math.min(4, availableParallelism());
 let nextJob = 0;
 let answered = 0;
-let inFlight = 0;
 let mostInFlight = 0;
+/** Batches that failed because their worker did (for tests). */
+let failedBatches = 0;
 /** Set when a worker failed: from then on every batch is stat'ed on the calling thread. */
 let broken = false;
 
@@ -151,8 +152,13 @@ export function lstatBatchesOnWorkers(): number {
 /** The most batches that were on workers at once since the last call (for tests). */
 export function takeLstatPeak(): number {
   const peak = mostInFlight;
-  mostInFlight = inFlight;
+  mostInFlight = batchesOut();
   return peak;
+}
+
+/** Batches on the workers now (for tests). */
+export function batchesOut(): number {
+  return workers.reduce((n, w) => n + w.jobs.size, 0);
 }
 
 /** Whether statInWorkers can run here (two cores or more, and no worker has failed). */
@@ -167,13 +173,12 @@ export function lstatWorkersAvailable(): boolean {
 export function statInWorkers(dir: string, names: readonly string[]): Promise<StatBatch> {
   const w = leastLoaded();
   const id = nextJob++;
-  inFlight++;
-  mostInFlight = Math.max(mostInFlight, inFlight);
   return new Promise<StatBatch>((resolve, reject) => {
     if (w.jobs.size === 0) w.worker.ref(); // the caller waits on it: keep the process alive
     w.jobs.set(id, { resolve, reject });
+    mostInFlight = Math.max(mostInFlight, batchesOut());
     w.worker.postMessage({ id, dir, names });
-  }).finally(() => inFlight--);
+  });
 }
 
 function leastLoaded(): StatWorker {
@@ -203,6 +208,7 @@ function startWorker(): StatWorker {
     const i = workers.indexOf(w);
     if (i >= 0) workers.splice(i, 1);
     for (const job of w.jobs.values()) job.reject(err);
+    failedBatches += w.jobs.size;
     w.jobs.clear();
   };
   worker.on('error', fail);
@@ -212,11 +218,16 @@ function startWorker(): StatWorker {
 
 /**
  * Ends every lstat worker, as a crash would: their outstanding batches fail (and are
- * stat'ed on the calling thread), and no worker is used again in this process. Resolves
- * with the number of batches that failed. For tests.
+ * stat'ed on the calling thread), and no worker is used again in this process (until
+ * `allowLstatWorkersAgain`). Resolves with the number of batches that failed. For tests.
  */
 export async function terminateLstatWorkers(): Promise<number> {
-  const failed = workers.reduce((n, w) => n + w.jobs.size, 0);
+  const before = failedBatches;
   await Promise.all(workers.map((w) => w.worker.terminate()));
-  return failed;
+  return failedBatches - before;
+}
+
+/** Lets workers be started again after terminateLstatWorkers. For tests. */
+export function allowLstatWorkersAgain(): void {
+  broken = false;
 }

@@ -5,6 +5,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { Builtins, Cli } from 'clipanion';
 import { commands } from './commands/index.ts';
+import { tuneHeapGrowth } from './heap.ts';
 
 // The manifest's SQLite is WebAssembly (sql.js). V8 runs it first as quickly compiled code
 // and recompiles a function optimised once it has run a while — and the first turn of the
@@ -14,6 +15,9 @@ import { commands } from './commands/index.ts';
 // against 20.5 s and 48 s before). (Quick code only, --liftoff-only, made large manifests
 // slower.) Set before sql.js is first loaded: it is imported when a manifest is opened.
 setFlagsFromString('--wasm-tiering-budget=1000000000');
+// Room between full collections while the heap is small (see heap.ts): transfers through
+// ssh2 and the HTTP stacks allocate a buffer per packet.
+tuneHeapGrowth();
 
 const cli = new Cli({
   binaryLabel: 'bitfog — sneakernet sync for terabytes',

@@ -60,6 +60,7 @@ import {
 } from './known-hosts.ts';
 import type { SftpTarget } from './url.ts';
 import { chunksOf } from '../../core/streams.ts';
+import { WriteBehind } from '../../core/fsutil.ts';
 
 
 /** SFTP v3 status codes (draft-ietf-secsh-filexfer-02). */
@@ -89,6 +90,13 @@ const LIST_BUFFER = 4096;
 const SMALL_OP_PARALLEL = 32;
 /** Extra connections that `sync` spreads its fsyncs over. */
 const FLUSH_CONNECTIONS = 3;
+
+/** Write-behind flushes sent in this process (see #flushBehind; for tests). */
+let flushesBehind = 0;
+export function sftpFlushesBehind(): number {
+  return flushesBehind;
+}
+
 const READY_TIMEOUT_MS = 20_000;
 
 /**
@@ -438,6 +446,9 @@ export class SftpBackend implements Destination {
     let position = 0;
     let failure: unknown;
     const inflight = new Set<Promise<void>>();
+    // The server starts writing a large file to disk while the rest arrives (see
+    // #flushBehind): the `sync` after the write then waits for the tail only.
+    const behind = new WriteBehind({ datasync: () => this.#flushBehind(p) });
     const send = async (piece: Buffer) => {
       while (inflight.size >= this.#requests) await Promise.race(inflight);
       if (failure !== undefined) return;
@@ -446,6 +457,11 @@ export class SftpBackend implements Destination {
       const pr: Promise<void> = this.#writeAt(handle, piece, at, p).then(
         () => {
           inflight.delete(pr);
+          try {
+            behind.wrote(piece.length);
+          } catch (e) {
+            failure ??= e;
+          }
         },
         (e) => {
           failure ??= e;
@@ -486,9 +502,11 @@ export class SftpBackend implements Destination {
       if (partsLen > 0 && failure === undefined) await send(Buffer.concat(parts, partsLen));
       await Promise.all(inflight);
       if (failure !== undefined) throw failure;
+      await behind.settle();
     } catch (e) {
       content.destroy();
       await Promise.allSettled(inflight);
+      await behind.settle().catch(() => {});
       this.#sftp.close(handle, () => {});
       if (e instanceof BitfogError && e.code === 'EABORTED') throw e;
       if (signal?.aborted) throw abortError(signal);
@@ -680,6 +698,22 @@ export class SftpBackend implements Destination {
     } finally {
       await closed;
     }
+  }
+
+  /**
+   * Write-behind for `write`: an fsync of the file being written, sent through a flushing
+   * connection, since on the writing one it would hold up the writes queued behind it (the
+   * server answers a connection's requests one at a time). Nothing where the server cannot
+   * fsync or no flushing connection can be had. Measured on a store of 1 GiB over loopback:
+   * the final fsync had made the server write the whole file to disk after the last byte
+   * arrived, 1.2–1.8 s of a 5.3–5.7 s store in which both cores sat idle 40 % of the time.
+   */
+  async #flushBehind(p: RelPath): Promise<void> {
+    if (this.#sftp._extensions['fsync@openssh.com'] !== '1') return;
+    const [channel] = await this.#flusherChannels();
+    if (!channel) return;
+    flushesBehind++;
+    await this.#fsync(channel, p);
   }
 
   /** The extra flushing connections; none when they cannot be had (the main one does it all). */

@@ -6,11 +6,11 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
-import { FileSystemSyncer } from '../src/backends/local/local.ts';
+import { FileSystemSyncer, localFlushesBehind } from '../src/backends/local/local.ts';
 import { allowLstatWorkersAgain, batchesOut, lstatBatchesOnWorkers, takeLstatPeak, terminateLstatWorkers } from '../src/backends/local/lstat-pool.ts';
 import type { Entry } from '../src/core/types.ts';
 import { toRelPath } from '../src/core/paths.ts';
-import { WriteBehind } from '../src/core/fsutil.ts';
+import { WRITE_BEHIND_BYTES, WriteBehind } from '../src/core/fsutil.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { runModuleInChild } from './helpers/child.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -73,6 +73,48 @@ describe('the local backend\'s write-behind', () => {
     await turn();
     assert.throws(() => behind.wrote(1), /fdatasync/);
     await assert.rejects(behind.settle(), /fdatasync/);
+  });
+});
+
+describe('the local backend\'s flush behind an in-kernel copy', () => {
+  /** Paths of this process's open descriptors that lead to `file`. */
+  async function descriptorsOf(file: string): Promise<number> {
+    let n = 0;
+    for (const fd of await fsp.readdir('/proc/self/fd')) {
+      const target = await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => '');
+      if (target === file) n++;
+    }
+    return n;
+  }
+
+  it('starts flushing a large copy at once, waits for it in sync, and closes its descriptor by close', async () => {
+    const dir = await tempDir('flush-behind');
+    const b = await LocalBackend.open(`file://${dir}/dest`, path.join(dir, 'dest'), { write: true });
+    const large = path.join(dir, 'large source #1 ü.bin');
+    const size = WRITE_BEHIND_BYTES + 4097;
+    const h = await fsp.open(large, 'w');
+    const block = Buffer.alloc(1 << 20, 7);
+    for (let at = 0; at < size; at += block.length) await h.write(block, 0, Math.min(block.length, size - at), at);
+    await h.close();
+    await fsp.writeFile(path.join(dir, 'small.bin'), 'small');
+
+    const before = localFlushesBehind();
+    await b.writeFromLocalFile(toRelPath('small.tmp'), path.join(dir, 'small.bin'), { size: 5 });
+    assert.equal(localFlushesBehind(), before, 'a small copy is left to the batch flush');
+    await b.writeFromLocalFile(toRelPath('large.tmp'), large, { size });
+    assert.equal(localFlushesBehind(), before + 1, 'a large copy starts its flush at once');
+    await b.sync([toRelPath('large.tmp'), toRelPath('small.tmp')]);
+    await b.rename(toRelPath('large.tmp'), toRelPath('large.bin'));
+    assert.equal((await fsp.stat(path.join(dir, 'dest', 'large.bin'))).size, size);
+
+    // A copy removed before its sync: its flush is forgotten, but close still waits for it.
+    await b.writeFromLocalFile(toRelPath('gone.tmp'), large, { size });
+    assert.equal(localFlushesBehind(), before + 2);
+    const gonePath = path.join(await fsp.realpath(path.join(dir, 'dest')), 'gone.tmp');
+    await b.remove(toRelPath('gone.tmp'));
+    await b.sync([toRelPath('gone.tmp')]);
+    await b.close();
+    assert.equal(await descriptorsOf(`${gonePath} (deleted)`), 0, 'no descriptor left open after close');
   });
 });
 

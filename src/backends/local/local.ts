@@ -31,7 +31,7 @@ import {
 import path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
-import { readBufferSize, readFullySync, WriteBehind } from '../../core/fsutil.ts';
+import { readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -65,6 +65,12 @@ export const localCapabilities: Capabilities = {
 
 const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
 const WRITE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_TRUNC | C.O_NOFOLLOW;
+/** Flushes started behind in-kernel copies in this process (see #flushBehind; for tests). */
+let flushesBehindStarted = 0;
+export function localFlushesBehind(): number {
+  return flushesBehindStarted;
+}
+
 /** Synchronous lstat calls in a listing between two turns of the event loop. */
 const LSTAT_SLICE = 2048;
 /**
@@ -191,6 +197,13 @@ export class LocalBackend implements Destination {
   readonly #verifiedDirs = new Set<string>();
   /** Started at the first `sync` of many paths. */
   #syncer: FileSystemSyncer | undefined;
+  /**
+   * Flushes started by writeFromLocalFile (see #flushBehind), by path, until `sync` takes
+   * them; each settles with its failure, if any.
+   */
+  readonly #flushesBehind = new Map<RelPath, Promise<{ error: unknown } | undefined>>();
+  /** Every flush still running, each holding its descriptor: `close` waits for them. */
+  readonly #flushesRunning = new Set<Promise<unknown>>();
 
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
@@ -449,15 +462,17 @@ export class LocalBackend implements Destination {
     if (!this.#procFd) throw bitfogError('EOPNOTSUPP', 'in-kernel copies need /proc/self/fd', { path: p });
     const handle = await this.#openConfined(p, WRITE_FLAGS, 0o600);
     let size: number;
+    let flushing = false;
     try {
       await fsp.copyFile(localFile, `/proc/self/fd/${handle.fd}`);
       size = (await handle.stat()).size;
       // libuv gives the copy the mode of the file copied from: without a mode, write()'s default.
       if (size === options.size) await applyMetadata(handle, { mode: options.mode ?? 0o600, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
+      if (size === options.size && size >= WRITE_BEHIND_BYTES) flushing = this.#flushBehind(p, handle);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
     } finally {
-      await handle.close().catch(() => {});
+      if (!flushing) await handle.close().catch(() => {});
     }
     if (size !== options.size) {
       throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
@@ -584,6 +599,7 @@ export class LocalBackend implements Destination {
     } catch (e) {
       throw toBitfogError(e, `cannot remove ${JSON.stringify(p)}`, p);
     }
+    this.#flushesBehind.delete(p); // gone: whether its flush works no longer matters (close still waits for it)
   }
 
   async rmdir(p: RelPath): Promise<void> {
@@ -618,6 +634,12 @@ export class LocalBackend implements Destination {
     } catch (e) {
       throw toBitfogError(e, `cannot rename ${JSON.stringify(from)} to ${JSON.stringify(to)}`, to);
     }
+    // A flush behind the file's write not yet waited for by `sync` follows it to its new name.
+    const behind = this.#flushesBehind.get(from);
+    if (behind) {
+      this.#flushesBehind.delete(from);
+      this.#flushesBehind.set(to, behind);
+    }
   }
 
   async setMetadata(p: RelPath, metadata: Metadata): Promise<void> {
@@ -637,7 +659,39 @@ export class LocalBackend implements Destination {
     }
   }
 
+  /**
+   * Write-behind for an in-kernel copy: its pages are all in the page cache when copyFile
+   * returns, and the kernel starts writing them only when much more is dirty (10 % of
+   * memory) or 30 s later. Meanwhile the store reads the copy back to verify it, which is
+   * work for the processors, not the disk. So a datasync starts at once, in the background,
+   * holding the descriptor until it is done; `sync` waits for it. Measured on a store of
+   * 2 GiB in 8 files: the fsyncs before the renames took 0.8–1.0 s for each group of four.
+   * Returns true: the descriptor is the flush's to close.
+   */
+  #flushBehind(p: RelPath, handle: fsp.FileHandle): boolean {
+    flushesBehindStarted++;
+    const running = handle.datasync().finally(() => handle.close().catch(() => {}));
+    const settled = running.then(
+      () => undefined,
+      (error: unknown) => ({ error }),
+    );
+    this.#flushesRunning.add(settled);
+    void settled.then(() => this.#flushesRunning.delete(settled));
+    const earlier = this.#flushesBehind.get(p);
+    this.#flushesBehind.set(p, earlier ? Promise.all([earlier, settled]).then(([a, b]) => a ?? b) : settled);
+    return true;
+  }
+
   async sync(paths: RelPath[]): Promise<void> {
+    // Flushes started behind writes come first: a failure is reported to the descriptor
+    // that wrote, and an fsync through another one might not see it.
+    for (const p of paths) {
+      const behind = this.#flushesBehind.get(p);
+      if (!behind) continue;
+      this.#flushesBehind.delete(p);
+      const failed = await behind;
+      if (failed) throw toBitfogError(failed.error, `cannot sync ${JSON.stringify(p)}`, p);
+    }
     // Many files: one syncfs(2) of the whole file system (coreutils' `sync -f`) flushes them
     // all in one go, far cheaper than an fsync each. Few files, or no `sync -f`: fsync each.
     if (paths.length >= SYNCFS_MIN_PATHS && (await (this.#syncer ??= new FileSystemSyncer(this.#root)).flush())) return;
@@ -667,6 +721,8 @@ export class LocalBackend implements Destination {
 
   async close(): Promise<void> {
     this.#syncer?.close();
+    await Promise.all(this.#flushesRunning);
+    this.#flushesBehind.clear();
   }
 
   /**

@@ -1,6 +1,6 @@
 /** Byte moving without fresh memory per chunk (src/core/streams.ts). */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, open, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -179,6 +179,32 @@ describe('the spool\'s background flushes, when they fail or take long', () => {
       await assert.rejects(spool.syncBlobs([hash]), /durable/, 'a second call does not forget the failure');
       await spool.removeBlob(hash);
       await spool.syncBlobs([hash]); // gone: nothing to keep, nothing to report
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('an in-kernel copy starts its flush before it is read back, and the read-back outlives a quick flush', async () => {
+    const dir = await tempDir('spool-import-flush');
+    const events: string[] = [];
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true, datasync: async () => void events.push('flush') });
+    try {
+      const big = randomBytes(24 * MiB + 5);
+      await writeFile(path.join(dir, 'big source'), big);
+      const want = `sha256:${createHash('sha256').update(big).digest('hex')}`;
+      let hashedBytes = 0;
+      const hash = await spool.importBlob((file) => copyFile(path.join(dir, 'big source'), file), { size: big.length }, {
+        durable: false,
+        onBytes: (n) => {
+          if (hashedBytes === 0) events.push('hashing');
+          hashedBytes += n;
+        },
+      });
+      // The flush (here done at once) must not close the descriptor the hashing reads through.
+      assert.equal(hash, want);
+      assert.equal(hashedBytes, big.length);
+      assert.deepEqual(events, ['flush', 'hashing'], 'the disk was asked to write before the copy was read back');
+      await spool.syncBlobs([hash]);
     } finally {
       await spool.close();
     }

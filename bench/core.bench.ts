@@ -11,11 +11,17 @@
  * rounds per comparison (best kept, default 2); BENCH_DIR for where the data goes (default:
  * the system temp dir).
  */
+import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { bitfogArgs, report, timed, timedSteps } from './lib.ts';
+
+if (spawnSync('rsync', ['--version'], { stdio: 'ignore' }).status !== 0) {
+  console.error('core bench: rsync is not installed (Debian package "rsync"; test/services/install-packages.sh installs it, as root)');
+  process.exit(2);
+}
 
 const largeMiB = Number(process.env.BENCH_LARGE_MIB ?? 2048);
 const smallFiles = Number(process.env.BENCH_SMALL_FILES ?? 100_000);

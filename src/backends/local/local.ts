@@ -665,7 +665,8 @@ export class LocalBackend implements Destination {
    * memory) or 30 s later. Meanwhile the store reads the copy back to verify it, which is
    * work for the processors, not the disk. So a datasync starts at once, in the background,
    * holding the descriptor until it is done; `sync` waits for it. Measured on a store of
-   * 2 GiB in 8 files: the fsyncs before the renames took 0.8–1.0 s for each group of four.
+   * 2 GiB in 8 files: the fsyncs before the renames took 0.8–1.0 s for each group of four,
+   * and 2–20 ms with this (the store: 7.9–9.3 s → 7.2–7.3 s).
    * Returns true: the descriptor is the flush's to close.
    */
   #flushBehind(p: RelPath, handle: fsp.FileHandle): boolean {

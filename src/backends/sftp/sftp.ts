@@ -704,9 +704,10 @@ export class SftpBackend implements Destination {
    * Write-behind for `write`: an fsync of the file being written, sent through a flushing
    * connection, since on the writing one it would hold up the writes queued behind it (the
    * server answers a connection's requests one at a time). Nothing where the server cannot
-   * fsync or no flushing connection can be had. Measured on a store of 1 GiB over loopback:
-   * the final fsync had made the server write the whole file to disk after the last byte
-   * arrived, 1.2–1.8 s of a 5.3–5.7 s store in which both cores sat idle 40 % of the time.
+   * fsync or no flushing connection can be had. Measured on 1 GiB over loopback: after a
+   * write of 4.7–4.8 s the final fsync waited 0.9–2.0 s for the server to write the whole
+   * file to disk, both cores idle meanwhile; with write-behind it waits 0.07–0.10 s, and
+   * the write is no slower.
    */
   async #flushBehind(p: RelPath): Promise<void> {
     if (this.#sftp._extensions['fsync@openssh.com'] !== '1') return;

@@ -15,8 +15,10 @@
  *
  * Tuning (query only): `part_size` (bytes, suffixes K/M/G = KiB/MiB/GiB; default 8M,
  * minimum 5M; also the single-PUT limit), `queue_size` (parts in flight per file, default
- * 4), `concurrency` (files in flight, default 16, at most 64), `multipart_concurrency` (of
- * those, files uploaded in parts at once, default 2; more suits a distant endpoint),
+ * 4), `concurrency` (at most this many files in flight, default 16, at most 64; the core
+ * moves up to 4 in a fetch, 8 in a store; also the HEADs of a listing at once),
+ * `multipart_concurrency` (of those, files uploaded in parts at once, default 2; more suits
+ * a distant endpoint),
  * `max_attempts` (per request, with
  * backoff, default 5), `cleanup_age` (seconds; on open for writing, multipart uploads under
  * the prefix older than this are aborted; default 86400, `off` disables), and

@@ -18,7 +18,8 @@
  *   accept_new_host_key=1      accept a host key that is not known yet and append it to the
  *                              known_hosts file (BITFOG_SFTP_ACCEPT_NEW_HOST_KEY=1); a key
  *                              that differs from a known one is never accepted
- *   concurrency=N              files transferred at once (default 8)
+ *   concurrency=N              at most this many files transferred at once (default 8; the
+ *                              core moves up to 4 in a fetch, 8 in a store)
  *   requests=N                 read/write requests in flight per file (default 16; 1 for
  *                              servers that mishandle parallel writes)
  * A password is never taken from the URL: set BITFOG_SFTP_PASSWORD.

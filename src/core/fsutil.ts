@@ -66,6 +66,76 @@ export const OWN_COPY_MIN_BYTES = 1024 * 1024;
  */
 export const FSYNC_EACH_MIN_BYTES = 8 * 1024 * 1024;
 
+/** Background flushes running at once (see BackgroundFlushes.room). */
+export const MAX_BACKGROUND_FLUSHES = 2;
+
+/**
+ * Flushes left running after files were written, each holding its file's descriptor until
+ * it is done, and known by a key (a blob's hash, a destination path): the disk writes one
+ * file back while the next ones are written or verified, and the fsync that must come
+ * later (before a manifest lists the file, before a rename) has little left to wait for.
+ * A flush's failure is its file's: `wait` reports it, every time, until the key is
+ * forgotten, since an fsync through another descriptor might not see it.
+ */
+export class BackgroundFlushes<K> {
+  readonly #byKey = new Map<K, Promise<void>>();
+  /** Every flush still running, settled or not. */
+  readonly #running = new Set<Promise<void>>();
+
+  /**
+   * Waits while MAX_BACKGROUND_FLUSHES are running: each holds a thread of the I/O pool
+   * that the transfers need too (and a descriptor), and a slow disk must slow the writers
+   * down, not pile up flushes behind them.
+   */
+  async room(): Promise<void> {
+    while (this.#running.size >= MAX_BACKGROUND_FLUSHES) await Promise.race(this.#running);
+  }
+
+  /**
+   * Lets `flush` run on, and closes `handle` once it is done and `stillReading` (a read
+   * through the same descriptor) has settled. Returns the flush, for `keep`.
+   */
+  start(flush: Promise<void>, handle: Pick<fsp.FileHandle, 'close'>, stillReading?: Promise<unknown>): Promise<void> {
+    const flushed = flush.finally(() => Promise.resolve(stillReading).finally(() => handle.close().catch(() => {})));
+    flushed.catch(() => {}); // reported by `wait` (or, for a file forgotten before, by nobody)
+    const settled = flushed.then(() => {}, () => {});
+    this.#running.add(settled);
+    void settled.then(() => this.#running.delete(settled));
+    return flushed;
+  }
+
+  /** Records `flush` (from `start`) as the flush of `key`. */
+  keep(key: K, flush: Promise<void>): void {
+    this.#byKey.set(key, flush);
+  }
+
+  /** Waits for the flush of `key`, if any: throws its failure, and forgets it once it succeeded. */
+  async wait(key: K): Promise<void> {
+    const flush = this.#byKey.get(key);
+    if (!flush) return;
+    await flush;
+    if (this.#byKey.get(key) === flush) this.#byKey.delete(key);
+  }
+
+  /** The file of `key` is gone: its flush concerns nobody (`settle` still waits for it). */
+  forget(key: K): void {
+    this.#byKey.delete(key);
+  }
+
+  /** The file of `from` is now known as `to`. */
+  rename(from: K, to: K): void {
+    const flush = this.#byKey.get(from);
+    if (!flush) return;
+    this.#byKey.delete(from);
+    this.#byKey.set(to, flush);
+  }
+
+  /** Waits for every flush still running (their descriptors close). */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#running);
+  }
+}
+
 /** Reads into `buffer` from the start of the open file `fd` until the buffer is full or the file ends; returns the bytes read. */
 export function readFullySync(fd: number, buffer: Uint8Array): number {
   let got = 0;

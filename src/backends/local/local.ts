@@ -31,7 +31,7 @@ import {
 import path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
-import { readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
+import { BackgroundFlushes, readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -197,13 +197,8 @@ export class LocalBackend implements Destination {
   readonly #verifiedDirs = new Set<string>();
   /** Started at the first `sync` of many paths. */
   #syncer: FileSystemSyncer | undefined;
-  /**
-   * Flushes started by writeFromLocalFile (see #flushBehind), by path, until `sync` takes
-   * them; each settles with its failure, if any.
-   */
-  readonly #flushesBehind = new Map<RelPath, Promise<{ error: unknown } | undefined>>();
-  /** Every flush still running, each holding its descriptor: `close` waits for them. */
-  readonly #flushesRunning = new Set<Promise<unknown>>();
+  /** Flushes started by writeFromLocalFile (see #flushBehind), by path: `sync` waits for them. */
+  readonly #flushesBehind = new BackgroundFlushes<RelPath>();
 
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
@@ -468,7 +463,7 @@ export class LocalBackend implements Destination {
       size = (await handle.stat()).size;
       // libuv gives the copy the mode of the file copied from: without a mode, write()'s default.
       if (size === options.size) await applyMetadata(handle, { mode: options.mode ?? 0o600, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
-      if (size === options.size && size >= WRITE_BEHIND_BYTES) flushing = this.#flushBehind(p, handle);
+      if (size === options.size && size >= WRITE_BEHIND_BYTES) flushing = await this.#flushBehind(p, handle);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
     } finally {
@@ -599,7 +594,7 @@ export class LocalBackend implements Destination {
     } catch (e) {
       throw toBitfogError(e, `cannot remove ${JSON.stringify(p)}`, p);
     }
-    this.#flushesBehind.delete(p); // gone: whether its flush works no longer matters (close still waits for it)
+    this.#flushesBehind.forget(p);
   }
 
   async rmdir(p: RelPath): Promise<void> {
@@ -634,12 +629,7 @@ export class LocalBackend implements Destination {
     } catch (e) {
       throw toBitfogError(e, `cannot rename ${JSON.stringify(from)} to ${JSON.stringify(to)}`, to);
     }
-    // A flush behind the file's write not yet waited for by `sync` follows it to its new name.
-    const behind = this.#flushesBehind.get(from);
-    if (behind) {
-      this.#flushesBehind.delete(from);
-      this.#flushesBehind.set(to, behind);
-    }
+    this.#flushesBehind.rename(from, to); // a flush not yet waited for by `sync` follows its file
   }
 
   async setMetadata(p: RelPath, metadata: Metadata): Promise<void> {
@@ -664,22 +654,16 @@ export class LocalBackend implements Destination {
    * returns, and the kernel starts writing them only when much more is dirty (10 % of
    * memory) or 30 s later. Meanwhile the store reads the copy back to verify it, which is
    * work for the processors, not the disk. So a datasync starts at once, in the background,
-   * holding the descriptor until it is done; `sync` waits for it. Measured on a store of
-   * 2 GiB in 8 files: the fsyncs before the renames took 0.8–1.0 s for each group of four,
-   * and 2–20 ms with this (the store: 7.9–9.3 s → 7.2–7.3 s).
-   * Returns true: the descriptor is the flush's to close.
+   * holding the descriptor until it is done (at most two at once, see
+   * BackgroundFlushes.room); `sync` waits for it. Measured on a store of 2 GiB in 8 files:
+   * the fsyncs before the renames took 0.8–1.0 s for each group of four, and 2–20 ms with
+   * this (the store: 7.9–9.3 s → 7.2–7.3 s). Returns true: the descriptor is the flush's
+   * to close.
    */
-  #flushBehind(p: RelPath, handle: fsp.FileHandle): boolean {
+  async #flushBehind(p: RelPath, handle: fsp.FileHandle): Promise<true> {
+    await this.#flushesBehind.room();
     flushesBehindStarted++;
-    const running = handle.datasync().finally(() => handle.close().catch(() => {}));
-    const settled = running.then(
-      () => undefined,
-      (error: unknown) => ({ error }),
-    );
-    this.#flushesRunning.add(settled);
-    void settled.then(() => this.#flushesRunning.delete(settled));
-    const earlier = this.#flushesBehind.get(p);
-    this.#flushesBehind.set(p, earlier ? Promise.all([earlier, settled]).then(([a, b]) => a ?? b) : settled);
+    this.#flushesBehind.keep(p, this.#flushesBehind.start(handle.datasync(), handle));
     return true;
   }
 
@@ -687,11 +671,11 @@ export class LocalBackend implements Destination {
     // Flushes started behind writes come first: a failure is reported to the descriptor
     // that wrote, and an fsync through another one might not see it.
     for (const p of paths) {
-      const behind = this.#flushesBehind.get(p);
-      if (!behind) continue;
-      this.#flushesBehind.delete(p);
-      const failed = await behind;
-      if (failed) throw toBitfogError(failed.error, `cannot sync ${JSON.stringify(p)}`, p);
+      try {
+        await this.#flushesBehind.wait(p);
+      } catch (e) {
+        throw toBitfogError(e, `cannot sync ${JSON.stringify(p)}`, p);
+      }
     }
     // Many files: one syncfs(2) of the whole file system (coreutils' `sync -f`) flushes them
     // all in one go, far cheaper than an fsync each. Few files, or no `sync -f`: fsync each.
@@ -722,8 +706,7 @@ export class LocalBackend implements Destination {
 
   async close(): Promise<void> {
     this.#syncer?.close();
-    await Promise.all(this.#flushesRunning);
-    this.#flushesBehind.clear();
+    await this.#flushesBehind.settle();
   }
 
   /**

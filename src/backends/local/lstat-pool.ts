@@ -223,7 +223,14 @@ function startWorker(): StatWorker {
  */
 export async function terminateLstatWorkers(): Promise<number> {
   const before = failedBatches;
-  await Promise.all(workers.map((w) => w.worker.terminate()));
+  // A timer holds the process while they stop: a worker that answers its last batch
+  // meanwhile is unreferenced again, and its termination alone would keep nothing waiting.
+  const holding = setInterval(() => {}, 1000);
+  try {
+    await Promise.all(workers.map((w) => w.worker.terminate()));
+  } finally {
+    clearInterval(holding);
+  }
   return failedBatches - before;
 }
 

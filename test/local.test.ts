@@ -11,6 +11,8 @@ import { allowLstatWorkersAgain, batchesOut, lstatBatchesOnWorkers, takeLstatPea
 import type { Entry } from '../src/core/types.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import { WRITE_BEHIND_BYTES, WriteBehind } from '../src/core/fsutil.ts';
+import { isBitfogError } from '../src/core/errors.ts';
+import { allowFileWorkerAgain, fileWorkerAvailable, filesWrittenOnWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { runModuleInChild } from './helpers/child.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -115,6 +117,100 @@ describe('the local backend\'s flush behind an in-kernel copy', () => {
     await b.sync([toRelPath('gone.tmp')]);
     await b.close();
     assert.equal(await descriptorsOf(`${gonePath} (deleted)`), 0, 'no descriptor left open after close');
+  });
+});
+
+describe('the local backend\'s small files written on the writer worker', () => {
+  const names = ['plain.txt', 'with space #1 ü.txt', 'percent %41 & ?query', 'deep/er/still/nested é.bin', 'empty'];
+  const contentOf = (i: number) => Buffer.from(i === names.length - 1 ? '' : `content ${i} ${'ß'.repeat(i * 1000)}`);
+
+  it('writes each file\'s content, mode and mtime, closes every descriptor, and warns of nothing', async () => {
+    const dir = await tempDir('local-small-worker');
+    const b = await LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
+    // A worker's warnings reach this process as text on its stderr, not as 'warning' events.
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const stderrWrite = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      if (String(chunk).includes('Warning')) warnings.push(String(chunk));
+      return (stderrWrite as (...a: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+    }) as typeof process.stderr.write;
+    try {
+      for (const n of names) await fsp.mkdir(path.dirname(path.join(dir, 'root', n)), { recursive: true });
+      const before = filesWrittenOnWorker();
+      const mtimeMs = Date.UTC(2020, 1, 29, 12, 0, 0, 250);
+      const scratch = Buffer.alloc(1 << 16);
+      await Promise.all(
+        names.map((n, i) => {
+          // One buffer for all, overwritten at once: what lands must be what each call saw.
+          const c = contentOf(i);
+          c.copy(scratch);
+          const writing = b.writeSmallFile(toRelPath(n), scratch.subarray(0, c.length), { size: c.length, mode: 0o640 + i, mtimeMs });
+          scratch.fill(0);
+          return writing;
+        }),
+      );
+      assert.equal(filesWrittenOnWorker() - before, names.length, 'written on the worker');
+      for (const [i, n] of names.entries()) {
+        const file = path.join(dir, 'root', n);
+        assert.ok((await fsp.readFile(file)).equals(contentOf(i)), `${n}: content`);
+        const st = await fsp.stat(file);
+        assert.equal(st.mode & 0o7777, 0o640 + i, `${n}: mode`);
+        assert.equal(st.mtimeMs, mtimeMs, `${n}: mtime`);
+      }
+      await new Promise((r) => setTimeout(r, 100)); // the worker's output is forwarded asynchronously
+      assert.deepEqual(warnings, [], 'no process warning (a descriptor closed on the worker must not be reported)');
+      const real = await fsp.realpath(path.join(dir, 'root'));
+      for (const fd of await fsp.readdir('/proc/self/fd')) {
+        const target = await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => '');
+        assert.ok(!target.startsWith(real + '/'), `descriptor ${fd} still open on ${target}`);
+      }
+    } finally {
+      process.stderr.write = stderrWrite;
+      process.off('warning', onWarning);
+      await b.close();
+    }
+  });
+
+  it('reports a failed write as the file\'s error', async () => {
+    const dir = await tempDir('local-small-worker-error');
+    const b = await LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
+    try {
+      // A directory at the name: refused when opening, on this thread.
+      await fsp.mkdir(path.join(dir, 'root', 'a directory'));
+      await assert.rejects(b.writeSmallFile(toRelPath('a directory'), Buffer.from('x'), { size: 1 }), (e: unknown) => isBitfogError(e, 'EISDIR'));
+      // A time futimes refuses: the error comes back from the worker, and its descriptor is closed.
+      await assert.rejects(b.writeSmallFile(toRelPath('bad time'), Buffer.from('x'), { size: 1, mtimeMs: Number.NaN }), (e: unknown) => isBitfogError(e));
+      const real = await fsp.realpath(path.join(dir, 'root', 'bad time'));
+      for (const fd of await fsp.readdir('/proc/self/fd')) {
+        assert.notEqual(await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => ''), real, 'the descriptor is closed');
+      }
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('writes on the calling thread once the worker has failed, with a new descriptor', async () => {
+    const dir = await tempDir('local-small-worker-gone');
+    const b = await LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
+    try {
+      await b.writeSmallFile(toRelPath('warm'), Buffer.from('starts the worker'), { size: 17 });
+      const content = Buffer.from('written while the worker dies');
+      const writing = b.writeSmallFile(toRelPath('during'), content, { size: content.length, mode: 0o604 });
+      await terminateFileWorker();
+      await writing;
+      assert.equal(fileWorkerAvailable(), false);
+      const before = filesWrittenOnWorker();
+      await b.writeSmallFile(toRelPath('after'), Buffer.from('after'), { size: 5, mode: 0o600 });
+      assert.equal(filesWrittenOnWorker(), before, 'not on the worker');
+      assert.ok((await fsp.readFile(path.join(dir, 'root', 'during'))).equals(content));
+      assert.equal((await fsp.stat(path.join(dir, 'root', 'during'))).mode & 0o7777, 0o604);
+      assert.equal(await fsp.readFile(path.join(dir, 'root', 'after'), 'utf8'), 'after');
+    } finally {
+      allowFileWorkerAgain();
+      await b.close();
+    }
   });
 });
 

@@ -1,11 +1,12 @@
 /** Byte moving without fresh memory per chunk (src/core/streams.ts). */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, open, readFile, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
+import { allowFileWorkerAgain, fileWorkerAvailable, filesWrittenOnWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
 import { Spool } from '../src/core/spool.ts';
 import { chunksOf, GatheringWriter, readPieces, ScratchBuffers } from '../src/core/streams.ts';
@@ -234,15 +235,84 @@ describe('the spool\'s small blobs', () => {
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
     try {
       const content = Buffer.from('the same small file, twice ü\n');
-      const hash = spool.putSmallBlob(content, { size: content.length });
+      const hash = await spool.putSmallBlob(content, { size: content.length });
       const first = await stat(spool.blobPath(hash));
-      assert.equal(spool.putSmallBlob(Buffer.from(content), { size: content.length }), hash);
+      assert.equal(await spool.putSmallBlob(Buffer.from(content), { size: content.length }), hash);
       assert.equal((await stat(spool.blobPath(hash))).ino, first.ino, 'the blob already carried is kept as it is');
-      assert.throws(() => spool.putSmallBlob(content, { size: content.length, hash: 'sha256:' + '0'.repeat(64) }), (e: unknown) => isBitfogError(e, 'EINTEGRITY'));
+      await assert.rejects(spool.putSmallBlob(content, { size: content.length, hash: 'sha256:' + '0'.repeat(64) }), (e: unknown) => isBitfogError(e, 'EINTEGRITY'));
       await spool.removeBlob(hash);
-      assert.equal(spool.putSmallBlob(content, { size: content.length }), hash);
+      assert.equal(await spool.putSmallBlob(content, { size: content.length }), hash);
       assert.ok((await readFile(spool.blobPath(hash))).equals(content), 'written again after removal');
     } finally {
+      await spool.close();
+    }
+  });
+});
+
+describe('the spool\'s small blobs on the writer worker', () => {
+  it('lands many at once, keeping each caller\'s bytes as they were when it called', async () => {
+    const dir = await tempDir('spool-small-worker');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const before = filesWrittenOnWorker();
+      const scratch = Buffer.alloc(4096);
+      const contents = Array.from({ length: 200 }, (_, i) => Buffer.from(`small blob #${i} ü ${'x'.repeat(i * 7)}`));
+      const hashes = await Promise.all(
+        contents.map((c) => {
+          // One scratch buffer for all, overwritten at once: what lands must be what each call saw.
+          c.copy(scratch);
+          const landing = spool.putSmallBlob(scratch.subarray(0, c.length), { size: c.length });
+          scratch.fill(0);
+          return landing;
+        }),
+      );
+      assert.equal(filesWrittenOnWorker() - before, contents.length, 'written on the worker');
+      for (const [i, c] of contents.entries()) {
+        assert.equal(hashes[i], 'sha256:' + createHash('sha256').update(c).digest('hex'));
+        assert.ok((await readFile(spool.blobPath(hashes[i]!))).equals(c), `blob ${i} holds its content`);
+        assert.ok(spool.has(hashes[i]!));
+      }
+      assert.deepEqual(await readdir(path.join(dir, 'spool', 'tmp')), [], 'no temporary file is left');
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('reports a failed write with its code and leaves no temporary file', async () => {
+    const dir = await tempDir('spool-small-worker-error');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const content = Buffer.from('a blob whose directory is taken by a file');
+      const hex = createHash('sha256').update(content).digest('hex');
+      await mkdir(path.join(dir, 'spool', 'blobs', 'sha256'), { recursive: true });
+      await writeFile(path.join(dir, 'spool', 'blobs', 'sha256', hex.slice(0, 2)), 'not a directory');
+      await assert.rejects(spool.putSmallBlob(content, { size: content.length }), (e: unknown) => isBitfogError(e, 'EEXIST') || isBitfogError(e, 'ENOTDIR'));
+      assert.equal(spool.has('sha256:' + hex), false);
+      assert.deepEqual(await readdir(path.join(dir, 'spool', 'tmp')), [], 'the temporary file is removed');
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('writes on the calling thread once the worker has failed', async () => {
+    const dir = await tempDir('spool-small-worker-gone');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const warm = Buffer.from('starts the worker');
+      await spool.putSmallBlob(warm, { size: warm.length });
+      const content = Buffer.from('written after the worker died');
+      const landing = spool.putSmallBlob(content, { size: content.length });
+      await terminateFileWorker();
+      const hash = await landing;
+      assert.equal(fileWorkerAvailable(), false);
+      const other = Buffer.from('and another one');
+      const before = filesWrittenOnWorker();
+      const otherHash = await spool.putSmallBlob(other, { size: other.length });
+      assert.equal(filesWrittenOnWorker(), before, 'not on the worker');
+      assert.ok((await readFile(spool.blobPath(hash))).equals(content));
+      assert.ok((await readFile(spool.blobPath(otherHash))).equals(other));
+    } finally {
+      allowFileWorkerAgain();
       await spool.close();
     }
   });

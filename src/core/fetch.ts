@@ -224,12 +224,12 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const smallScratch = new ScratchBuffers();
   const putSmallIntoSpool = async (entry: Entry, expected: { hash?: string; size: number }, onBytes: (n: number) => void) => {
     if (!sourceReadsSmall || expected.size >= OWN_COPY_MIN_BYTES) return undefined;
-    // Lent for the read and held until the blob is written (putSmallBlob writes before it returns).
+    // Lent for the read and held until putSmallBlob returns (it no longer needs the bytes then).
     const scratch = smallScratch.take(expected.size + 1);
     try {
       const content = await source.readSmallFile!(entry.path, OWN_COPY_MIN_BYTES - 1, { signal: inner, into: scratch });
       if (content === undefined) return undefined; // grew past small, or not readable this way here
-      const hash = spool.putSmallBlob(content, expected);
+      const hash = await spool.putSmallBlob(content, expected);
       onBytes(content.length);
       return hash;
     } finally {

@@ -32,6 +32,7 @@ import path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
 import { BackgroundFlushes, readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
+import { fileWorkerAvailable, fillFileOnWorker } from '../../core/file-writer-worker.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -558,10 +559,26 @@ export class LocalBackend implements Destination {
     if (content.length !== options.size) {
       throw bitfogError('EINTEGRITY', `${content.length} bytes for ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
+    const mode = options.mode === undefined ? undefined : options.mode & 0o7777;
+    if (fileWorkerAvailable()) {
+      // Opened and checked here; written, set up and closed on the writer worker while this
+      // thread goes on (see core/file-writer-worker.ts). The worker gets its own copy, taken
+      // before anything is awaited: the caller may reuse `content` once this returns.
+      const data = Uint8Array.prototype.slice.call(content);
+      const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);
+      try {
+        await fillFileOnWorker({ fd, data, ...(mode === undefined ? {} : { mode }), ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
+        return true;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== undefined) throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+        // The worker failed: the file is written again below, through a new descriptor (the
+        // old one is left alone: the worker may have closed it, and its number reused).
+      }
+    }
     const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);
     try {
       for (let off = 0; off < content.length; ) off += writeSync(fd, content, off, content.length - off, off);
-      if (options.mode !== undefined) fchmodSync(fd, options.mode & 0o7777);
+      if (mode !== undefined) fchmodSync(fd, mode);
       if (options.mtimeMs !== undefined) futimesSync(fd, new Date(), options.mtimeMs / 1000);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);

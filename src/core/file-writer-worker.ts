@@ -1,0 +1,180 @@
+/**
+ * Small files written on a worker thread: the system calls of one file (create, write,
+ * set mode and time, close, rename), in one message.
+ *
+ * Carrying many small files is a string of system calls on one thread: read the source
+ * file, hash it, write the copy, rename it. Writing is the costliest part (page-cache
+ * allocation and copy: about 75 µs for 32 KiB here), and with every call on the main
+ * thread the second core idles. Handing each call to Node's I/O pool costs several times
+ * the call in the main thread (see LocalBackend.readSmallFile), so the whole sequence of
+ * a file goes to this worker in one message, and the main thread reads and hashes the
+ * next files meanwhile.
+ *
+ * The worker's source is plain JavaScript sent as text (like the lstat workers'): no
+ * TypeScript loader is needed in the worker.
+ */
+import { Worker } from 'node:worker_threads';
+import type { NativeErrorInfo } from '../backends/local/lstat-pool.ts';
+
+/** A new file: written to `tmp` (which must not exist), then renamed to `final`. */
+export interface WorkerFileJob {
+  tmp: string;
+  final: string;
+  /** The content; its buffer is handed to the worker (no longer usable here). */
+  data: Uint8Array;
+  mode: number;
+  /** A directory to create (with its parents) before the rename, when not known to exist. */
+  mkdir?: string;
+}
+
+/**
+ * A file the caller opened (and checked) for writing: filled, given its mode and mtime,
+ * and closed. The descriptor belongs to the worker from then on: it is closed whatever
+ * happens, except when the worker itself fails (see fillFileOnWorker).
+ */
+export interface WorkerFillJob {
+  fd: number;
+  /** The content; its buffer is handed to the worker (no longer usable here). */
+  data: Uint8Array;
+  mode?: number;
+  mtimeMs?: number;
+}
+
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const fs = require('node:fs');
+function put(m) {
+  try {
+    fs.writeFileSync(m.tmp, m.data, { mode: m.mode, flag: 'wx' });
+    if (m.mkdir) fs.mkdirSync(m.mkdir, { recursive: true });
+    fs.renameSync(m.tmp, m.final);
+  } catch (e) {
+    try { fs.rmSync(m.tmp, { force: true }); } catch {}
+    throw e;
+  }
+}
+function fill(m) {
+  try {
+    for (let off = 0; off < m.data.length; ) off += fs.writeSync(m.fd, m.data, off, m.data.length - off, off);
+    if (m.mode !== undefined) fs.fchmodSync(m.fd, m.mode);
+    if (m.mtimeMs !== undefined) fs.futimesSync(m.fd, new Date(), m.mtimeMs / 1000);
+  } finally {
+    fs.closeSync(m.fd);
+  }
+}
+parentPort.on('message', (m) => {
+  try {
+    if (m.fd === undefined) put(m);
+    else fill(m);
+    parentPort.postMessage({ id: m.id });
+  } catch (e) {
+    parentPort.postMessage({ id: m.id, error: { code: e.code, syscall: e.syscall, message: String(e.message) } });
+  }
+});
+`;
+
+/** An error that crossed from the worker, shaped like Node's own (code, syscall). */
+function nativeError(info: NativeErrorInfo): NodeJS.ErrnoException {
+  const e: NodeJS.ErrnoException = new Error(info.message);
+  if (info.code !== undefined) e.code = info.code;
+  if (info.syscall !== undefined) e.syscall = info.syscall;
+  return e;
+}
+
+interface Pending {
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+let worker: Worker | undefined;
+const pending = new Map<number, Pending>();
+let nextId = 0;
+let written = 0;
+/** Set when the worker failed: from then on callers write on their own thread. */
+let broken = false;
+
+/** Whether `writeFileOnWorker` can be used (the worker has not failed). */
+export function fileWorkerAvailable(): boolean {
+  return !broken;
+}
+
+/** Files the worker has written in this process (for tests). */
+export function filesWrittenOnWorker(): number {
+  return written;
+}
+
+/**
+ * Writes and renames one file on the worker. Rejects with the system call's error
+ * (EEXIST, ENOSPC, …; the temporary file is then gone), or with a plain Error when the
+ * worker itself failed (then `fileWorkerAvailable()` is false and the job was not done,
+ * or not known to be done: the caller writes it itself).
+ */
+export function writeFileOnWorker(job: WorkerFileJob): Promise<void> {
+  return post({ tmp: job.tmp, final: job.final, data: job.data, mode: job.mode, mkdir: job.mkdir }, job.data);
+}
+
+/**
+ * Fills, sets up and closes an open file on the worker. Rejects with the system call's
+ * error (the descriptor is closed then too), or with a plain Error when the worker itself
+ * failed: then `fileWorkerAvailable()` is false and whether the descriptor was closed is
+ * unknown, so the caller must not close it (its number may already be another file's) and
+ * writes the file again through a new one.
+ */
+export function fillFileOnWorker(job: WorkerFillJob): Promise<void> {
+  return post({ fd: job.fd, data: job.data, mode: job.mode, mtimeMs: job.mtimeMs }, job.data);
+}
+
+function post(message: object, data: Uint8Array): Promise<void> {
+  const w = (worker ??= startWorker());
+  const id = nextId++;
+  return new Promise<void>((resolve, reject) => {
+    if (pending.size === 0) w.ref(); // the caller waits on it: keep the process alive
+    pending.set(id, { resolve, reject });
+    w.postMessage({ id, ...message }, [data.buffer as ArrayBuffer]);
+  });
+}
+
+function startWorker(): Worker {
+  // No inherited flags: a loader such as tsx's `--import` would only slow the start.
+  // Descriptors are not tracked: the worker closes ones the main thread opened, which a
+  // tracking worker reports with a warning each.
+  const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], trackUnmanagedFds: false });
+  w.unref();
+  w.on('message', (m: { id: number; error?: NativeErrorInfo }) => {
+    const job = pending.get(m.id);
+    if (!job) return;
+    pending.delete(m.id);
+    if (pending.size === 0) w.unref(); // idle: never the reason the process stays up
+    if (m.error) job.reject(nativeError(m.error));
+    else {
+      written++;
+      job.resolve();
+    }
+  });
+  const fail = (err: Error) => {
+    broken = true;
+    if (worker === w) worker = undefined;
+    for (const job of pending.values()) job.reject(err);
+    pending.clear();
+  };
+  w.on('error', fail);
+  w.on('exit', (code) => fail(new Error(`file writer worker stopped (exit code ${code})`)));
+  return w;
+}
+
+/** Ends the worker as a crash would; no worker is used again until `allowFileWorkerAgain`. For tests. */
+export async function terminateFileWorker(): Promise<void> {
+  // A timer holds the process while the worker stops: a worker that answers its last job
+  // meanwhile is unreferenced again, and its termination alone would keep nothing waiting.
+  const holding = setInterval(() => {}, 1000);
+  try {
+    await worker?.terminate();
+  } finally {
+    clearInterval(holding);
+  }
+}
+
+/** Lets the worker be started again after terminateFileWorker. For tests. */
+export function allowFileWorkerAgain(): void {
+  broken = false;
+}

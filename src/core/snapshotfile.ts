@@ -57,7 +57,8 @@ export async function writeSnapshotFile(
   const previous = recordFile ? await reusable(file, recordFile, digest) : undefined;
   let bytes: Uint8Array;
   let offsets: { takenAtOffset: number; createdAtOffset: number } | undefined;
-  if (previous && snapshot.takenAt.length === TIMESTAMP_LENGTH && createdAt.length === TIMESTAMP_LENGTH) {
+  const reused = previous !== undefined && snapshot.takenAt.length === TIMESTAMP_LENGTH && createdAt.length === TIMESTAMP_LENGTH;
+  if (reused) {
     bytes = previous.bytes;
     offsets = { takenAtOffset: previous.record.takenAtOffset, createdAtOffset: previous.record.createdAtOffset };
     Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(snapshot.takenAt, offsets.takenAtOffset, 'latin1');
@@ -79,7 +80,10 @@ export async function writeSnapshotFile(
     if (recordFile) offsets = timestampOffsets(bytes, snapshot.takenAt, createdAt);
   }
   await writeFileAtomic(file, bytes);
-  if (recordFile && offsets) {
+  if (reused) {
+    // The record stands as it is: same digest, same offsets, and the masked hash leaves out
+    // exactly what was replaced.
+  } else if (recordFile && offsets) {
     // Only an accelerator, so not synced: a record lost or torn in a crash, or one that
     // cannot be written, costs a full build next time. A stale one never matches the file.
     const record: WrittenRecord = { file: maskedHash(bytes, offsets), digest, ...offsets };

@@ -164,3 +164,15 @@ export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw abortError(signal);
 }
+
+/** A system call's error as it crosses threads (from a worker): what toBitfogError needs to describe it. */
+export interface NativeErrorInfo {
+  code?: string;
+  syscall?: string;
+  message: string;
+}
+
+/** The Error a NativeErrorInfo describes, shaped like Node's own (code, syscall). */
+export function nativeError(info: NativeErrorInfo | undefined): Error {
+  return Object.assign(new Error(info?.message ?? 'unknown error'), { code: info?.code, syscall: info?.syscall });
+}

@@ -14,7 +14,7 @@
  * TypeScript loader is needed in the worker.
  */
 import { Worker } from 'node:worker_threads';
-import type { NativeErrorInfo } from '../backends/local/lstat-pool.ts';
+import { nativeError, type NativeErrorInfo } from './errors.ts';
 
 /** A new file: written to `tmp` (which must not exist), then renamed to `final`. */
 export interface WorkerFileJob {
@@ -73,17 +73,16 @@ parentPort.on('message', (m) => {
 });
 `;
 
-/** An error that crossed from the worker, shaped like Node's own (code, syscall). */
-function nativeError(info: NativeErrorInfo): NodeJS.ErrnoException {
-  const e: NodeJS.ErrnoException = new Error(info.message);
-  if (info.code !== undefined) e.code = info.code;
-  if (info.syscall !== undefined) e.syscall = info.syscall;
-  return e;
-}
-
 interface Pending {
   resolve: () => void;
   reject: (e: Error) => void;
+}
+
+/** The worker itself failed (not the job's system call): the job is to be done by the caller. */
+export class FileWorkerFailed extends Error {
+  constructor(cause: unknown) {
+    super(`the file writer worker failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
 }
 
 let worker: Worker | undefined;
@@ -105,7 +104,7 @@ export function filesWrittenOnWorker(): number {
 
 /**
  * Writes and renames one file on the worker. Rejects with the system call's error
- * (EEXIST, ENOSPC, …; the temporary file is then gone), or with a plain Error when the
+ * (EEXIST, ENOSPC, …; the temporary file is then gone), or with FileWorkerFailed when the
  * worker itself failed (then `fileWorkerAvailable()` is false and the job was not done,
  * or not known to be done: the caller writes it itself).
  */
@@ -115,7 +114,7 @@ export function writeFileOnWorker(job: WorkerFileJob): Promise<void> {
 
 /**
  * Fills, sets up and closes an open file on the worker. Rejects with the system call's
- * error (the descriptor is closed then too), or with a plain Error when the worker itself
+ * error (the descriptor is closed then too), or with FileWorkerFailed when the worker itself
  * failed: then `fileWorkerAvailable()` is false and whether the descriptor was closed is
  * unknown, so the caller must not close it (its number may already be another file's) and
  * writes the file again through a new one.
@@ -151,14 +150,15 @@ function startWorker(): Worker {
       job.resolve();
     }
   });
-  const fail = (err: Error) => {
+  const fail = (cause: unknown) => {
     broken = true;
+    const err = new FileWorkerFailed(cause);
     if (worker === w) worker = undefined;
     for (const job of pending.values()) job.reject(err);
     pending.clear();
   };
   w.on('error', fail);
-  w.on('exit', (code) => fail(new Error(`file writer worker stopped (exit code ${code})`)));
+  w.on('exit', (code) => fail(new Error(`stopped (exit code ${code})`)));
   return w;
 }
 

@@ -18,7 +18,7 @@ import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
-import { fileWorkerAvailable, writeFileOnWorker } from './file-writer-worker.ts';
+import { FileWorkerFailed, fileWorkerAvailable, writeFileOnWorker } from './file-writer-worker.ts';
 import { Manifest } from './manifest.ts';
 import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
@@ -364,7 +364,7 @@ export class Spool {
         this.#landedSmall(hash, content.length, dir);
         return hash;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== undefined) throw toBitfogError(e, 'cannot write to the spool');
+        if (!(e instanceof FileWorkerFailed)) throw toBitfogError(e, 'cannot write to the spool');
         // The worker failed: this file is written here (under another temporary name, in
         // case the worker had begun it).
       }

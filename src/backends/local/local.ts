@@ -30,9 +30,9 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
-import { bitfogError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
+import { bitfogError, nativeError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
 import { BackgroundFlushes, readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
-import { fileWorkerAvailable, fillFileOnWorker } from '../../core/file-writer-worker.ts';
+import { FileWorkerFailed, fileWorkerAvailable, fillFileOnWorker } from '../../core/file-writer-worker.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -48,7 +48,7 @@ import type {
   WriteOptions,
 } from '../../core/types.ts';
 import { chunksOf, writeFully } from '../../core/streams.ts';
-import { lstatWorkersAvailable, type NativeErrorInfo, type StatBatch, statInWorkers, StatKind, statNames } from './lstat-pool.ts';
+import { lstatWorkersAvailable, type StatBatch, statInWorkers, StatKind, statNames } from './lstat-pool.ts';
 
 export const localCapabilities: Capabilities = {
   atomicRename: true,
@@ -570,7 +570,7 @@ export class LocalBackend implements Destination {
         await fillFileOnWorker({ fd, data, ...(mode === undefined ? {} : { mode }), ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
         return true;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== undefined) throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
+        if (!(e instanceof FileWorkerFailed)) throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
         // The worker failed: the file is written again below, through a new descriptor (the
         // old one is left alone: the worker may have closed it, and its number reused).
       }
@@ -936,6 +936,3 @@ function entryFromBatch(p: RelPath, batch: StatBatch, i: number): Entry {
 }
 
 /** A native error that crossed from a worker, as toBitfogError describes it. */
-function nativeError(info: NativeErrorInfo | undefined): Error {
-  return Object.assign(new Error(info?.message ?? 'unknown error'), { code: info?.code, syscall: info?.syscall });
-}

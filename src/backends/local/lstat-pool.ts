@@ -21,6 +21,7 @@
 import { availableParallelism } from 'node:os';
 import * as fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import type { NativeErrorInfo } from '../../core/errors.ts';
 
 /** What lstat found for each name of a batch (StatBatch.kinds); statNames writes the numbers. */
 export const StatKind = {
@@ -36,13 +37,6 @@ export const StatKind = {
   /** A symlink whose target could not be read: `errors[i]`. */
   LinkUnreadable: 6,
 } as const;
-
-/** A native error as it crosses threads: what toBitfogError needs to describe it. */
-export interface NativeErrorInfo {
-  code?: string;
-  syscall?: string;
-  message: string;
-}
 
 /**
  * lstat results of one batch of names, in columns (typed arrays cross threads without

@@ -150,6 +150,34 @@ describe('a source file changing while it is carried', () => {
     for (const b of spool.blobs()) assert.notEqual(b.size, 2_000_000);
     await spool.close();
   });
+
+  it('is detected in a small file streamed by a source that cannot read it whole, growing or shrinking', async () => {
+    const dir = await tempDir('changing-small');
+    const root = path.join(dir, 'a');
+    await makeTree(root, {
+      'grows #1.log': { bytes: 100_000, seed: 1 },
+      'shrinks ü.log': { bytes: 50_000, seed: 2 },
+      'calm %41/deep ?/file.txt': 'calm and small',
+      'calm too.bin': { bytes: 300_000, seed: 3 },
+    });
+    const backend = await LocalBackend.open(root, root, { write: false });
+    const source = delegate(backend, async (p, o) => {
+      const stream = await backend.read(p, o);
+      if (p === 'grows #1.log') await fsp.appendFile(path.join(root, p), 'more lines\n');
+      if (p === 'shrinks ü.log') await fsp.truncate(path.join(root, p), 10_000);
+      return stream;
+    });
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    const r = await fetchToSpool({ source, spool, cache: HashCache.memory() });
+    assert.deepEqual(r.skipped.map((s) => s.path).sort(), ['grows #1.log', 'shrinks ü.log']);
+    for (const s of r.skipped) assert.match(s.reason, /changed while being carried/);
+    assert.equal(r.carriedFiles, 2);
+    const tree = await readTree(root);
+    const carried = new Set(spool.blobs().map((b) => b.hash));
+    for (const p of ['calm %41/deep ?/file.txt', 'calm too.bin']) assert.ok(carried.has(`sha256:${tree.get(p)!.sha256}`), `${p} carried as it is`);
+    assert.equal(spool.blobs().length, 2, 'nothing of the changed files is carried');
+    await spool.close();
+  });
 });
 
 describe('what is not a file, a symlink or a directory', () => {

@@ -249,6 +249,33 @@ describe('the spool\'s small blobs', () => {
   });
 });
 
+describe('removing many blobs', () => {
+  it('removes exactly the ones asked for, found when the spool was opened or written since', async () => {
+    const dir = await tempDir('spool-remove-many');
+    const blob = (i: number) => Buffer.from(`blob ${i} #%? ü`);
+    let spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    const early = await Promise.all([0, 1, 2].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
+    await spool.save();
+    await spool.close();
+    spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      const late = await Promise.all([3, 4].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
+      await spool.removeBlobs([late[1]!, early[2]!, early[0]!]);
+      for (const h of [early[0]!, early[2]!, late[1]!]) {
+        assert.equal(spool.has(h), false);
+        await assert.rejects(stat(spool.blobPath(h)), /ENOENT/);
+      }
+      for (const h of [early[1]!, late[0]!]) {
+        assert.equal(spool.has(h), true);
+        await stat(spool.blobPath(h));
+      }
+      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [early[1]!, late[0]!].sort());
+    } finally {
+      await spool.close();
+    }
+  });
+});
+
 describe('the spool\'s small blobs on the writer worker', () => {
   it('lands many at once, keeping each caller\'s bytes as they were when it called', async () => {
     const dir = await tempDir('spool-small-worker');

@@ -934,5 +934,3 @@ function entryFromBatch(p: RelPath, batch: StatBatch, i: number): Entry {
   if (kind === StatKind.Symlink) entry.linkTarget = batch.targets[i]!;
   return entry;
 }
-
-/** A native error that crossed from a worker, as toBitfogError describes it. */

@@ -130,6 +130,29 @@ describe('rescans', () => {
   });
 });
 
+describe('a source that lists a path twice', () => {
+  it('has it hashed once, as its last listing says', async () => {
+    const dir = await tempDir('listed-twice');
+    const root = path.join(dir, 'tree');
+    await makeTree(root, { 'twice #1.txt': 'listed twice', 'once ü.txt': 'listed once' });
+    const backend = await LocalBackend.open(root, root, { write: false });
+    const counted = countingReads(backend);
+    const source: Source = {
+      ...counted.source,
+      async *list(o) {
+        for await (const e of backend.list(o)) {
+          if (e.path === 'twice #1.txt') yield { ...e };
+          yield e;
+        }
+      },
+    };
+    const { snapshot } = await takeSnapshot(source, { side: 'source', cache: HashCache.memory() });
+    assert.deepEqual(counted.reads.sort(), ['once ü.txt', 'twice #1.txt']);
+    assert.equal(snapshot.entries.size, 2);
+    assert.match(snapshot.entries.get('twice #1.txt')!.hash!, /^sha256:[0-9a-f]{64}$/);
+  });
+});
+
 describe('a source file changing while it is carried', () => {
   it('is detected and left for the next trip, never carried wrong', async () => {
     const dir = await tempDir('changing');

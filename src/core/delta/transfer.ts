@@ -304,6 +304,11 @@ export class DeltaStore {
     return this.tables.recipeRows().map((r) => r.hash);
   }
 
+  /** The spool blobs that any recipe on this spool uses as a chunk. */
+  chunkBlobs(): Set<string> {
+    return this.tables.chunkBlobsOf(this.recipeHashes());
+  }
+
   /**
    * The assembled content of `hash` as a stream, for `Destination.write` through store's
    * verifying stream. `wholeFileVerified`: the assembler proves the whole file through its

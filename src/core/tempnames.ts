@@ -33,5 +33,8 @@ export function tempSiblingOf(path: RelPath): RelPath {
 }
 
 export function isTempPath(path: string): boolean {
-  return PATTERN.test(path.slice(path.lastIndexOf('/') + 1));
+  const name = path.lastIndexOf('/') + 1;
+  // Every listed entry passes through here: most names differ in their first characters,
+  // and are told apart without a slice or the regular expression.
+  return path.startsWith(PREFIX, name) && PATTERN.test(path.slice(name));
 }

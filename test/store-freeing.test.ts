@@ -1,7 +1,8 @@
 /**
  * When store frees the spool's blobs: a large file's blob goes as soon as every source path
  * that wants its content has landed and its rename is durable (while later files are still
- * being written); a blob some path still lacks stays for the next trip.
+ * being written); a blob some path still lacks stays for the next trip; a store killed after
+ * such frees, before it saved its manifest, is finished by a rerun.
  */
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -120,5 +121,43 @@ describe('store frees the spool', () => {
       await spool.close();
     }
     assert.equal(await fsp.readFile(path.join(dest, 'sub/twin 2 ?.bin'), 'utf8'), 'a file of someone else\n');
+  });
+
+  it('a store killed after freeing blobs, before saving its manifest, is finished by a rerun', async () => {
+    const dir = await tempDir('free-crash');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    await makeTree(src, {
+      'large ü #1.bin': { bytes: LARGE + 5, seed: 11 },
+      'deep/nested/large 2 %.bin': { bytes: LARGE + 7, seed: 12 },
+      'small ?.txt': 'small\n',
+    });
+    await fsp.mkdir(dest);
+    await fetchLocalTree(src, spoolDir);
+    // What a kill -9 after the frees leaves: the files landed, their blobs gone, and the
+    // manifest as it was before the store.
+    const manifestBefore = await fsp.readFile(path.join(spoolDir, 'manifest.db'));
+    let spool = await Spool.open(spoolDir, { create: false });
+    try {
+      await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
+    } finally {
+      await spool.close();
+    }
+    await fsp.writeFile(path.join(spoolDir, 'manifest.db'), manifestBefore);
+    spool = await Spool.open(spoolDir, { create: false });
+    try {
+      assert.equal(spool.blobs().length, 0);
+      const rerun = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
+      assert.deepEqual(rerun.conflicts, []);
+      assert.deepEqual(rerun.corrupt, []);
+      assert.equal(rerun.writtenFiles, 0, 'nothing left to write');
+      assert.equal(rerun.pendingFiles, 0, 'nothing left for a later trip');
+    } finally {
+      await spool.close();
+    }
+    const want = await readTree(src);
+    const got = await readTree(dest);
+    for (const [p, e] of want) if (e.kind === 'file') assert.equal(got.get(p)?.sha256, e.sha256, p);
   });
 });

@@ -380,12 +380,12 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     if (paths) paths.push(e.path);
     else largeContentPaths.set(e.hash, [e.path]);
   }
-  const recipeChunks = deltas.recipeHashes().length > 0 ? deltas.chunkBlobs() : new Set<string>();
+  const recipeChunks = deltas.chunkBlobs();
   /** One early free at a time, in the background: each holds a thread of the I/O pool the copies need. */
   let freeing: Promise<void> = Promise.resolve();
   const freeWhenAllLanded = (w: Extract<StoreAction, { op: 'write' }>) => {
-    if (w.from.kind !== 'spool' || w.size < FSYNC_EACH_MIN_BYTES || recipeChunks.has(w.hash)) return;
-    const paths = largeContentPaths.get(w.hash);
+    if (w.from.kind !== 'spool' || recipeChunks.has(w.hash)) return;
+    const paths = largeContentPaths.get(w.hash); // none for small contents
     if (!paths || !paths.every((p) => written.get(p)?.hash === w.hash)) return;
     freeing = freeing.then(async () => {
       if (!spool.has(w.hash)) return;
@@ -433,7 +433,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     } else {
       for (const { w } of ok) landed(w);
     }
-    for (const { w } of ok) if (written.get(w.path)?.hash === w.hash) freeWhenAllLanded(w);
+    for (const { w } of ok) freeWhenAllLanded(w);
   };
 
   const landed = (w: Extract<StoreAction, { op: 'write' }>) => {

@@ -64,6 +64,33 @@ describe('the spool lock', () => {
     const again = await Spool.open(spool, { create: false });
     await again.close();
   });
+
+  it('an empty lock (a process killed between creating and filling it) does not refuse a rerun', async () => {
+    const dir = await tempDir('lock-empty');
+    const spool = path.join(dir, 'spool ü #1');
+    await (await Spool.open(spool, { create: true })).close();
+    const lock = path.join(spool, 'lock');
+    await fsp.writeFile(lock, '');
+    const then = new Date(Date.now() - 4500); // almost old enough to be no one's: the test waits less
+    await fsp.utimes(lock, then, then);
+    const again = await Spool.open(spool, { create: false });
+    await again.close();
+  });
+
+  it('an empty lock that its owner fills meanwhile refuses with that owner named', async () => {
+    const dir = await tempDir('lock-filling');
+    const spool = path.join(dir, 'spool');
+    await (await Spool.open(spool, { create: true })).close();
+    const lock = path.join(spool, 'lock');
+    const owner = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']);
+    try {
+      await fsp.writeFile(lock, '');
+      setTimeout(() => void fsp.writeFile(lock, JSON.stringify({ host: os.hostname(), pid: owner.pid, started: 'now' })), 300);
+      await assert.rejects(Spool.open(spool, { create: false }), (e: unknown) => isBitfogError(e, 'ELOCKED') && new RegExp(`process ${owner.pid} `).test((e as Error).message));
+    } finally {
+      owner.kill();
+    }
+  });
 });
 
 describe('a full spool disk', () => {

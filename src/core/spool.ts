@@ -28,6 +28,8 @@ const LOCK = 'lock';
 /** A lock whose owner on another host has not refreshed it for this long is stale. */
 const FOREIGN_LOCK_STALE_MS = 60_000;
 const LOCK_REFRESH_MS = 15_000;
+/** A lock file still empty (or unreadable) this long after it was created belongs to no one. */
+const UNFILLED_LOCK_MS = 5000;
 
 export interface BlobInfo {
   hash: string;
@@ -571,7 +573,7 @@ class SpoolLock {
 
   static async acquire(file: string): Promise<SpoolLock> {
     const me = JSON.stringify({ host: os.hostname(), pid: process.pid, started: new Date().toISOString() });
-    for (let attempt = 0; attempt < 3; attempt++) {
+    for (let takeovers = 0; ; ) {
       try {
         const handle = await fsp.open(file, 'wx', 0o644);
         await handle.writeFile(me);
@@ -582,19 +584,24 @@ class SpoolLock {
       }
       const owner = await readLockOwner(file);
       if (!owner) {
-        // Empty or half-written: another process may be writing it this very moment.
+        // Empty or half-written: another process is filling it this very moment, or one was
+        // killed between creating and filling it. Look again until it names its owner or has
+        // stayed unfilled too long to be anyone's.
         const st = await fsp.stat(file).catch(() => undefined);
-        if (st && Date.now() - st.mtimeMs < 5000) throw bitfogError('ELOCKED', 'the spool is being locked by another process');
+        if (st && Date.now() - st.mtimeMs < UNFILLED_LOCK_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          continue;
+        }
       } else if (!(await ownerIsGone(file, owner))) {
         throw bitfogError(
           'ELOCKED',
           `the spool is in use by process ${owner.pid} on ${owner.host} since ${owner.started}; wait for it to finish`,
         );
       }
-      // Stale: remove it only if it is still the same stale lock, then retry.
+      if (++takeovers > 3) throw bitfogError('ELOCKED', 'could not take the spool lock (another process keeps taking it)');
+      // Stale: remove it, then try again.
       await fsp.rm(file, { force: true });
     }
-    throw bitfogError('ELOCKED', 'could not take the spool lock (another process keeps taking it)');
   }
 
   async release(): Promise<void> {

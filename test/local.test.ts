@@ -370,23 +370,80 @@ describe('the local backend\'s listing of a large tree (lstat on worker threads)
     await b.close();
   });
 
+  it('fingerprints a tree alike on the workers, on its own thread and while listing it, and not at all when it holds a FIFO', async () => {
+    const { root } = await largeTree();
+    allowLstatWorkersAgain(); // the test before ends with no workers
+    const b = await LocalBackend.open(root, root, { write: false });
+    const listed = async () => {
+      const got: Array<string | undefined> = [];
+      for await (const _ of b.list({ onFingerprint: (f) => got.push(f) })) void _;
+      assert.equal(got.length, 1, 'a listing reports its fingerprint once');
+      return got[0];
+    };
+    try {
+      assert.equal(await b.listingFingerprint(), undefined, 'a FIFO would be skipped: no fingerprint');
+      assert.equal(await listed(), undefined, 'nor from a listing that skipped it');
+      // (The recursive readdir also goes through the symlinks named self: those paths are gone already.)
+      for (const fifo of (await fsp.readdir(root, { recursive: true })).filter((n) => n.endsWith('fifo'))) await fsp.rm(path.join(root, fifo), { force: true });
+
+      const before = lstatBatchesOnWorkers();
+      const onWorkers = await b.listingFingerprint();
+      if (availableParallelism() >= 2) assert.ok(lstatBatchesOnWorkers() > before, 'taken on the workers');
+      assert.match(onWorkers ?? '', /^[0-9a-f]{64}$/);
+      assert.equal(await listed(), onWorkers, 'a listing (on this thread and the workers) reports the same');
+
+      // Workers that end in the middle: their directories are looked at again, here.
+      let ended: Promise<number> | undefined;
+      const interrupted = await b.listingFingerprint({ onListed: (n) => void (n > 1000 && (ended ??= terminateLstatWorkers())) });
+      assert.equal(interrupted, onWorkers, 'the same after the workers ended mid-way');
+      await ended;
+      const workersBefore = lstatBatchesOnWorkers();
+      assert.equal(await b.listingFingerprint(), onWorkers, 'and the same on this thread alone');
+      assert.equal(lstatBatchesOnWorkers(), workersBefore, 'no worker used');
+      allowLstatWorkersAgain();
+
+      // One file's mtime, deep down and past the first 4096 entries, is enough to change it.
+      const deep = 'top #1 %41 ?/dir 12 ü/deeper/and deeper/still ñ/f #259 %?.txt';
+      await fsp.utimes(path.join(root, deep), new Date(0), new Date(1000));
+      const changed = await b.listingFingerprint();
+      assert.notEqual(changed, onWorkers);
+      assert.equal(await listed(), changed);
+    } finally {
+      allowLstatWorkersAgain();
+      await b.close();
+    }
+  });
+
   it('does not keep a process alive with its idle workers', async () => {
+    // A child lists `root` and prints how many entries and how many batches went to workers.
+    const listInChild = (root: string) =>
+      runModuleInChild(
+        [
+          `import { LocalBackend } from ${JSON.stringify(new URL('../src/backends/local/index.ts', import.meta.url).href)};`,
+          `import { lstatBatchesOnWorkers } from ${JSON.stringify(new URL('../src/backends/local/lstat-pool.ts', import.meta.url).href)};`,
+          `const b = await LocalBackend.open(${JSON.stringify(root)}, ${JSON.stringify(root)}, { write: false });`,
+          'let n = 0;',
+          'for await (const _ of b.list()) n++;',
+          'console.log(n, lstatBatchesOnWorkers());',
+        ].join('\n'),
+        30_000,
+      );
     const { root, expected } = await largeTree();
-    const script = [
-      `import { LocalBackend } from ${JSON.stringify(new URL('../src/backends/local/index.ts', import.meta.url).href)};`,
-      `import { lstatBatchesOnWorkers } from ${JSON.stringify(new URL('../src/backends/local/lstat-pool.ts', import.meta.url).href)};`,
-      `const b = await LocalBackend.open(${JSON.stringify(root)}, ${JSON.stringify(root)}, { write: false });`,
-      'let n = 0;',
-      'for await (const _ of b.list()) n++;',
-      'console.log(n, lstatBatchesOnWorkers());',
-    ].join('\n');
     // Under `--input-type=module` (as here), a worker that inherited the flag could not run
     // its plain-JavaScript source: this also checks that the workers do not inherit it.
-    const { code, signal, stdout: out } = await runModuleInChild(script, 30_000);
+    const { code, signal, stdout: out } = await listInChild(root);
     assert.equal(signal, null, 'exited by itself, not killed after 30 s');
     assert.equal(code, 0);
     const [listed, onWorkers] = out.trim().split(' ').map(Number);
     assert.equal(listed, expected.size);
     if (availableParallelism() >= 2) assert.ok(onWorkers! > 0, 'the child listed through workers');
+
+    // Workers started when the backend was opened and never given anything to do.
+    const small = await tempDir('local-small-list');
+    await fsp.writeFile(path.join(small, 'one file'), '1');
+    const unused = await listInChild(small);
+    assert.equal(unused.signal, null, 'exited by itself, not killed after 30 s');
+    assert.equal(unused.code, 0);
+    assert.equal(unused.stdout.trim(), '1 0');
   });
 });

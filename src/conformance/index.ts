@@ -599,6 +599,64 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('fingerprints its listing when it offers listingFingerprint, and the fingerprint follows every change a listing shows', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.listingFingerprint !== 'function') return t.skip('no listingFingerprint offered (optional)');
+        const fingerprint = () => b.listingFingerprint!();
+        const listed = async () => {
+          const got: Array<string | undefined> = [];
+          for await (const _ of b.list({ onFingerprint: (f) => got.push(f) })) void _;
+          assert.equal(got.length, 1, 'a listing reports its fingerprint once');
+          return got[0];
+        };
+        await b.mkdir(p('tree'));
+        await b.mkdir(p('tree/deep #1'));
+        for (const name of names) await writeBuffer(b, p(`tree/${name}`), Buffer.from(name));
+        await writeBuffer(b, p('tree/deep #1/empty'), Buffer.alloc(0));
+        await writeBuffer(b, p('tree/deep #1/same size'), Buffer.from('aaaa'));
+        if (b.capabilities.symlinks) await b.symlink(p('tree/link ü'), '../tree/with space');
+
+        const seen = new Set<string>();
+        const expectNew = async (what: string) => {
+          const now = await fingerprint();
+          assert.equal(typeof now, 'string', `${what}: a clean tree has a fingerprint`);
+          assert.equal(await listed(), now, `${what}: a listing reports what listingFingerprint says`);
+          assert.equal(await fingerprint(), now, `${what}: unchanged, the same again`);
+          assert.ok(!seen.has(now!), `${what}: the fingerprint changed`);
+          seen.add(now!);
+        };
+        await expectNew('first look');
+        // A later mtime tick: some backends keep whole seconds or less.
+        const later = Date.now() + 3_600_000;
+        await writeBuffer(b, p('tree/deep #1/same size'), Buffer.from('bbbb'));
+        await b.setMetadata(p('tree/deep #1/same size'), { mtimeMs: later });
+        await expectNew('a file rewritten at the same size');
+        await writeBuffer(b, p('tree/deep #1/new ?%'), Buffer.from('new'));
+        await expectNew('a file added');
+        await b.remove(p('tree/deep #1/new ?%'));
+        if (b.capabilities.emptyDirectories) {
+          await b.mkdir(p('tree/empty dir'));
+          await expectNew('a file removed, a directory added');
+        }
+        if (b.capabilities.atomicRename) {
+          await b.rename(p('tree/deep #1/empty'), p('tree/deep #1/empty, renamed'));
+          await expectNew('a file renamed');
+        }
+        if (b.capabilities.symlinks) {
+          await b.remove(p('tree/link ü'));
+          await b.symlink(p('tree/link ü'), '../tree/hash#tag');
+          await expectNew('a symlink pointed elsewhere');
+        }
+        if (b.capabilities.modes) {
+          await b.setMetadata(p('tree/hash#tag'), { mode: 0o600 });
+          await expectNew('a mode changed');
+        }
+      } finally {
+        await b.close();
+      }
+    });
+
     it('declares sane capabilities', async () => {
       const b = await open();
       try {

@@ -13,6 +13,7 @@
  * A large streamed write only starts the disk's work early (WRITE_BEHIND_BYTES).
  */
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   closeSync,
   constants as C,
@@ -38,6 +39,7 @@ import type {
   Capabilities,
   Destination,
   Entry,
+  FingerprintOptions,
   ListOptions,
   Metadata,
   OpenFile,
@@ -48,7 +50,21 @@ import type {
   WriteOptions,
 } from '../../core/types.ts';
 import { chunksOf, writeFully } from '../../core/streams.ts';
-import { lstatWorkersAvailable, type StatBatch, statInWorkers, StatKind, statNames } from './lstat-pool.ts';
+import {
+  combineDirectoryDigests,
+  type DirectoryFingerprint,
+  directoryDigestLine,
+  fingerprintDirectory,
+  fingerprintInWorkers,
+  hashSlice,
+  LOCAL_FINGERPRINT,
+  lstatWorkersAvailable,
+  startLstatWorkers,
+  type StatBatch,
+  statInWorkers,
+  StatKind,
+  statNames,
+} from './lstat-pool.ts';
 
 export const localCapabilities: Capabilities = {
   atomicRename: true,
@@ -84,6 +100,8 @@ const LISTED_IN_THREAD = 4096;
 const NAMES_PER_BATCH = 256;
 /** Directories read (and their names sent for lstat) ahead of the one being listed. */
 const DIRECTORIES_AHEAD = 16;
+/** Directories on the workers at once while taking a listing's fingerprint. */
+const FINGERPRINT_DIRECTORIES_OUT = 16;
 /** What node:fs functions statNames calls on this thread. */
 const LOCAL_STAT = { lstatSync, readlinkSync };
 
@@ -229,6 +247,9 @@ export class LocalBackend implements Destination {
       if (err.code === 'ENOENT') throw bitfogError('ENOENT', `${url} does not exist`, { cause: e });
       throw err;
     }
+    // Nearly every use of a local tree lists it: its lstat workers start now, alongside
+    // whatever the caller does before listing (see startLstatWorkers).
+    startLstatWorkers();
     const procFd = await fsp.access('/proc/self/fd').then(() => true, () => false);
     // Plain paths are shown (and cached under) their absolute form: "./data" means different
     // trees from different directories.
@@ -254,11 +275,19 @@ export class LocalBackend implements Destination {
 
   /** The entries of `list`, one directory's worth at a time. */
   async *#listDirectories(options: ListOptions): AsyncGenerator<Entry[]> {
-    const { signal, onSkip } = options;
+    const { signal, onFingerprint } = options;
     const rootStat = await fsp.stat(this.#root).catch((e) => {
       throw toBitfogError(e, `cannot list ${this.url}`);
     });
     if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
+    startLstatWorkers();
+    // The listing's fingerprint (see listingFingerprint), when asked for: each directory's
+    // slices hashed as they are listed; nothing once anything was skipped.
+    let fingerprintLines: string[] | undefined = onFingerprint ? [] : undefined;
+    const onSkip: ListOptions['onSkip'] = (p, reason) => {
+      fingerprintLines = undefined;
+      options.onSkip?.(p, reason);
+    };
     const pending: RelPath[] = ['' as RelPath];
     // Directories already read whose names are being stat'ed on worker threads (see
     // lstat-pool.ts). Only the order of `pending` decides what is yielded when, so a
@@ -279,10 +308,11 @@ export class LocalBackend implements Destination {
       ahead.delete(dir);
       if ('error' in read) {
         if (dir === '') throw toBitfogError(read.error, `cannot list ${this.url}`);
-        onSkip?.(dir, `unreadable directory (${toBitfogError(read.error).message})`);
+        onSkip(dir, `unreadable directory (${toBitfogError(read.error).message})`);
         continue;
       }
       const entries: Entry[] = [];
+      const dirHash = fingerprintLines && createHash('sha256');
       for (let b = 0; b < read.slices.length; b++) {
         const names = read.slices[b]!;
         dispatchBatches(read, b + 1 + BATCHES_AHEAD);
@@ -294,13 +324,17 @@ export class LocalBackend implements Destination {
           batch = statNames(LOCAL_STAT, read.dirPath, names);
           sinceBreak += names.length;
         }
+        if (dirHash) hashSlice(dirHash, names, batch);
         for (let i = 0; i < names.length; i++) {
           const kind = batch.kinds[i]!;
-          if (kind === StatKind.Vanished) continue; // gone since readdir: simply not part of this listing
+          if (kind === StatKind.Vanished) {
+            fingerprintLines = undefined; // fingerprintDirectory gives up on it too
+            continue; // gone since readdir: simply not part of this listing
+          }
           const p = childPath(dir, names[i]!);
-          if (kind === StatKind.StatFailed) onSkip?.(p, `cannot stat (${toBitfogError(nativeError(batch.errors[i])).message})`);
-          else if (kind === StatKind.LinkUnreadable) onSkip?.(p, `cannot read symlink (${toBitfogError(nativeError(batch.errors[i])).message})`);
-          else if (kind === StatKind.Special) onSkip?.(p, `not a regular file, symlink or directory`);
+          if (kind === StatKind.StatFailed) onSkip(p, `cannot stat (${toBitfogError(nativeError(batch.errors[i])).message})`);
+          else if (kind === StatKind.LinkUnreadable) onSkip(p, `cannot read symlink (${toBitfogError(nativeError(batch.errors[i])).message})`);
+          else if (kind === StatKind.Special) onSkip(p, `not a regular file, symlink or directory`);
           else {
             const entry = entryFromBatch(p, batch, i);
             if (kind === StatKind.Directory) pending.push(p);
@@ -315,8 +349,72 @@ export class LocalBackend implements Destination {
           throwIfAborted(signal);
         }
       }
+      if (dirHash) fingerprintLines?.push(directoryDigestLine(dir, dirHash.digest('hex')));
       yield entries;
     }
+    onFingerprint?.(fingerprintLines && combineDirectoryDigests(fingerprintLines));
+  }
+
+  /**
+   * The fingerprint of what `list` would yield now (see Source.listingFingerprint): the
+   * same directory digests a listing makes, each made whole on a worker thread (read,
+   * lstat, hash), so this thread only hands out directories. About twice as fast as
+   * listing the tree, and the reason `builddb` of an unchanged tree costs little more than
+   * `find` over it.
+   */
+  async listingFingerprint(options: FingerprintOptions = {}): Promise<string | undefined> {
+    const { signal, onListed } = options;
+    const rootStat = await fsp.stat(this.#root).catch((e) => {
+      throw toBitfogError(e, `cannot list ${this.url}`);
+    });
+    if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
+    startLstatWorkers();
+    const lines: string[] = [];
+    const waiting: RelPath[] = ['' as RelPath];
+    const inFlight = new Set<Promise<void>>();
+    let listed = 0;
+    let clean = true;
+    const visit = (dir: RelPath, found: DirectoryFingerprint) => {
+      listed += found.entries;
+      if (found.digest === undefined) {
+        clean = false;
+        return;
+      }
+      lines.push(directoryDigestLine(dir, found.digest));
+      for (const name of found.subdirs) waiting.push(childPath(dir, name));
+    };
+    while (clean && (waiting.length > 0 || inFlight.size > 0)) {
+      throwIfAborted(signal);
+      if (!lstatWorkersAvailable()) {
+        // No workers (one core, or one failed): the same work on this thread.
+        if (inFlight.size > 0) await Promise.allSettled(inFlight);
+        const dir = waiting.pop();
+        if (dir === undefined) continue;
+        visit(dir, fingerprintDirectory(LOCAL_FINGERPRINT, this.localPath(dir), NAMES_PER_BATCH));
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      while (waiting.length > 0 && inFlight.size < FINGERPRINT_DIRECTORIES_OUT) {
+        const dir = waiting.pop()!;
+        const job: Promise<void> = fingerprintInWorkers(this.localPath(dir), NAMES_PER_BATCH).then(
+          (found) => {
+            inFlight.delete(job);
+            visit(dir, found);
+          },
+          () => {
+            inFlight.delete(job);
+            waiting.push(dir); // its worker failed: looked at again, on this thread
+          },
+        );
+        inFlight.add(job);
+      }
+      const before = listed;
+      await Promise.race(inFlight);
+      if (Math.floor(listed / 1000) !== Math.floor(before / 1000)) onListed?.(listed);
+    }
+    if (inFlight.size > 0) await Promise.allSettled(inFlight);
+    onListed?.(listed);
+    return clean ? combineDirectoryDigests(lines) : undefined;
   }
 
   /**

@@ -18,6 +18,8 @@
  * do not exist in a worker). So an entry is built from the same arithmetic wherever its
  * lstat ran.
  */
+import type { Hash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import * as fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -49,6 +51,11 @@ export interface StatBatch {
   nums: Float64Array;
   /** Version token of each listed name: `size:mtimeNs:ctimeNs:ino:dev`. */
   versions: Array<string | undefined>;
+  /**
+   * Six numbers per name, what lstat said, from which every field but the link target is
+   * computed: mode (with the file type), size, mtimeNs, ctimeNs, ino, dev.
+   */
+  stamps: BigInt64Array;
   /** Link target of each symlink. */
   targets: Array<string | undefined>;
   errors: Array<NativeErrorInfo | undefined>;
@@ -62,13 +69,15 @@ export interface StatFunctions {
 
 /**
  * lstat (and readlink, for symlinks) of `dir/name` for each name; `dir` '' takes names as
- * whole paths. Never throws: failures are recorded per name. See the top of this file for
- * the rules this function's body follows.
+ * whole paths. Never throws: failures are recorded per name. Without `forEntries`, only
+ * kinds, stamps, targets and errors are filled (what a fingerprint needs). See the top of
+ * this file for the rules this function's body follows.
  */
-export function statNames(fns: StatFunctions, dir: string, names: readonly string[]): StatBatch {
+export function statNames(fns: StatFunctions, dir: string, names: readonly string[], forEntries = true): StatBatch {
   const n = names.length;
   const kinds = new Uint8Array(n);
-  const nums = new Float64Array(4 * n);
+  const nums = new Float64Array(forEntries ? 4 * n : 0);
+  const stamps = new BigInt64Array(6 * n);
   const versions: Array<string | undefined> = new Array(n);
   const targets: Array<string | undefined> = new Array(n);
   const errors: Array<NativeErrorInfo | undefined> = new Array(n);
@@ -99,6 +108,13 @@ export function statNames(fns: StatFunctions, dir: string, names: readonly strin
     }
     const mtimeNs = st.mtimeNs;
     const ctimeNs = st.ctimeNs;
+    stamps[6 * i] = st.mode;
+    stamps[6 * i + 1] = st.size;
+    stamps[6 * i + 2] = mtimeNs;
+    stamps[6 * i + 3] = ctimeNs;
+    stamps[6 * i + 4] = st.ino;
+    stamps[6 * i + 5] = st.dev;
+    if (!forEntries) continue;
     nums[4 * i] = kind === 3 ? 0 : Number(st.size);
     nums[4 * i + 1] = Number(st.mode) & 0o7777;
     nums[4 * i + 2] = Number(mtimeNs / 1000n) / 1000;
@@ -107,24 +123,121 @@ export function statNames(fns: StatFunctions, dir: string, names: readonly strin
     // matters when 100k of them stay in memory for a whole snapshot.
     versions[i] = [st.size, mtimeNs, ctimeNs, st.ino, st.dev].join(':');
   }
-  return { kinds, nums, versions, targets, errors };
+  return { kinds, nums, versions, targets, errors, stamps };
 }
+
+/**
+ * Feeds one slice of a directory's names, and what statNames found for them, into `hash`:
+ * every value an entry of the listing is built from (the stamps, from which the rest is
+ * computed; the directory's path is added by the caller). A listing and
+ * fingerprintDirectory both hash this way, so an unchanged tree hashes to the same bytes
+ * whichever of them looked at it. (Rules of statNames.)
+ */
+export function hashSlice(hash: Hash, names: readonly string[], batch: StatBatch): void {
+  // No name or link target holds a NUL, so NUL-terminated lists cannot run into each
+  // other; the kinds tell which names have a target.
+  hash.update(names.join('\0') + '\0');
+  hash.update(batch.kinds);
+  hash.update(new Uint8Array(batch.stamps.buffer, batch.stamps.byteOffset, batch.stamps.byteLength));
+  hash.update(batch.targets.join('\0') + '\0');
+}
+
+/** What fingerprintDirectory found in one directory. */
+export interface DirectoryFingerprint {
+  /** SHA-256 (hex) of its slices (hashSlice); undefined when a listing would skip something in it. */
+  digest: string | undefined;
+  /** Names of its subdirectories. */
+  subdirs: string[];
+  /** How many names it holds. */
+  entries: number;
+}
+
+/** What fingerprintDirectory calls: node:fs and node:crypto's parts, and this file's shared functions. */
+export interface FingerprintFunctions extends StatFunctions {
+  readdirSync: typeof fs.readdirSync;
+  createHash: typeof crypto.createHash;
+  statNames: typeof statNames;
+  hashSlice: typeof hashSlice;
+}
+
+/**
+ * Reads the directory `dirPath`, stats its names in slices of `sliceSize` (as a listing
+ * does) and hashes them as a listing does. Gives up (digest undefined) at the first thing
+ * a listing would skip or leave out: a name that did not decode as UTF-8 cleanly, a name
+ * gone since readdir, a special file, a failed lstat or readlink, an unreadable directory.
+ * (Rules of statNames.)
+ */
+export function fingerprintDirectory(fns: FingerprintFunctions, dirPath: string, sliceSize: number): DirectoryFingerprint {
+  const subdirs: string[] = [];
+  let names: string[];
+  try {
+    names = fns.readdirSync(dirPath);
+  } catch {
+    return { digest: undefined, subdirs, entries: 0 };
+  }
+  const hash = fns.createHash('sha256');
+  for (let at = 0; at < names.length; at += sliceSize) {
+    const slice = names.length <= sliceSize ? names : names.slice(at, at + sliceSize);
+    const batch = fns.statNames(fns, dirPath, slice, false);
+    for (let i = 0; i < slice.length; i++) {
+      const kind = batch.kinds[i];
+      if (kind !== 1 && kind !== 2 && kind !== 3) return { digest: undefined, subdirs, entries: names.length };
+      if (slice[i]!.includes('\uFFFD')) return { digest: undefined, subdirs, entries: names.length };
+      if (kind === 3) subdirs.push(slice[i]!);
+    }
+    fns.hashSlice(hash, slice, batch);
+  }
+  return { digest: hash.digest('hex'), subdirs, entries: names.length };
+}
+
+/**
+ * The fingerprint of a whole listing from its directories' digests, keyed by their paths:
+ * sorted first, so the order in which directories were looked at does not matter.
+ */
+export function combineDirectoryDigests(digests: string[]): string {
+  const h = crypto.createHash('sha256').update('bitfog listing 1\n');
+  for (const line of digests.sort()) h.update(line + '\n');
+  return h.digest('hex');
+}
+
+/** One line of combineDirectoryDigests' input. */
+export function directoryDigestLine(dir: string, digest: string): string {
+  return `${dir}\0${digest}`;
+}
+
+/** The fingerprint functions of this thread. */
+export const LOCAL_FINGERPRINT: FingerprintFunctions = {
+  lstatSync: fs.lstatSync,
+  readlinkSync: fs.readlinkSync,
+  readdirSync: fs.readdirSync,
+  createHash: crypto.createHash,
+  statNames,
+  hashSlice,
+};
 
 /** Plain JavaScript, so that a worker needs no TypeScript loader. */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
-const fns = require('node:fs');
+const { lstatSync, readlinkSync, readdirSync } = require('node:fs');
+const { createHash } = require('node:crypto');
 const statNames = ${statNames.toString()};
+const hashSlice = ${hashSlice.toString()};
+const fingerprintDirectory = ${fingerprintDirectory.toString()};
+const fns = { lstatSync, readlinkSync, readdirSync, createHash, statNames, hashSlice };
 parentPort.on('message', (m) => {
+  if (m.sliceSize !== undefined) {
+    parentPort.postMessage({ id: m.id, result: fingerprintDirectory(fns, m.dir, m.sliceSize) });
+    return;
+  }
   const b = statNames(fns, m.dir, m.names);
-  parentPort.postMessage({ id: m.id, batch: b }, [b.kinds.buffer, b.nums.buffer]);
+  parentPort.postMessage({ id: m.id, result: b }, [b.kinds.buffer, b.nums.buffer, b.stamps.buffer]);
 });
 `;
 
 interface StatWorker {
   readonly worker: Worker;
   /** Outstanding batches by id. */
-  readonly jobs: Map<number, { resolve: (b: StatBatch) => void; reject: (e: Error) => void }>;
+  readonly jobs: Map<number, { resolve: (result: never) => void; reject: (e: Error) => void }>;
 }
 
 /** Workers started, at most WORKERS_MAX; idle ones stay (unreferenced) for the next listing. */
@@ -165,14 +278,37 @@ export function lstatWorkersAvailable(): boolean {
  * on its own thread); after such a failure lstatWorkersAvailable() is false.
  */
 export function statInWorkers(dir: string, names: readonly string[]): Promise<StatBatch> {
+  return onWorker<StatBatch>({ dir, names });
+}
+
+/**
+ * fingerprintDirectory on a worker thread. Rejects when the worker fails; after such a
+ * failure lstatWorkersAvailable() is false.
+ */
+export function fingerprintInWorkers(dir: string, sliceSize: number): Promise<DirectoryFingerprint> {
+  return onWorker<DirectoryFingerprint>({ dir, sliceSize });
+}
+
+function onWorker<T>(message: { dir: string; names?: readonly string[]; sliceSize?: number }): Promise<T> {
   const w = leastLoaded();
   const id = nextJob++;
-  return new Promise<StatBatch>((resolve, reject) => {
+  return new Promise<T>((resolve, reject) => {
     if (w.jobs.size === 0) w.worker.ref(); // the caller waits on it: keep the process alive
-    w.jobs.set(id, { resolve, reject });
+    w.jobs.set(id, { resolve: resolve as (result: never) => void, reject });
     mostInFlight = Math.max(mostInFlight, batchesOut());
-    w.worker.postMessage({ id, dir, names });
+    w.worker.postMessage({ id, ...message });
   });
+}
+
+/**
+ * Starts the workers a listing may use, so that they are ready when it hands them its
+ * first batch (a worker takes about as long to start as the listing takes to reach that
+ * point on its own). Idle workers hold nothing: a small listing that never uses them
+ * leaves them unreferenced, and the process exits as if they were not there.
+ */
+export function startLstatWorkers(): void {
+  if (!lstatWorkersAvailable()) return;
+  while (workers.length < WORKERS_MAX) startWorker();
 }
 
 function leastLoaded(): StatWorker {
@@ -188,14 +324,13 @@ function startWorker(): StatWorker {
   const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
   const w: StatWorker = { worker, jobs: new Map() };
   workers.push(w);
-  worker.unref();
-  worker.on('message', (m: { id: number; batch: StatBatch }) => {
+  worker.on('message', (m: { id: number; result: never }) => {
     const job = w.jobs.get(m.id);
     if (!job) return;
     w.jobs.delete(m.id);
     answered++;
     if (w.jobs.size === 0) w.worker.unref(); // idle: never the reason the process stays up
-    job.resolve(m.batch);
+    job.resolve(m.result);
   });
   const fail = (err: Error) => {
     broken = true;
@@ -207,6 +342,8 @@ function startWorker(): StatWorker {
   };
   worker.on('error', fail);
   worker.on('exit', (code) => fail(new Error(`lstat worker stopped (exit code ${code})`)));
+  // After the listeners: adding a 'message' listener refs the worker again.
+  worker.unref();
   return w;
 }
 

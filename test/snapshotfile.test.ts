@@ -3,6 +3,7 @@
  * skip work, but what it writes must be the database a full build would write.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -12,6 +13,10 @@ import type { RelPath } from '../src/core/paths.ts';
 import { sqlite } from '../src/core/sqlite.ts';
 import { writeSnapshotFile } from '../src/core/snapshotfile.ts';
 import type { Entry } from '../src/core/types.ts';
+import { LocalBackend } from '../src/backends/local/index.ts';
+import { takeSnapshot } from '../src/core/snapshot.ts';
+import { bitfogOk } from './helpers/cli.ts';
+import { makeTree } from './helpers/tree.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 const H = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
@@ -91,6 +96,95 @@ describe('snapshot files', () => {
     const after = await contents(db);
     assert.equal(after.entries.find((e) => e.path === 'new ü')!.hash, H(3), 'the edit is replaced by the snapshot');
     assert.equal(after.takenAt, '2026-01-01T00:00:02.000Z');
+  });
+});
+
+describe('builddb of an unchanged tree', () => {
+  const settle = () => new Promise((r) => setTimeout(r, RACY_WINDOW_MS + 200));
+
+  it('is seen from the listing alone: only the timestamps renewed, the rows those of a full build', async () => {
+    const dir = await tempDir('builddb-unchanged');
+    const tree = path.join(dir, 'site a');
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    await makeTree(tree, {
+      'näme with\nnewline': 'one',
+      'hash#/100%/what?': 'two',
+      'deep/er/and/deeper/empty': '',
+      'deep/same size': 'aaaa',
+      'link': { symlink: 'deep/same size' },
+      'empty dir': { dir: true },
+    });
+    const db = path.join(dir, 'snap.db');
+    const builddb = async (...extra: string[]) => (await bitfogOk(['builddb', tree, db, ...extra], { env })).stdout;
+    const unchanged = /\(unchanged\)/;
+    const hashOf = async (p: string) => (await contents(db)).entries.find((e) => e.path === p)!.hash;
+
+    // Hashed within the racy window of their last change: not to be trusted from the
+    // listing next time, so that rescan looks at the files (and trusts them, now older).
+    assert.doesNotMatch(await builddb(), unchanged);
+    await settle();
+    assert.doesNotMatch(await builddb(), unchanged);
+    const full = await contents(db);
+    const again = await builddb();
+    assert.match(again, unchanged);
+    assert.match(again, /builddb: 12 entries, 10 B in /);
+    const refreshed = await contents(db);
+    assert.equal(refreshed.integrity, 'ok');
+    assert.ok(refreshed.takenAt > full.takenAt, 'a new time of taking');
+    assert.notEqual(refreshed.createdAt, full.createdAt);
+    assert.deepEqual({ ...refreshed, takenAt: '', createdAt: '' }, { ...full, takenAt: '', createdAt: '' });
+    const fresh = path.join(dir, 'fresh.db');
+    await bitfogOk(['builddb', tree, fresh, '--no-cache'], { env });
+    assert.deepEqual({ ...(await contents(db)), takenAt: '', createdAt: '' }, { ...(await contents(fresh)), takenAt: '', createdAt: '' }, 'the rows a build without any cache writes');
+    assert.doesNotMatch(await builddb('--no-cache'), unchanged, 'without the cache, always in full');
+
+    // Same size, new content, mtime put back: the listing still differs (ctime).
+    const sameSize = path.join(tree, 'deep/same size');
+    const { mtime } = await fsp.stat(sameSize);
+    await fsp.writeFile(sameSize, 'bbbb');
+    await fsp.utimes(sameSize, mtime, mtime);
+    assert.doesNotMatch(await builddb(), unchanged);
+    assert.equal(await hashOf('deep/same size'), `sha256:${createHash('sha256').update('bbbb').digest('hex')}`);
+    // That file was hashed just after its change: the next rescan looks at it again.
+    assert.doesNotMatch(await builddb(), unchanged);
+    await settle();
+    assert.doesNotMatch(await builddb(), unchanged);
+    assert.match(await builddb(), unchanged);
+
+    // The database edited by someone: built again in full, the edit undone.
+    const m = await Manifest.load(db);
+    m.db.run(`UPDATE entries SET hash = ? WHERE path = 'deep/same size'`, [H(9)]);
+    await m.save(db);
+    m.close();
+    assert.doesNotMatch(await builddb(), unchanged);
+    assert.equal(await hashOf('deep/same size'), `sha256:${createHash('sha256').update('bbbb').digest('hex')}`);
+    assert.match(await builddb(), unchanged);
+
+    // Another database of the same tree has a record of its own.
+    const other = path.join(dir, 'other.db');
+    assert.doesNotMatch((await bitfogOk(['builddb', tree, other], { env })).stdout, unchanged);
+  });
+
+  it('takes a snapshot that carries the listing\'s fingerprint only when every hash in it would be trusted again', async () => {
+    const dir = await tempDir('snapshot-fingerprint');
+    await makeTree(dir, { 'a b': 'x', 'c/d #1': 'yy', 'c/empty': '' });
+    const b = await LocalBackend.open(dir, dir, { write: false });
+    try {
+      const cache = HashCache.memory();
+      const racy = await takeSnapshot(b, { side: 'source', cache });
+      assert.equal(racy.fingerprint, undefined, 'files hashed within the racy window of their change');
+      assert.equal((await takeSnapshot(b, { side: 'source', cache })).fingerprint, undefined, 'hashed again, still too soon after the change');
+      await settle();
+      // The cache does not trust those hashes: they are taken again, now long enough after the change.
+      const settled = await takeSnapshot(b, { side: 'source', cache });
+      assert.match(settled.fingerprint ?? '', /^[0-9a-f]{64}$/);
+      assert.equal(settled.fingerprint, await b.listingFingerprint());
+      assert.equal((await takeSnapshot(b, { side: 'source', cache })).fingerprint, settled.fingerprint, 'and from the cache alone');
+      const partial = await takeSnapshot(b, { side: 'source', cache: HashCache.memory(), wantHash: (e) => e.path !== 'a b' });
+      assert.equal(partial.fingerprint, undefined, 'a file left unhashed');
+    } finally {
+      await b.close();
+    }
   });
 });
 

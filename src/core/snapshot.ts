@@ -42,6 +42,13 @@ export interface SnapshotResult {
   skipped: Array<{ path: string; reason: string }>;
   /** bitfog temporary files found (leftovers of an interrupted store). */
   tempFiles: RelPath[];
+  /**
+   * The listing's fingerprint (Source.listingFingerprint), when the backend gave one and the
+   * snapshot follows from it and the cached hashes alone: nothing skipped, and every hash
+   * one that a rescan would take from the cache as it is (none too recent to trust). A tree
+   * that later has the same fingerprint has this very snapshot.
+   */
+  fingerprint?: string;
 }
 
 export async function takeSnapshot(backend: Source, options: SnapshotOptions): Promise<SnapshotResult> {
@@ -50,6 +57,9 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
   const skipped: Array<{ path: string; reason: string }> = [];
   const tempFiles: RelPath[] = [];
   const takenAt = new Date().toISOString();
+  let fingerprint: string | undefined;
+  // Whether every hash is as a later rescan would find it in the cache (see SnapshotResult.fingerprint).
+  let settled = true;
 
   // A file's hash is looked up (backend, empty, known, cache) as soon as it is listed: a
   // local listing waits on its lstat workers, and the lookups fill that wait instead of
@@ -76,7 +86,8 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
     entry.hash = undefined;
     return false;
   };
-  for await (const entry of backend.list({ signal, onSkip: (path, reason) => skipped.push({ path, reason }) })) {
+  const listing = backend.list({ signal, onSkip: (path, reason) => skipped.push({ path, reason }), onFingerprint: (f) => (fingerprint = f) });
+  for await (const entry of listing) {
     if (isTempPath(entry.path)) {
       if (entry.kind !== 'directory') tempFiles.push(entry.path);
       continue;
@@ -106,6 +117,7 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
     toHash.push(entry);
     toHashBytes += entry.size;
   }
+  if (toHash.length < unresolved.length) settled = false; // some files left unhashed
   onProgress?.({ type: 'scanned', side, url: backend.url, entries: entries.size, toHash: toHash.length, toHashBytes });
 
   let files = 0;
@@ -128,12 +140,16 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
           }
           entry.hash = hash;
           cache.record(entry, hash, startedAt);
+          // Hashed too soon after its last change: the next rescan hashes it again.
+          if (entry.changedAtMs === undefined || startedAt - entry.changedAtMs < RACY_WINDOW_MS) settled = false;
         } catch (e) {
           const err = toBitfogError(e, `cannot hash ${JSON.stringify(entry.path)}`, entry.path);
           if (err.code === 'EABORTED') throw err;
           if (err.code === 'ENOENT') {
-            // Deleted since it was listed: it is not part of this snapshot.
+            // Deleted since it was listed: it is not part of this snapshot (nor, then, is
+            // the snapshot what the listing's fingerprint stands for).
             entries.delete(entry.path);
+            settled = false;
             return;
           }
           if (err.code === 'EACCES' || err.code === 'EISDIR' || err.code === 'EOPNOTSUPP') {
@@ -151,5 +167,7 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
   cache.retainOnly((p) => entries.has(p));
   await cache.save();
   onProgress?.({ type: 'scan', side, url: backend.url, entries: entries.size });
-  return { snapshot: { url: backend.url, takenAt, entries }, skipped, tempFiles };
+  const result: SnapshotResult = { snapshot: { url: backend.url, takenAt, entries }, skipped, tempFiles };
+  if (fingerprint !== undefined && settled && skipped.length === 0) result.fingerprint = fingerprint;
+  return result;
 }

@@ -12,6 +12,11 @@
  * so each record keeps its size and layout, and the header's change counter is advanced as
  * SQLite does on every commit. Anything else (a changed tree, the file edited or replaced
  * by anyone, no record) builds the file from scratch.
+ *
+ * When the snapshot followed from its listing alone (see SnapshotResult.fingerprint), the
+ * record also keeps the listing's fingerprint, and the next `builddb` first takes only the
+ * fingerprint of the tree (refreshUnchangedSnapshotFile): the same fingerprint means the
+ * same snapshot, so the file gets its new timestamps without a snapshot being taken at all.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -34,11 +39,25 @@ interface WrittenRecord {
   /** Offsets in the file of the text of snapshots.taken_at and of meta created_at. */
   takenAtOffset: number;
   createdAtOffset: number;
+  /** SnapshotResult.fingerprint of the snapshot written, when it had one. */
+  fingerprint?: string;
+  /** Entries of that snapshot, and the bytes of its files (for builddb's summary). */
+  entries?: number;
+  bytes?: number;
 }
 
 export interface WriteSnapshotFileOptions {
   /** Where to remember what was written (the hash cache directory); none: always build. */
   cacheDir?: string;
+  /** SnapshotResult.fingerprint, to be remembered with what was written. */
+  fingerprint?: string;
+}
+
+/** What a snapshot file refreshed by refreshUnchangedSnapshotFile holds. */
+export interface UnchangedSnapshotFile {
+  entries: number;
+  /** Bytes of its files. */
+  bytes: number;
 }
 
 /**
@@ -61,12 +80,7 @@ export async function writeSnapshotFile(
   if (reused) {
     bytes = previous.bytes;
     offsets = { takenAtOffset: previous.record.takenAtOffset, createdAtOffset: previous.record.createdAtOffset };
-    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(snapshot.takenAt, offsets.takenAtOffset, 'latin1');
-    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).write(createdAt, offsets.createdAtOffset, 'latin1');
-    const header = new DataView(bytes.buffer, bytes.byteOffset, 100);
-    const counter = (header.getUint32(CHANGE_COUNTER_OFFSET) + 1) >>> 0;
-    header.setUint32(CHANGE_COUNTER_OFFSET, counter);
-    header.setUint32(VERSION_VALID_FOR_OFFSET, counter);
+    stampTimes(bytes, offsets, snapshot.takenAt, createdAt);
   } else {
     // created_at is written once: a replaced value could linger in the page's free space.
     const manifest = await Manifest.create({ createdAt });
@@ -80,22 +94,80 @@ export async function writeSnapshotFile(
     if (recordFile) offsets = timestampOffsets(bytes, snapshot.takenAt, createdAt);
   }
   await writeFileAtomic(file, bytes);
-  if (reused) {
-    // The record stands as it is: same digest, same offsets, and the masked hash leaves out
-    // exactly what was replaced.
+  if (reused && previous.record.fingerprint === options.fingerprint) {
+    // The record stands as it is: same digest, same offsets, same fingerprint, and the
+    // masked hash leaves out exactly what was replaced.
   } else if (recordFile && offsets) {
-    // Only an accelerator, so not synced: a record lost or torn in a crash, or one that
-    // cannot be written, costs a full build next time. A stale one never matches the file.
-    const record: WrittenRecord = { file: maskedHash(bytes, offsets), digest, ...offsets };
-    const tmp = `${recordFile}.${process.pid}.tmp`;
-    await fsp
-      .mkdir(path.dirname(recordFile), { recursive: true })
-      .then(() => fsp.writeFile(tmp, JSON.stringify(record)))
-      .then(() => fsp.rename(tmp, recordFile))
-      .catch(() => fsp.rm(tmp, { force: true }).catch(() => {}));
+    const record: WrittenRecord = { file: reused ? previous.record.file : maskedHash(bytes, offsets), digest, ...offsets };
+    if (options.fingerprint !== undefined) {
+      let files = 0;
+      for (const e of snapshot.entries.values()) if (e.kind === 'file') files += e.size;
+      Object.assign(record, { fingerprint: options.fingerprint, entries: snapshot.entries.size, bytes: files });
+    }
+    await writeRecord(recordFile, record);
   } else if (recordFile) {
     await fsp.rm(recordFile, { force: true }).catch(() => {});
   }
+}
+
+/**
+ * builddb's shortcut for an unchanged tree (see the top of this file). When the record of
+ * `file` holds a listing fingerprint, `fingerprint()` (taken now) is the same, and `file`
+ * still holds exactly what was written: the file gets the timestamps of a snapshot taken
+ * now, and what it holds is told from the record. Otherwise undefined, and nothing is
+ * written: the caller takes the snapshot. Throws what fingerprint() and writing throw.
+ */
+export async function refreshUnchangedSnapshotFile(
+  file: string,
+  url: string,
+  fingerprint: () => Promise<string | undefined>,
+  options: { cacheDir: string },
+): Promise<UnchangedSnapshotFile | undefined> {
+  const takenAt = new Date().toISOString();
+  const record = await readRecord(recordPath(options.cacheDir, url, file));
+  if (!record || typeof record.fingerprint !== 'string' || !Number.isSafeInteger(record.entries) || !Number.isSafeInteger(record.bytes)) return undefined;
+  // The file is read and checked while the fingerprint is taken: that keeps other threads
+  // busy, and this one is free.
+  const [now, bytes] = await Promise.all([fingerprint(), verifiedBytes(file, record)]);
+  if (now !== record.fingerprint) return undefined;
+  const createdAt = new Date().toISOString();
+  if (!bytes || takenAt.length !== TIMESTAMP_LENGTH || createdAt.length !== TIMESTAMP_LENGTH) return undefined;
+  stampTimes(bytes, record, takenAt, createdAt);
+  await writeFileAtomic(file, bytes);
+  return { entries: record.entries!, bytes: record.bytes! };
+}
+
+/**
+ * Writes the two timestamps into a snapshot file's bytes and advances the header's change
+ * counter, as SQLite does on every commit.
+ */
+function stampTimes(bytes: Uint8Array, offsets: { takenAtOffset: number; createdAtOffset: number }, takenAt: string, createdAt: string): void {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  buf.write(takenAt, offsets.takenAtOffset, 'latin1');
+  buf.write(createdAt, offsets.createdAtOffset, 'latin1');
+  const header = new DataView(bytes.buffer, bytes.byteOffset, 100);
+  const counter = (header.getUint32(CHANGE_COUNTER_OFFSET) + 1) >>> 0;
+  header.setUint32(CHANGE_COUNTER_OFFSET, counter);
+  header.setUint32(VERSION_VALID_FOR_OFFSET, counter);
+}
+
+async function readRecord(recordFile: string): Promise<WrittenRecord | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(recordFile, 'utf8')) as WrittenRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeRecord(recordFile: string, record: WrittenRecord): Promise<void> {
+  // Only an accelerator, so not synced: a record lost or torn in a crash, or one that
+  // cannot be written, costs a full build next time. A stale one never matches the file.
+  const tmp = `${recordFile}.${process.pid}.tmp`;
+  await fsp
+    .mkdir(path.dirname(recordFile), { recursive: true })
+    .then(() => fsp.writeFile(tmp, JSON.stringify(record)))
+    .then(() => fsp.rename(tmp, recordFile))
+    .catch(() => fsp.rm(tmp, { force: true }).catch(() => {}));
 }
 
 /**
@@ -117,11 +189,16 @@ function timestampOffsets(bytes: Uint8Array, takenAt: string, createdAt: string)
 
 /** The bytes of `file` when they are exactly what we wrote there with this digest. */
 async function reusable(file: string, recordFile: string, digest: string): Promise<{ bytes: Buffer; record: WrittenRecord } | undefined> {
-  let record: WrittenRecord;
+  const record = await readRecord(recordFile);
+  if (record?.digest !== digest) return undefined;
+  const bytes = await verifiedBytes(file, record);
+  return bytes && { bytes, record };
+}
+
+/** The bytes of `file` when they are exactly what `record` says was written there. */
+async function verifiedBytes(file: string, record: WrittenRecord): Promise<Buffer | undefined> {
   let bytes: Buffer;
   try {
-    record = JSON.parse(await fsp.readFile(recordFile, 'utf8')) as WrittenRecord;
-    if (record.digest !== digest) return undefined;
     bytes = await fsp.readFile(file);
   } catch {
     return undefined;
@@ -129,7 +206,7 @@ async function reusable(file: string, recordFile: string, digest: string): Promi
   const inside = (at: unknown) => Number.isSafeInteger(at) && (at as number) >= 100 && (at as number) + TIMESTAMP_LENGTH <= bytes.length;
   if (!inside(record.takenAtOffset) || !inside(record.createdAtOffset)) return undefined;
   if (Math.abs(record.takenAtOffset - record.createdAtOffset) < TIMESTAMP_LENGTH) return undefined;
-  return maskedHash(bytes, record) === record.file ? { bytes, record } : undefined;
+  return maskedHash(bytes, record) === record.file ? bytes : undefined;
 }
 
 /**

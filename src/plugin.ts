@@ -13,6 +13,7 @@ export type {
   Destination,
   Entry,
   EntryKind,
+  FingerprintOptions,
   ListOptions,
   Metadata,
   OpenOptions,

@@ -386,6 +386,13 @@ describe('the local backend\'s listing of a large tree (lstat on worker threads)
       // (The recursive readdir also goes through the symlinks named self: those paths are gone already.)
       for (const fifo of (await fsp.readdir(root, { recursive: true })).filter((n) => n.endsWith('fifo'))) await fsp.rm(path.join(root, fifo), { force: true });
 
+      // A true U+FFFD in a name: a listing keeps it, but neither fingerprints the tree.
+      const replacement = path.join(root, 'top #1 %41 ?', 'dir 5 ü', 'true \uFFFD');
+      await fsp.writeFile(replacement, '');
+      assert.equal(await b.listingFingerprint(), undefined, 'not on the workers');
+      assert.equal(await listed(), undefined, 'nor in a listing');
+      await fsp.rm(replacement);
+
       const before = lstatBatchesOnWorkers();
       const onWorkers = await b.listingFingerprint();
       if (availableParallelism() >= 2) assert.ok(lstatBatchesOnWorkers() > before, 'taken on the workers');

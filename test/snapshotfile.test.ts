@@ -15,6 +15,7 @@ import { writeSnapshotFile } from '../src/core/snapshotfile.ts';
 import type { Entry } from '../src/core/types.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
 import { takeSnapshot } from '../src/core/snapshot.ts';
+import { withOverrides } from './helpers/backends.ts';
 import { bitfogOk } from './helpers/cli.ts';
 import { makeTree } from './helpers/tree.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -160,6 +161,14 @@ describe('builddb of an unchanged tree', () => {
     assert.equal(await hashOf('deep/same size'), `sha256:${createHash('sha256').update('bbbb').digest('hex')}`);
     assert.match(await builddb(), unchanged);
 
+    // A record written by a bitfog of another manifest format is not taken for this one's.
+    const [recordFile] = await fsp.readdir(path.join(dir, 'cache', 'snapshot-files'));
+    const recordPath = path.join(dir, 'cache', 'snapshot-files', recordFile!);
+    const record = JSON.parse(await fsp.readFile(recordPath, 'utf8'));
+    await fsp.writeFile(recordPath, JSON.stringify({ ...record, format: record.format + 1 }));
+    assert.doesNotMatch(await builddb(), unchanged);
+    assert.match(await builddb(), unchanged);
+
     // Another database of the same tree has a record of its own.
     const other = path.join(dir, 'other.db');
     assert.doesNotMatch((await bitfogOk(['builddb', tree, other], { env })).stdout, unchanged);
@@ -171,17 +180,25 @@ describe('builddb of an unchanged tree', () => {
     const b = await LocalBackend.open(dir, dir, { write: false });
     try {
       const cache = HashCache.memory();
-      const racy = await takeSnapshot(b, { side: 'source', cache });
+      const racy = await takeSnapshot(b, { side: 'source', cache, fingerprint: true });
       assert.equal(racy.fingerprint, undefined, 'files hashed within the racy window of their change');
-      assert.equal((await takeSnapshot(b, { side: 'source', cache })).fingerprint, undefined, 'hashed again, still too soon after the change');
+      assert.equal((await takeSnapshot(b, { side: 'source', cache, fingerprint: true })).fingerprint, undefined, 'hashed again, still too soon after the change');
       await settle();
       // The cache does not trust those hashes: they are taken again, now long enough after the change.
-      const settled = await takeSnapshot(b, { side: 'source', cache });
+      const settled = await takeSnapshot(b, { side: 'source', cache, fingerprint: true });
       assert.match(settled.fingerprint ?? '', /^[0-9a-f]{64}$/);
       assert.equal(settled.fingerprint, await b.listingFingerprint());
-      assert.equal((await takeSnapshot(b, { side: 'source', cache })).fingerprint, settled.fingerprint, 'and from the cache alone');
-      const partial = await takeSnapshot(b, { side: 'source', cache: HashCache.memory(), wantHash: (e) => e.path !== 'a b' });
+      assert.equal((await takeSnapshot(b, { side: 'source', cache, fingerprint: true })).fingerprint, settled.fingerprint, 'and from the cache alone');
+      const partial = await takeSnapshot(b, { side: 'source', cache: HashCache.memory(), wantHash: (e) => e.path !== 'a b', fingerprint: true });
       assert.equal(partial.fingerprint, undefined, 'a file left unhashed');
+      assert.equal((await takeSnapshot(b, { side: 'source', cache })).fingerprint, undefined, 'not asked for');
+      // Hashes the listing supplies itself: a fingerprint of the listing need not follow them.
+      const hashing = withOverrides(b, {
+        list: (options) => (async function* () {
+          for await (const e of b.list(options)) yield e.kind === 'file' ? { ...e, hash: settled.snapshot.entries.get(e.path)!.hash } : e;
+        })(),
+      });
+      assert.equal((await takeSnapshot(hashing, { side: 'source', cache, fingerprint: true })).fingerprint, undefined, 'hashes from the backend');
     } finally {
       await b.close();
     }

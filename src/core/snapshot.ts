@@ -34,6 +34,8 @@ export interface SnapshotOptions {
    * are taken (and cached) for listed files of the same size instead of re-reading them.
    */
   knownHashes?: ReadonlyMap<string, { hash: string; size: number }>;
+  /** Ask the backend for the listing's fingerprint (see SnapshotResult.fingerprint); it costs a little hashing. */
+  fingerprint?: boolean;
 }
 
 export interface SnapshotResult {
@@ -43,8 +45,8 @@ export interface SnapshotResult {
   /** bitfog temporary files found (leftovers of an interrupted store). */
   tempFiles: RelPath[];
   /**
-   * The listing's fingerprint (Source.listingFingerprint), when the backend gave one and the
-   * snapshot follows from it and the cached hashes alone: nothing skipped, and every hash
+   * The listing's fingerprint (Source.listingFingerprint), when asked for (`fingerprint`),
+   * the backend gave one, and the snapshot follows from it and the cached hashes alone: nothing skipped, and every hash
    * one that a rescan would take from the cache as it is (none too recent to trust). A tree
    * that later has the same fingerprint has this very snapshot.
    */
@@ -66,7 +68,11 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
   // following it (unchanged rescan of 100k files, alternating builds: median 1.48 s → 1.40 s).
   const unresolved: Entry[] = [];
   const resolveKnownHash = (entry: Entry): boolean => {
-    if (sha256Hex(entry.hash)) return true;
+    if (sha256Hex(entry.hash)) {
+      // The backend's own hash: nothing says its fingerprint would follow that hash.
+      settled = false;
+      return true;
+    }
     if (entry.size === 0) {
       entry.hash = EMPTY_HASH;
       return true;
@@ -86,7 +92,11 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
     entry.hash = undefined;
     return false;
   };
-  const listing = backend.list({ signal, onSkip: (path, reason) => skipped.push({ path, reason }), onFingerprint: (f) => (fingerprint = f) });
+  const listing = backend.list({
+    signal,
+    onSkip: (path, reason) => skipped.push({ path, reason }),
+    ...(options.fingerprint ? { onFingerprint: (f: string | undefined) => (fingerprint = f) } : {}),
+  });
   for await (const entry of listing) {
     if (isTempPath(entry.path)) {
       if (entry.kind !== 'directory') tempFiles.push(entry.path);

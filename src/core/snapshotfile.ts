@@ -41,6 +41,11 @@ interface WrittenRecord {
   createdAtOffset: number;
   /** SnapshotResult.fingerprint of the snapshot written, when it had one. */
   fingerprint?: string;
+  /**
+   * MANIFEST_FORMAT_VERSION of the bitfog that wrote the file: a fingerprint says the tree
+   * is the same, not that this bitfog would write the same rows for it.
+   */
+  format?: number;
   /** Entries of that snapshot, and the bytes of its files (for builddb's summary). */
   entries?: number;
   bytes?: number;
@@ -94,15 +99,15 @@ export async function writeSnapshotFile(
     if (recordFile) offsets = timestampOffsets(bytes, snapshot.takenAt, createdAt);
   }
   await writeFileAtomic(file, bytes);
-  if (reused && previous.record.fingerprint === options.fingerprint) {
-    // The record stands as it is: same digest, same offsets, same fingerprint, and the
-    // masked hash leaves out exactly what was replaced.
+  if (reused && previous.record.fingerprint === options.fingerprint && (options.fingerprint === undefined || previous.record.format === MANIFEST_FORMAT_VERSION)) {
+    // The record stands as it is: same digest, same offsets, same fingerprint (of this
+    // format), and the masked hash leaves out exactly what was replaced.
   } else if (recordFile && offsets) {
     const record: WrittenRecord = { file: reused ? previous.record.file : maskedHash(bytes, offsets), digest, ...offsets };
     if (options.fingerprint !== undefined) {
-      let files = 0;
-      for (const e of snapshot.entries.values()) if (e.kind === 'file') files += e.size;
-      Object.assign(record, { fingerprint: options.fingerprint, entries: snapshot.entries.size, bytes: files });
+      let fileBytes = 0;
+      for (const e of snapshot.entries.values()) if (e.kind === 'file') fileBytes += e.size;
+      Object.assign(record, { fingerprint: options.fingerprint, format: MANIFEST_FORMAT_VERSION, entries: snapshot.entries.size, bytes: fileBytes });
     }
     await writeRecord(recordFile, record);
   } else if (recordFile) {
@@ -112,26 +117,41 @@ export async function writeSnapshotFile(
 
 /**
  * builddb's shortcut for an unchanged tree (see the top of this file). When the record of
- * `file` holds a listing fingerprint, `fingerprint()` (taken now) is the same, and `file`
+ * `file` holds a listing fingerprint, `fingerprint(stop)` (taken now) is the same, and `file`
  * still holds exactly what was written: the file gets the timestamps of a snapshot taken
  * now, and what it holds is told from the record. Otherwise undefined, and nothing is
- * written: the caller takes the snapshot. Throws what fingerprint() and writing throw.
+ * written: the caller takes the snapshot. `stop` is aborted when the file turns out not to
+ * be reusable (the fingerprint would be of no use then). Throws what fingerprint() (unless
+ * stopped) and writing throw.
  */
 export async function refreshUnchangedSnapshotFile(
   file: string,
   url: string,
-  fingerprint: () => Promise<string | undefined>,
+  fingerprint: (stop: AbortSignal) => Promise<string | undefined>,
   options: { cacheDir: string },
 ): Promise<UnchangedSnapshotFile | undefined> {
   const takenAt = new Date().toISOString();
+  if (takenAt.length !== TIMESTAMP_LENGTH) return undefined;
   const record = await readRecord(recordPath(options.cacheDir, url, file));
-  if (!record || typeof record.fingerprint !== 'string' || !Number.isSafeInteger(record.entries) || !Number.isSafeInteger(record.bytes)) return undefined;
+  if (!record || typeof record.fingerprint !== 'string' || record.format !== MANIFEST_FORMAT_VERSION) return undefined;
+  if (!Number.isSafeInteger(record.entries) || !Number.isSafeInteger(record.bytes)) return undefined;
   // The file is read and checked while the fingerprint is taken: that keeps other threads
   // busy, and this one is free.
-  const [now, bytes] = await Promise.all([fingerprint(), verifiedBytes(file, record)]);
-  if (now !== record.fingerprint) return undefined;
+  const stop = new AbortController();
+  const checking = verifiedBytes(file, record).then((bytes) => {
+    if (!bytes) stop.abort();
+    return bytes;
+  });
+  let now: string | undefined;
+  try {
+    now = await fingerprint(stop.signal);
+  } catch (e) {
+    if (stop.signal.aborted) return undefined;
+    throw e;
+  }
+  const bytes = await checking;
   const createdAt = new Date().toISOString();
-  if (!bytes || takenAt.length !== TIMESTAMP_LENGTH || createdAt.length !== TIMESTAMP_LENGTH) return undefined;
+  if (now !== record.fingerprint || !bytes || createdAt.length !== TIMESTAMP_LENGTH) return undefined;
   stampTimes(bytes, record, takenAt, createdAt);
   await writeFileAtomic(file, bytes);
   return { entries: record.entries!, bytes: record.bytes! };

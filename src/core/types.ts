@@ -213,11 +213,14 @@ export interface Source {
 
   /**
    * Optional. A fingerprint of the listing `list` would yield now, taken without yielding
-   * it, so much more cheaply (the local backend: on worker threads): equal for two listings
-   * exactly when every entry's path and every field `list` gives it are equal, content hash
-   * aside (as far as SHA-256 tells). Undefined when the listing would skip anything. A
-   * backend that has it also calls `ListOptions.onFingerprint` after a listing. `builddb`
-   * uses it to see that a tree is unchanged since the snapshot file it made of it.
+   * it, so much more cheaply (the local backend: on worker threads). The same fingerprint
+   * must mean the same listing: every entry's path and every field `list` gives it (as far
+   * as SHA-256 tells); a listing that merely looks different (another order) may get
+   * another one. Undefined when the listing would skip anything (a backend may also give up
+   * on what it cannot fingerprint). A backend that has it also calls
+   * `ListOptions.onFingerprint` after a listing. `builddb` uses it to see that a tree is
+   * unchanged since the snapshot file it made of it; a hash that `list` supplies itself is
+   * not trusted that way.
    */
   listingFingerprint?(options?: FingerprintOptions): Promise<string | undefined>;
 

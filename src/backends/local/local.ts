@@ -273,14 +273,19 @@ export class LocalBackend implements Destination {
     return flatten(this.#listDirectories(options));
   }
 
-  /** The entries of `list`, one directory's worth at a time. */
-  async *#listDirectories(options: ListOptions): AsyncGenerator<Entry[]> {
-    const { signal, onFingerprint } = options;
+  /** Throws ENOENT/ENOTDIR/EACCES when the root cannot be listed; starts the lstat workers. */
+  async #checkRootForListing(): Promise<void> {
     const rootStat = await fsp.stat(this.#root).catch((e) => {
       throw toBitfogError(e, `cannot list ${this.url}`);
     });
     if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
     startLstatWorkers();
+  }
+
+  /** The entries of `list`, one directory's worth at a time. */
+  async *#listDirectories(options: ListOptions): AsyncGenerator<Entry[]> {
+    const { signal, onFingerprint } = options;
+    await this.#checkRootForListing();
     // The listing's fingerprint (see listingFingerprint), when asked for: each directory's
     // slices hashed as they are listed; nothing once anything was skipped.
     let fingerprintLines: string[] | undefined = onFingerprint ? [] : undefined;
@@ -324,7 +329,12 @@ export class LocalBackend implements Destination {
           batch = statNames(LOCAL_STAT, read.dirPath, names);
           sinceBreak += names.length;
         }
-        if (dirHash) hashSlice(dirHash, names, batch);
+        if (dirHash) {
+          hashSlice(dirHash, names, batch);
+          // fingerprintDirectory gives up on such a name (it cannot tell a true U+FFFD from
+          // a name that is not UTF-8), so a listing does too.
+          if (names.some((n) => n.includes('\uFFFD'))) fingerprintLines = undefined;
+        }
         for (let i = 0; i < names.length; i++) {
           const kind = batch.kinds[i]!;
           if (kind === StatKind.Vanished) {
@@ -364,17 +374,13 @@ export class LocalBackend implements Destination {
    */
   async listingFingerprint(options: FingerprintOptions = {}): Promise<string | undefined> {
     const { signal, onListed } = options;
-    const rootStat = await fsp.stat(this.#root).catch((e) => {
-      throw toBitfogError(e, `cannot list ${this.url}`);
-    });
-    if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
-    startLstatWorkers();
+    await this.#checkRootForListing();
     const lines: string[] = [];
     const waiting: RelPath[] = ['' as RelPath];
     const inFlight = new Set<Promise<void>>();
     let listed = 0;
     let clean = true;
-    const visit = (dir: RelPath, found: DirectoryFingerprint) => {
+    const takeDirectory = (dir: RelPath, found: DirectoryFingerprint) => {
       listed += found.entries;
       if (found.digest === undefined) {
         clean = false;
@@ -390,7 +396,7 @@ export class LocalBackend implements Destination {
         if (inFlight.size > 0) await Promise.allSettled(inFlight);
         const dir = waiting.pop();
         if (dir === undefined) continue;
-        visit(dir, fingerprintDirectory(LOCAL_FINGERPRINT, this.localPath(dir), NAMES_PER_BATCH));
+        takeDirectory(dir, fingerprintDirectory(LOCAL_FINGERPRINT, this.localPath(dir), NAMES_PER_BATCH));
         await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
@@ -399,7 +405,7 @@ export class LocalBackend implements Destination {
         const job: Promise<void> = fingerprintInWorkers(this.localPath(dir), NAMES_PER_BATCH).then(
           (found) => {
             inFlight.delete(job);
-            visit(dir, found);
+            takeDirectory(dir, found);
           },
           () => {
             inFlight.delete(job);

@@ -134,9 +134,10 @@ export function statNames(fns: StatFunctions, dir: string, names: readonly strin
  * whichever of them looked at it. (Rules of statNames.)
  */
 export function hashSlice(hash: Hash, names: readonly string[], batch: StatBatch): void {
-  // No name or link target holds a NUL, so NUL-terminated lists cannot run into each
-  // other; the kinds tell which names have a target.
-  hash.update(names.join('\0') + '\0');
+  // The count first, then NUL-terminated lists (no name or link target holds a NUL): the
+  // bytes of one slice cannot be read as those of another. The kinds tell which names
+  // have a target.
+  hash.update(names.length + '\0' + names.join('\0') + '\0');
   hash.update(batch.kinds);
   hash.update(new Uint8Array(batch.stamps.buffer, batch.stamps.byteOffset, batch.stamps.byteLength));
   hash.update(batch.targets.join('\0') + '\0');
@@ -195,6 +196,9 @@ export function fingerprintDirectory(fns: FingerprintFunctions, dirPath: string,
  * sorted first, so the order in which directories were looked at does not matter.
  */
 export function combineDirectoryDigests(digests: string[]): string {
+  // The version of the listing's arithmetic: a change to what an entry is computed from, or
+  // how (statNames, entryFromBatch in local.ts), must change it, so that a fingerprint
+  // recorded by an older bitfog never stands for entries this one would list differently.
   const h = crypto.createHash('sha256').update('bitfog listing 1\n');
   for (const line of digests.sort()) h.update(line + '\n');
   return h.digest('hex');
@@ -236,8 +240,8 @@ parentPort.on('message', (m) => {
 
 interface StatWorker {
   readonly worker: Worker;
-  /** Outstanding batches by id. */
-  readonly jobs: Map<number, { resolve: (result: never) => void; reject: (e: Error) => void }>;
+  /** Outstanding jobs (batches to stat, directories to fingerprint) by id. */
+  readonly jobs: Map<number, { resolve: (result: unknown) => void; reject: (e: Error) => void }>;
 }
 
 /** Workers started, at most WORKERS_MAX; idle ones stay (unreferenced) for the next listing. */
@@ -289,12 +293,13 @@ export function fingerprintInWorkers(dir: string, sliceSize: number): Promise<Di
   return onWorker<DirectoryFingerprint>({ dir, sliceSize });
 }
 
+/** Sends one job to the least loaded worker; resolves with the worker's result for it. */
 function onWorker<T>(message: { dir: string; names?: readonly string[]; sliceSize?: number }): Promise<T> {
   const w = leastLoaded();
   const id = nextJob++;
   return new Promise<T>((resolve, reject) => {
     if (w.jobs.size === 0) w.worker.ref(); // the caller waits on it: keep the process alive
-    w.jobs.set(id, { resolve: resolve as (result: never) => void, reject });
+    w.jobs.set(id, { resolve: (result) => resolve(result as T), reject });
     mostInFlight = Math.max(mostInFlight, batchesOut());
     w.worker.postMessage({ id, ...message });
   });
@@ -324,7 +329,7 @@ function startWorker(): StatWorker {
   const worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
   const w: StatWorker = { worker, jobs: new Map() };
   workers.push(w);
-  worker.on('message', (m: { id: number; result: never }) => {
+  worker.on('message', (m: { id: number; result: unknown }) => {
     const job = w.jobs.get(m.id);
     if (!job) return;
     w.jobs.delete(m.id);

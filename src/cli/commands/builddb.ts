@@ -31,14 +31,16 @@ export class BuilddbCommand extends BitfogCommand {
       const listingFingerprint = backend.listingFingerprint?.bind(backend);
       if (cacheDir !== undefined && listingFingerprint) {
         const onListed = (entries: number) => progress.listener({ type: 'scan', side: 'source', url: backend.url, entries });
-        const unchanged = await refreshUnchangedSnapshotFile(this.db, backend.url, () => listingFingerprint({ signal, onListed }), { cacheDir });
+        const unchanged = await refreshUnchangedSnapshotFile(this.db, backend.url, (stop) => listingFingerprint({ signal: AbortSignal.any([signal, stop]), onListed }), { cacheDir });
         if (unchanged) {
           progress.finish();
           summary(unchanged.entries, unchanged.bytes, ' (unchanged)');
           return ExitCode.OK;
         }
       }
-      const { snapshot, skipped, fingerprint } = await takeSnapshot(backend, { side: 'source', cache: await this.hashCache(backend.url), signal, onProgress: progress.listener });
+      const { snapshot, skipped, fingerprint } = await takeSnapshot(backend, {
+        side: 'source', cache: await this.hashCache(backend.url), signal, onProgress: progress.listener, fingerprint: cacheDir !== undefined,
+      });
       progress.finish();
       await writeSnapshotFile(this.db, snapshot, skipped, cacheDir === undefined ? {} : { cacheDir, ...(fingerprint === undefined ? {} : { fingerprint }) });
       let bytes = 0;

@@ -46,9 +46,10 @@ export interface SnapshotResult {
   tempFiles: RelPath[];
   /**
    * The listing's fingerprint (Source.listingFingerprint), when asked for (`fingerprint`),
-   * the backend gave one, and the snapshot follows from it and the cached hashes alone: nothing skipped, and every hash
-   * one that a rescan would take from the cache as it is (none too recent to trust). A tree
-   * that later has the same fingerprint has this very snapshot.
+   * the backend gave one, and the snapshot follows from it and the cached hashes alone:
+   * nothing skipped, and every hash one that a rescan would take from the cache as it is
+   * (none too recent to trust, none the backend supplied). A tree that later has the same
+   * fingerprint has this very snapshot.
    */
   fingerprint?: string;
 }

@@ -273,13 +273,12 @@ export class LocalBackend implements Destination {
     return flatten(this.#listDirectories(options));
   }
 
-  /** Throws ENOENT/ENOTDIR/EACCES when the root cannot be listed; starts the lstat workers. */
+  /** Throws ENOENT/ENOTDIR/EACCES when the root cannot be listed. */
   async #checkRootForListing(): Promise<void> {
     const rootStat = await fsp.stat(this.#root).catch((e) => {
       throw toBitfogError(e, `cannot list ${this.url}`);
     });
     if (!rootStat.isDirectory()) throw bitfogError('ENOTDIR', `${this.url} is not a directory`);
-    startLstatWorkers();
   }
 
   /** The entries of `list`, one directory's worth at a time. */

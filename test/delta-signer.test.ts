@@ -3,13 +3,17 @@
  * later read of the file would give (signContent), whatever the pieces they are fed in.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chunkParamsForSize } from '../src/core/delta/chunker.ts';
-import { contentSigner, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
+import { contentDigest, contentSigner, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
+import { hashFileHandle } from '../src/core/hashing.ts';
 import { signContent } from '../src/core/delta/signature.ts';
 import { runModuleInChild } from './helpers/child.ts';
+import { tempDir } from './helpers/tmp.ts';
 
 async function feed(signer: ReturnType<typeof contentSigner>, data: Buffer, piece: number) {
   for (let at = 0; at < data.length; at += piece) await signer.update(data.subarray(at, Math.min(data.length, at + piece)));
@@ -82,6 +86,38 @@ describe('signatures while writing', () => {
     await abandoned.update(randomBytes(9 << 20));
     abandoned.dispose();
     assert.deepEqual(await feed(contentSigner(other.length), other, 1 << 18), want, 'the next file is signed from its own bytes only');
+  });
+
+  it('hashes a file whole on the worker, alone or while signing it, as createHash does', async () => {
+    const want = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    const expected = (await signContent(Readable.from([data]), data.length)).signature;
+    const feedDigest = async (digest: ReturnType<typeof contentDigest>) => {
+      for (let at = 0; at < data.length; at += 77_777) await digest.update(data.subarray(at, Math.min(data.length, at + 77_777)));
+      return digest.finish();
+    };
+    assert.deepEqual(await feedDigest(contentDigest({ wholeFile: true })), { hash: want });
+    assert.deepEqual(await feedDigest(contentDigest({ wholeFile: true, sign: { size: data.length } })), { hash: want, signature: expected });
+    assert.deepEqual(await feedDigest(contentDigest({ sign: { size: data.length } })), { signature: expected });
+    assert.deepEqual(await contentDigest({ wholeFile: true }).finish(), { hash: `sha256:${createHash('sha256').digest('hex')}` }, 'an empty file');
+  });
+
+  it('hashFileHandle hashes on the worker what it hashes itself, and a failed read gives the worker up', async () => {
+    const file = path.join(await tempDir('digest-handle'), 'file #1 ü.bin');
+    await fsp.writeFile(file, data);
+    const handle = await fsp.open(file, 'r');
+    try {
+      const here = await hashFileHandle(handle);
+      assert.deepEqual(here, { hash: `sha256:${createHash('sha256').update(data).digest('hex')}`, bytes: data.length });
+      assert.deepEqual(await hashFileHandle(handle, { digest: contentDigest({ wholeFile: true }) }), here);
+    } finally {
+      await handle.close();
+    }
+    const digest = contentDigest({ wholeFile: true });
+    let disposed = false;
+    const dispose = digest.dispose.bind(digest);
+    digest.dispose = () => ((disposed = true), dispose());
+    await assert.rejects(hashFileHandle(handle, { digest }), /closed|EBADF/i, 'reading a closed file fails');
+    assert.ok(disposed, 'the digest was disposed of');
   });
 
   it('idle workers do not keep the process alive', async () => {

@@ -35,67 +35,70 @@ async function lossyDestination(root: string): Promise<Destination> {
 }
 
 describe('store reads back what an in-kernel copy wrote', () => {
-  it('a corrupt blob of a size that is copied by the kernel never lands and leaves the spool', async () => {
-    const dir = await tempDir('readback-corrupt');
-    const src = path.join(dir, 'a');
-    const dest = path.join(dir, 'b');
-    const spoolDir = path.join(dir, 'spool');
-    await makeTree(src, { 'big #2 ü?.bin': { bytes: 2_000_000, seed: 9 }, 'small.txt': 'fine\n' });
-    await fsp.mkdir(dest);
-    await fetchLocalTree(src, spoolDir);
-    const spool = await Spool.open(spoolDir, { create: false });
-    try {
-      const big = spool.blobs().find((b) => b.size === 2_000_000)!;
-      const h = await fsp.open(spool.blobPath(big.hash), 'r+');
-      await h.write(Buffer.from([0x42]), 0, 1, 1_234_567);
-      await h.close();
-      const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
-      assert.deepEqual(r.corrupt.map((c) => c.path), ['big #2 ü?.bin'], 'reported as corrupt spool content');
-      assert.ok(!spool.has(big.hash), 'dropped from the spool, to be carried again');
-      assert.equal(r.writtenFiles, 1);
-    } finally {
-      await spool.close();
-    }
-    const landed = await readTree(dest);
-    assert.deepEqual([...landed.keys()], ['small.txt'], 'the corrupt file never lands, and no temporary file is left');
-  });
+  // 2 MB is hashed on the thread that reads it back, 9 MiB and more on a worker (FSYNC_EACH_MIN_BYTES).
+  for (const bytes of [2_000_000, 9 * 1024 * 1024 + 5]) {
+    it(`a corrupt blob of a size that is copied by the kernel never lands and leaves the spool (${bytes} bytes)`, async () => {
+      const dir = await tempDir('readback-corrupt');
+      const src = path.join(dir, 'a');
+      const dest = path.join(dir, 'b');
+      const spoolDir = path.join(dir, 'spool');
+      await makeTree(src, { 'big #2 ü?.bin': { bytes, seed: 9 }, 'small.txt': 'fine\n' });
+      await fsp.mkdir(dest);
+      await fetchLocalTree(src, spoolDir);
+      const spool = await Spool.open(spoolDir, { create: false });
+      try {
+        const big = spool.blobs().find((b) => b.size === bytes)!;
+        const h = await fsp.open(spool.blobPath(big.hash), 'r+');
+        await h.write(Buffer.from([0x42]), 0, 1, 1_234_567);
+        await h.close();
+        const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
+        assert.deepEqual(r.corrupt.map((c) => c.path), ['big #2 ü?.bin'], 'reported as corrupt spool content');
+        assert.ok(!spool.has(big.hash), 'dropped from the spool, to be carried again');
+        assert.equal(r.writtenFiles, 1);
+      } finally {
+        await spool.close();
+      }
+      const landed = await readTree(dest);
+      assert.deepEqual([...landed.keys()], ['small.txt'], 'the corrupt file never lands, and no temporary file is left');
+    });
 
-  it('a destination that changes the bytes: nothing lands under the final name, the blob stays', async () => {
-    const dir = await tempDir('readback');
-    const src = path.join(dir, 'a');
-    const dest = path.join(dir, 'b');
-    const spoolDir = path.join(dir, 'spool');
-    await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes: 1_500_000, seed: 3 } });
-    await fsp.mkdir(dest);
-    await fetchLocalTree(src, spoolDir);
+    it(`a destination that changes the bytes: nothing lands under the final name, the blob stays (${bytes} bytes)`, async () => {
+      const dir = await tempDir('readback');
+      const src = path.join(dir, 'a');
+      const dest = path.join(dir, 'b');
+      const spoolDir = path.join(dir, 'spool');
+      await makeTree(src, { 'deep/ê dir/100% #1?.bin': { bytes, seed: 3 } });
+      await fsp.mkdir(dest);
+      await fetchLocalTree(src, spoolDir);
 
-    const spool = await Spool.open(spoolDir, { create: false });
-    const blobsBefore = spool.blobs().map((b) => b.hash);
-    try {
-      await assert.rejects(
-        storeFromSpool({ destination: await lossyDestination(dest), spool, cache: HashCache.memory() }),
-        (e: unknown) => isBitfogError(e, 'EIO') && /did not keep what was written/.test((e as Error).message),
-      );
-      assert.deepEqual(spool.blobs().map((b) => b.hash), blobsBefore, 'the good blob is kept for the next attempt');
-    } finally {
-      await spool.close();
-    }
-    const landed = await readTree(dest);
-    assert.ok(![...landed.keys()].some((p) => p.endsWith('100% #1?.bin')), 'the damaged file is not renamed into place');
+      const spool = await Spool.open(spoolDir, { create: false });
+      const blobsBefore = spool.blobs().map((b) => b.hash);
+      try {
+        await assert.rejects(
+          storeFromSpool({ destination: await lossyDestination(dest), spool, cache: HashCache.memory() }),
+          (e: unknown) => isBitfogError(e, 'EIO') && /did not keep what was written/.test((e as Error).message),
+        );
+        assert.deepEqual(spool.blobs().map((b) => b.hash), blobsBefore, 'the good blob is kept for the next attempt');
+      } finally {
+        await spool.close();
+      }
+      const landed = await readTree(dest);
+      assert.ok(![...landed.keys()].some((p) => p.endsWith('100% #1?.bin')), 'the damaged file is not renamed into place');
 
-    // The same spool into an honest destination works.
-    const again = await Spool.open(spoolDir, { create: false });
-    try {
-      const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool: again, cache: HashCache.memory() });
-      assert.equal(r.writtenFiles, 1);
-      assert.deepEqual(r.corrupt, []);
-    } finally {
-      await again.close();
-    }
-    const final = await readTree(dest);
-    assert.ok(final.has('deep/ê dir/100% #1?.bin'));
-    assert.deepEqual([...final.keys()].filter((p) => p.includes('.bitfog-tmp-')), [], 'no temporary file left');
-  });
+      // The same spool into an honest destination works.
+      const again = await Spool.open(spoolDir, { create: false });
+      try {
+        const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool: again, cache: HashCache.memory() });
+        assert.equal(r.writtenFiles, 1);
+        assert.deepEqual(r.corrupt, []);
+      } finally {
+        await again.close();
+      }
+      const final = await readTree(dest);
+      assert.ok(final.has('deep/ê dir/100% #1?.bin'));
+      assert.deepEqual([...final.keys()].filter((p) => p.includes('.bitfog-tmp-')), [], 'no temporary file left');
+    });
+  }
 
   it('a destination whose sendLocalFile refuses intact content: reported as its failure, the blob stays', async () => {
     const dir = await tempDir('send-refused');

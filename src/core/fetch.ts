@@ -22,7 +22,7 @@ import { takeSnapshot } from './snapshot.ts';
 import type { BlobWriteOptions, Spool } from './spool.ts';
 import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
-import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
+import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
 
 /** Free space kept on the spool's disk by default, for the manifest and the file system. */
 export const DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024;
@@ -146,6 +146,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const inner = signal ? AbortSignal.any([signal, stop.signal]) : stop.signal;
   const journal: JournalEvent[] = [];
   const limit = pLimit(options.concurrency ?? Math.min(4, source.capabilities.maxConcurrency));
+  const largeLimit = pLimit(Math.min(LARGE_FILES_AT_ONCE, options.concurrency ?? source.capabilities.maxConcurrency));
   /** Large blobs carried but not yet fsynced: made durable before each save of the manifest. */
   const unsynced: string[] = [];
   const carriedNeeds = new Set<ContentNeed>();
@@ -268,7 +269,10 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   };
 
   try {
-    await Promise.all(selected.map((need) => limit(() => carryOne(need))));
+    // A large file waits for its own slot first, so that it holds none of the small files'.
+    await Promise.all(
+      selected.map((need) => (need.size >= FSYNC_EACH_MIN_BYTES ? largeLimit(() => limit(() => carryOne(need))) : limit(() => carryOne(need)))),
+    );
   } finally {
     // A failed fsync is reported, after the manifest is saved: store verifies every blob
     // it reads, so one that did not reach the disk intact is found and carried again.

@@ -18,6 +18,7 @@ import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
+import { contentDigest } from './delta/signer.ts';
 import { FileWorkerFailed, fileWorkerAvailable, writeFileOnWorker } from './file-writer-worker.ts';
 import { Manifest } from './manifest.ts';
 import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
@@ -420,7 +421,8 @@ export class Spool {
         // (A copy of another size than expected is refused when it lands.)
         if (options.durable === false && expected.size >= FSYNC_EACH_MIN_BYTES) {
           await this.#flushes.room();
-          const hashing = hashFileHandle(handle, options);
+          // Hashed on a worker: several large files carried at once are hashed on as many cores.
+          const hashing = hashFileHandle(handle, { ...options, digest: contentDigest({ wholeFile: true }) });
           flushed = this.#flushes.start(this.#datasync(handle), handle, hashing.catch(() => {}));
           hashed = await hashing;
         } else {

@@ -17,7 +17,7 @@ import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
 import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
-import { type ContentSigner, contentSigner } from './delta/signer.ts';
+import { contentDigest, type ContentSigner, contentSigner } from './delta/signer.ts';
 import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
@@ -25,7 +25,7 @@ import { takeSnapshot } from './snapshot.ts';
 import type { Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
-import { FSYNC_EACH_MIN_BYTES, OWN_COPY_MIN_BYTES } from './fsutil.ts';
+import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
 import { chunksOf, readPieces, ScratchBuffers } from './streams.ts';
 
 /** A batch of small files is made durable together: at most this many files… */
@@ -155,16 +155,17 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   // so that recording the destination's signatures does not read them again.
   const signFrom = signatureMinBytes(options.delta);
   const signedWrites = new Map<string, { hash: string; signature: FileSignature }>();
-  const signerFor = (w: Extract<StoreAction, { op: 'write' }>): ContentSigner | undefined =>
-    signFrom !== undefined && w.size >= signFrom && w.from.kind !== 'delta' ? contentSigner(w.size) : undefined;
+  const signs = (w: Extract<StoreAction, { op: 'write' }>): boolean => signFrom !== undefined && w.size >= signFrom && w.from.kind !== 'delta';
+  /** What a write that landed handed back: the signature of its content, when it was signed. */
+  type Landed = { signature?: FileSignature | undefined };
   const storeProgress = (w: Extract<StoreAction, { op: 'write' }>) => (n: number) => {
     doneBytes += n;
     onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
   };
 
   /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
-  const isSmall = (w: Extract<StoreAction, { op: 'write' }>, signer: ContentSigner | undefined) =>
-    w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !signer;
+  const isSmall = (w: Extract<StoreAction, { op: 'write' }>, sign: boolean) =>
+    w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !sign;
   const smallScratch = new ScratchBuffers();
   /** `into`: memory lent for the content (see ScratchBuffers); the result may be a view of it. */
   const readVerifiedSmall = async (w: Extract<StoreAction, { op: 'write' }>, into: Buffer): Promise<Buffer> => {
@@ -216,11 +217,12 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
    * false: the destination cannot; stream through `write` instead.
    */
   const sendFromSpool = async (
-    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
-  ): Promise<boolean> => {
+    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, sign: boolean,
+  ): Promise<Landed | false> => {
     if (!destinationSends || w.from.kind !== 'spool' || w.size < OWN_COPY_MIN_BYTES) return false;
     const progress = storeProgress(w);
     let seen = 0;
+    const signer = sign ? contentSigner(w.size) : undefined;
     try {
       await dest.sendLocalFile!(target, spool.blobPath(w.hash), {
         ...writeOptions,
@@ -231,24 +233,28 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
           if (signer && seen <= w.size) return signer.update(bytes);
         },
       });
+      return { signature: await signer?.finish() };
     } catch (e) {
       // Declining is only allowed before reading: the signer has seen nothing yet then.
       if (isBitfogError(e, 'EOPNOTSUPP') && seen === 0) return false;
       if (!isBitfogError(e, 'EINTEGRITY')) throw e;
       return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination refused the intact content of ${JSON.stringify(w.path)}: ${e.message}`, { path: w.path, cause: e }));
+    } finally {
+      signer?.dispose();
     }
-    return true;
   };
 
   const destinationCopies = typeof dest.writeFromLocalFile === 'function';
   /**
    * The destination's own copy of a spool blob onto a temporary name (an in-kernel copy for
    * local disks), then read back and verified there: what is renamed into place later is
-   * what was checked. false: the destination cannot; stream through `write` instead.
+   * what was checked. A large copy is hashed (and signed) on a worker thread, so that the
+   * large files stored at once are hashed on as many cores. false: the destination cannot;
+   * stream through `write` instead.
    */
   const copyFromSpool = async (
-    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, signer: ContentSigner | undefined,
-  ): Promise<boolean> => {
+    w: Extract<StoreAction, { op: 'write' }>, target: RelPath, writeOptions: WriteOptions, sign: boolean,
+  ): Promise<Landed | false> => {
     if (!destinationCopies || w.from.kind !== 'spool' || w.size < OWN_COPY_MIN_BYTES) return false;
     try {
       await dest.writeFromLocalFile!(target, spool.blobPath(w.hash), writeOptions);
@@ -256,33 +262,40 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       if (isBitfogError(e, 'EOPNOTSUPP')) return false;
       throw e;
     }
-    const hash = createHash(HASH_ALGORITHM);
+    const offThread = w.size >= FSYNC_EACH_MIN_BYTES;
+    const hash = offThread ? undefined : createHash(HASH_ALGORITHM);
+    const digest = sign || offThread ? contentDigest({ ...(sign ? { sign: { size: w.size } } : {}), wholeFile: offThread }) : undefined;
     let bytes = 0;
     const progress = storeProgress(w);
     const consume = (chunk: Buffer): void | Promise<void> => {
-      hash.update(chunk);
+      hash?.update(chunk);
       bytes += chunk.length;
       progress(chunk.length);
-      if (signer && bytes <= w.size) return signer.update(chunk);
+      return digest?.update(chunk);
     };
-    if (dest.openFile) {
-      // Positional reads through two reused buffers: no new memory for every piece of a large file.
-      const file = await dest.openFile(target, signal ? { signal } : {});
-      try {
-        await readPieces(file, consume, signal ? { signal } : {});
-      } finally {
-        await file.close();
+    try {
+      if (dest.openFile) {
+        // Positional reads through two reused buffers: no new memory for every piece of a large file.
+        const file = await dest.openFile(target, signal ? { signal } : {});
+        try {
+          await readPieces(file, consume, signal ? { signal } : {});
+        } finally {
+          await file.close();
+        }
+      } else {
+        for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
+          throwIfAborted(signal);
+          const wait = consume(chunk);
+          if (wait) await wait;
+        }
       }
-    } else {
-      for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
-        throwIfAborted(signal);
-        const wait = consume(chunk);
-        if (wait) await wait;
-      }
+      const digested = await digest?.finish();
+      const landed = { hash: hash ? formatHash(hash) : digested!.hash!, bytes };
+      if (landed.hash === w.hash && landed.bytes === w.size) return { signature: digested?.signature };
+      return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path }));
+    } finally {
+      digest?.dispose();
     }
-    const landed = { hash: formatHash(hash), bytes };
-    if (landed.hash === w.hash && landed.bytes === w.size) return true;
-    return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path }));
   };
 
   /** Writes one file under its temporary name (or in place on all-or-nothing backends). */
@@ -297,12 +310,13 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         ...(w.mode === undefined ? {} : { mode: w.mode }), ...(w.mtimeMs === undefined ? {} : { mtimeMs: w.mtimeMs }),
         ...(signal ? { signal } : {}),
       };
-      signer = signerFor(w);
-      if ((await sendFromSpool(w, target, writeOptions, signer)) || (target !== w.path && (await copyFromSpool(w, target, writeOptions, signer)))) {
-        if (signer) signedWrites.set(w.path, { hash: w.hash, signature: await signer.finish() });
+      const sign = signs(w);
+      const done = (await sendFromSpool(w, target, writeOptions, sign)) || (target !== w.path && (await copyFromSpool(w, target, writeOptions, sign)));
+      if (done) {
+        if (done.signature) signedWrites.set(w.path, { hash: w.hash, signature: done.signature });
         return target;
       }
-      if (isSmall(w, signer)) {
+      if (isSmall(w, sign)) {
         // Held until the write is done: what was verified is what gets written.
         const scratch = smallScratch.take(w.size + 1);
         try {
@@ -328,6 +342,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         }
         return target;
       }
+      signer = sign ? contentSigner(w.size) : undefined;
       const content = await openContent(w, signer);
       await dest.write(target, content, { ...writeOptions, contentVerified: true });
       if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
@@ -508,9 +523,11 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   };
 
   // Batches of writes run several at once: one stages while another is flushed, and files
-  // of FSYNC_EACH_MIN_BYTES and more are batches of their own, renamed as soon as durable.
-  // Any other action waits for them, so the phases of the plan keep their order.
+  // of FSYNC_EACH_MIN_BYTES and more are batches of their own, renamed as soon as durable,
+  // LARGE_FILES_AT_ONCE of them at a time. Any other action waits for them, so the phases
+  // of the plan keep their order.
   const batches = new InFlight(Math.max(2, Math.min(4, options.concurrency ?? caps.maxConcurrency)));
+  const largeWrites = new InFlight(Math.min(LARGE_FILES_AT_ONCE, options.concurrency ?? caps.maxConcurrency));
   try {
     // Actions come ordered in phases (plan.ts orderActions); writes and symlinks of one phase
     // run concurrently in durable batches, everything else in order.
@@ -521,10 +538,10 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       const a = actions[i]!;
       // Copies within the destination and delta assemblies read files other writes may
       // replace: batches of another kind of content wait for those running to finish.
-      if (a.op !== 'write' || a.from.kind !== runningKind) await batches.drain();
+      if (a.op !== 'write' || a.from.kind !== runningKind) await Promise.all([batches.drain(), largeWrites.drain()]);
       if (a.op === 'write') runningKind = a.from.kind;
       if (a.op === 'write' && a.size >= FSYNC_EACH_MIN_BYTES) {
-        await batches.add(runWrites([a]));
+        await largeWrites.add(runWrites([a]));
         i++;
         continue;
       }
@@ -549,10 +566,10 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
         i++;
       }
     }
-    await batches.drain();
+    await Promise.all([batches.drain(), largeWrites.drain()]);
     await syncRenamedDirs();
   } finally {
-    await batches.settle();
+    await Promise.all([batches.settle(), largeWrites.settle()]);
     await freeing;
     // Whatever happened, record what is known so a rerun starts from the truth.
     manifest.appendJournal(trip, journal);

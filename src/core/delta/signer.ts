@@ -1,16 +1,20 @@
 /**
- * Signatures of files as they are written: store feeds the bytes it writes or reads back
- * anyway, and gets the file's signature without reading the file again.
+ * Signatures and content hashes of files as they are written or read back: store feeds the
+ * bytes it writes or reads back anyway, and gets the file's signature without reading the
+ * file again; large files read back by store or by fetch are hashed the same way.
  *
  * Chunking and hashing every chunk cost about twice what the whole-file hash costs, so the
- * work runs on a worker thread (`sign-worker.ts`) while the calling thread moves and
- * verifies bytes; several files signed at once use several cores. Where no worker can be
- * started, the same chunker runs on the calling thread.
+ * work runs on a worker thread (`sign-worker.ts`) while the calling thread moves the
+ * bytes; several files digested at once use several cores (one thread hashing every file
+ * fetch or store moved at once was the limit on 2 cores). Where no worker can be started,
+ * the same work runs on the calling thread.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { BitfogError } from '../errors.ts';
+import { formatHash, HASH_ALGORITHM } from '../hashing.ts';
 import { Chunker, type ChunkParams, chunkParamsForSize } from './chunker.ts';
 import { MAX_QUEUED } from './signer-protocol.ts';
 import { DEFAULT_HASH_LENGTH, type FileSignature, keptHash } from './signature.ts';
@@ -25,33 +29,77 @@ export interface ContentSigner {
   dispose(): void;
 }
 
-/** A signer for a file of `size` bytes (chunk params from its size, as recorded signatures use). */
-export function contentSigner(size: number, options: { hashLength?: number } = {}): ContentSigner {
-  const params = chunkParamsForSize(size);
-  const hashLength = options.hashLength ?? DEFAULT_HASH_LENGTH;
+/** What a `ContentDigest` computes from a file's bytes. */
+export interface DigestRequest {
+  /** Sign the bytes, with the chunk params of a file of `size` bytes. */
+  sign?: { size: number; hashLength?: number };
+  /** Hash them whole (`sha256:<hex>`, as `formatHash`). */
+  wholeFile?: boolean;
+}
+
+/** A file's signature and/or content hash, computed from its bytes, fed in order. */
+export interface ContentDigest {
+  /** Adds the next bytes (copied: the caller may reuse `data`). A returned promise means "wait before adding more". */
+  update(data: Uint8Array): void | Promise<void>;
+  /** What was asked for, of everything added. */
+  finish(): Promise<{ signature?: FileSignature; hash?: string }>;
+  /** Releases the worker (idempotent; after `finish` a no-op). */
+  dispose(): void;
+}
+
+/**
+ * A digest computed on a worker thread, so that the thread moving the bytes only copies
+ * them, and files moved at once are digested on as many cores; on the calling thread
+ * where no worker can be started.
+ */
+export function contentDigest(request: DigestRequest): ContentDigest {
+  const params = request.sign && chunkParamsForSize(request.sign.size);
+  const hashLength = request.sign?.hashLength ?? DEFAULT_HASH_LENGTH;
+  const wholeFile = request.wholeFile ?? false;
   const entry = workerEntry();
   if (entry) {
     try {
-      return new WorkerSigner(entry, params, hashLength);
+      return new WorkerDigest(entry, params, hashLength, wholeFile);
     } catch {
-      /* no worker here: sign on this thread */
+      /* no worker here: digest on this thread */
     }
   }
-  return inlineSigner(params, hashLength);
+  return inlineDigest(params, hashLength, wholeFile);
+}
+
+/** A signer for a file of `size` bytes (chunk params from its size, as recorded signatures use). */
+export function contentSigner(size: number, options: { hashLength?: number } = {}): ContentSigner {
+  return signerOf(contentDigest({ sign: { size, ...options } }));
 }
 
 /** The chunker on the calling thread. */
 export function inlineSigner(params: ChunkParams, hashLength = DEFAULT_HASH_LENGTH): ContentSigner {
-  const chunker = new Chunker(params);
+  return signerOf(inlineDigest(params, hashLength, false));
+}
+
+function signerOf(digest: ContentDigest): ContentSigner {
+  return {
+    update: (data) => digest.update(data),
+    finish: async () => (await digest.finish()).signature!,
+    dispose: () => digest.dispose(),
+  };
+}
+
+function inlineDigest(params: ChunkParams | undefined, hashLength: number, wholeFile: boolean): ContentDigest {
+  const chunker = params && new Chunker(params);
+  const whole = wholeFile ? createHash(HASH_ALGORITHM) : undefined;
   const chunks: FileSignature['chunks'] = [];
   const keep = (list: ReturnType<Chunker['push']>) => {
     for (const c of list) chunks.push({ length: c.length, sha256: keptHash(c.sha256, hashLength) });
   };
   return {
-    update: (data) => keep(chunker.push(data)),
+    update: (data) => {
+      whole?.update(data);
+      if (chunker) keep(chunker.push(data));
+    },
     finish: async () => {
-      keep(chunker.finish());
-      return { params, hashLength, chunks };
+      if (chunker) keep(chunker.finish());
+      return { ...(params ? { signature: { params, hashLength, chunks } } : {}), ...(whole ? { hash: formatHash(whole) } : {}) };
     },
     dispose: () => {},
   };
@@ -105,7 +153,7 @@ function workerEntry(): WorkerEntry | undefined {
 }
 
 /** What a sign worker answers (see sign-worker.ts). */
-type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; error?: string };
+type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; sha256?: string; error?: string };
 
 /** A sign worker, and the signer it works for now (none while idle). */
 interface SignWorker {
@@ -166,20 +214,20 @@ function endWorker(w: SignWorker): void {
   void w.worker.terminate();
 }
 
-class WorkerSigner implements ContentSigner {
+class WorkerDigest implements ContentDigest {
   readonly #w: SignWorker;
-  readonly #params: ChunkParams;
+  readonly #params: ChunkParams | undefined;
   readonly #hashLength: number;
   #queued = 0;
   #resume: (() => void) | undefined;
   #failure: BitfogError | undefined;
-  #result: { resolve: (s: FileSignature) => void; reject: (e: unknown) => void } | undefined;
+  #result: { resolve: (d: { signature?: FileSignature; hash?: string }) => void; reject: (e: unknown) => void } | undefined;
   #disposed = false;
   /** Bytes gathered for the next message (see BATCH_BYTES) and how many it holds. */
   #batch: Uint8Array | undefined;
   #fill = 0;
 
-  constructor(entry: WorkerEntry, params: ChunkParams, hashLength: number) {
+  constructor(entry: WorkerEntry, params: ChunkParams | undefined, hashLength: number, wholeFile: boolean) {
     this.#params = params;
     this.#hashLength = hashLength;
     this.#w = takeWorker(entry);
@@ -188,16 +236,20 @@ class WorkerSigner implements ContentSigner {
         this.#queued -= m.ack;
         if (m.buffer && spareBatches.length < SPARE_BATCHES) spareBatches.push(m.buffer);
         if (this.#queued < MAX_QUEUED) this.#wake();
-      } else if (m.chunks) {
+      } else if (m.chunks || m.sha256 !== undefined) {
         this.#disposed = true;
         giveWorker(this.#w);
-        this.#result?.resolve({ params: this.#params, hashLength: this.#hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) });
+        const params = this.#params;
+        this.#result?.resolve({
+          ...(params && m.chunks ? { signature: { params, hashLength: this.#hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) } } : {}),
+          ...(m.sha256 === undefined ? {} : { hash: `${HASH_ALGORITHM}:${m.sha256}` }),
+        });
       } else if (m.error !== undefined) {
         this.#fail(new BitfogError('EIO', `signature worker: ${m.error}`));
       }
     };
     this.#w.onFailure = (err) => this.#fail(err);
-    this.#w.worker.postMessage({ begin: { params, hashLength } });
+    this.#w.worker.postMessage({ begin: { ...(params ? { params } : {}), hashLength, wholeFile } });
   }
 
   update(data: Uint8Array): void | Promise<void> {
@@ -214,10 +266,10 @@ class WorkerSigner implements ContentSigner {
     if (this.#queued >= MAX_QUEUED) return new Promise<void>((resolve) => (this.#resume = resolve));
   }
 
-  finish(): Promise<FileSignature> {
+  finish(): Promise<{ signature?: FileSignature; hash?: string }> {
     if (this.#failure) return Promise.reject(this.#failure);
     this.#post();
-    return new Promise<FileSignature>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       this.#result = { resolve, reject };
       this.#w.worker.postMessage(null);
     });

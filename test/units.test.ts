@@ -6,7 +6,7 @@ import { isBitfogError } from '../src/core/errors.ts';
 import { Manifest, MANIFEST_FORMAT_VERSION, type Snapshot } from '../src/core/manifest.ts';
 import { comparePaths, relPathProblem, toRelPath, type RelPath } from '../src/core/paths.ts';
 import { contentNeeds, planStore, planTrips, selectForTrip, type ContentNeed } from '../src/core/plan.ts';
-import { formatSize, parseSize } from '../src/core/sizes.ts';
+import { formatCount, formatSize, parseSize } from '../src/core/sizes.ts';
 import { isTempPath, tempSiblingOf } from '../src/core/tempnames.ts';
 import type { Entry } from '../src/core/types.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -63,6 +63,9 @@ describe('sizes', () => {
     assert.equal(formatSize(512), '512 B');
     assert.equal(formatSize(1536), '1.50 KiB');
     assert.equal(formatSize(3 * 2 ** 30), '3.00 GiB');
+  });
+  it('formats counts as en-US does', () => {
+    for (const n of [0, 7, 999, 1000, 12_345, 999_999, 1_000_000, 123_456_789, 2 ** 53 - 1]) assert.equal(formatCount(n), n.toLocaleString('en-US'), String(n));
   });
 });
 

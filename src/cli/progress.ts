@@ -6,7 +6,7 @@
  */
 import type { Writable } from 'node:stream';
 import type { ProgressEvent } from '../core/progress.ts';
-import { formatDuration, formatSize } from '../core/sizes.ts';
+import { formatCount, formatDuration, formatSize } from '../core/sizes.ts';
 
 const TTY_INTERVAL_MS = 100;
 const PLAIN_INTERVAL_MS = 5000;
@@ -36,11 +36,11 @@ export class ProgressRenderer {
   readonly listener = (event: ProgressEvent): void => {
     switch (event.type) {
       case 'scan':
-        this.#update(() => `scanning ${event.side} ${event.url}: ${event.entries.toLocaleString('en-US')} entries`);
+        this.#update(() => `scanning ${event.side} ${event.url}: ${formatCount(event.entries)} entries`);
         break;
       case 'scanned':
         this.#hashTotal = { files: event.toHash, bytes: event.toHashBytes };
-        this.#update(() => `scanned ${event.side}: ${event.entries.toLocaleString('en-US')} entries; ${event.toHash ? `hashing ${event.toHash} files (${formatSize(event.toHashBytes)})` : 'nothing to hash'}`);
+        this.#update(() => `scanned ${event.side}: ${formatCount(event.entries)} entries; ${event.toHash ? `hashing ${event.toHash} files (${formatSize(event.toHashBytes)})` : 'nothing to hash'}`);
         break;
       case 'hash': {
         const total = this.#hashTotal;

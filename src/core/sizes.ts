@@ -42,6 +42,15 @@ export function formatSize(bytes: number): string {
   return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[i]}`;
 }
 
+/**
+ * Formats a count with commas between groups of three digits: `1,234,567`. The same as
+ * `toLocaleString('en-US')` for integers, without it: its first call loads the locale data,
+ * about 20 ms of every command's start.
+ */
+export function formatCount(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
 /** Formats a duration in seconds as `1h02m`, `3m05s`, `4.2s`. */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';

@@ -177,7 +177,7 @@ describe('the local backend\'s small files written on the writer worker', () => 
     const dir = await tempDir('local-small-worker-error');
     const b = await LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
     try {
-      // A directory at the name: refused when opening, on this thread.
+      // A directory at the name: refused when the worker opens it, reported as the file's error.
       await fsp.mkdir(path.join(dir, 'root', 'a directory'));
       await assert.rejects(b.writeSmallFile(toRelPath('a directory'), Buffer.from('x'), { size: 1 }), (e: unknown) => isBitfogError(e, 'EISDIR'));
       // A time futimes refuses: the error comes back from the worker, and its descriptor is closed.

@@ -302,10 +302,31 @@ describe('symlinked directories at the destination', () => {
       () => dest.write(toRelPath('sub/c.txt'), Readable.from([Buffer.from('c')]), { size: 1 }),
       () => dest.mkdir(toRelPath('sub/d')),
       () => dest.setMetadata(toRelPath('sub/e'), { mode: 0o600 }),
+      () => dest.writeSmallFile(toRelPath('sub/f small #1.txt'), Buffer.from('f'), { size: 1 }),
     ]) {
       await assert.rejects(op(), (e) => isBitfogError(e, 'EACCES'));
     }
     assert.deepEqual(await fsp.readdir(outside), [], 'nothing written outside');
+  });
+
+  it('are noticed by the writer worker when another program swaps one in after the check', async () => {
+    // The parent is checked and remembered on this thread; the file is created on the
+    // writer worker, which must find its descriptor outside the root and leave nothing there.
+    const dir = await tempDir('symlinkdir-swap-worker');
+    const outside = path.join(dir, 'outside');
+    const root = path.join(dir, 'dest');
+    await makeTree(outside, {});
+    await makeTree(root, { 'sub ü/a.txt': 'a' });
+    const dest = await LocalBackend.open(root, root, { write: true });
+    try {
+      await dest.writeSmallFile(toRelPath('sub ü/b #1.txt'), Buffer.from('b'), { size: 1 }); // 'sub ü' checked and remembered
+      await fsp.rm(path.join(root, 'sub ü'), { recursive: true });
+      await fsp.symlink(outside, path.join(root, 'sub ü'));
+      await assert.rejects(dest.writeSmallFile(toRelPath('sub ü/c %20.txt'), Buffer.from('c'), { size: 1 }), (e) => isBitfogError(e, 'EACCES'));
+      assert.deepEqual(await fsp.readdir(outside), [], 'nothing left outside');
+    } finally {
+      await dest.close();
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 /**
- * Small files written on a worker thread: the system calls of one file (create, write,
- * set mode and time, close, rename), in one message.
+ * Small files written on a worker thread: the system calls of one file (create, check,
+ * write, set mode and time, close; or write and rename), in one message.
  *
  * Carrying many small files is a string of system calls on one thread: read the source
  * file, hash it, write the copy, rename it. Writing is the costliest part (page-cache
@@ -28,12 +28,18 @@ export interface WorkerFileJob {
 }
 
 /**
- * A file the caller opened (and checked) for writing: filled, given its mode and mtime,
- * and closed. The descriptor belongs to the worker from then on: it is closed whatever
- * happens, except when the worker itself fails (see fillFileOnWorker).
+ * A file to create at `path` (its directory checked by the caller), confined: once open, its
+ * descriptor must resolve to exactly `expectedRealPath`, or the file was reached through a
+ * symlinked directory and is closed again untouched (the job then resolves `escaped`; the
+ * caller decides what to remove). Otherwise filled, given its mode and mtime, and closed.
+ * Creating a file is the costliest system call of a small file (about 130 µs on ext4 here);
+ * done here, the thread that reads and verifies the next files does not wait for it.
  */
-export interface WorkerFillJob {
-  fd: number;
+export interface WorkerCreateJob {
+  path: string;
+  expectedRealPath: string;
+  flags: number;
+  createMode: number;
   /** The content; its buffer is handed to the worker (no longer usable here). */
   data: Uint8Array;
   mode?: number;
@@ -62,11 +68,28 @@ function fill(m) {
     fs.closeSync(m.fd);
   }
 }
+function create(m) {
+  const fd = fs.openSync(m.path, m.flags, m.createMode);
+  let inside;
+  try {
+    inside = fs.readlinkSync('/proc/self/fd/' + fd) === m.expectedRealPath;
+  } catch (e) {
+    fs.closeSync(fd);
+    throw e;
+  }
+  if (!inside) {
+    fs.closeSync(fd);
+    return true;
+  }
+  fill({ fd, data: m.data, mode: m.mode, mtimeMs: m.mtimeMs });
+  return false;
+}
 parentPort.on('message', (m) => {
   try {
-    if (m.fd === undefined) put(m);
-    else fill(m);
-    parentPort.postMessage({ id: m.id });
+    let escaped = false;
+    if (m.path !== undefined) escaped = create(m);
+    else put(m);
+    parentPort.postMessage({ id: m.id, escaped });
   } catch (e) {
     parentPort.postMessage({ id: m.id, error: { code: e.code, syscall: e.syscall, message: String(e.message) } });
   }
@@ -74,7 +97,7 @@ parentPort.on('message', (m) => {
 `;
 
 interface Pending {
-  resolve: () => void;
+  resolve: (escaped: boolean) => void;
   reject: (e: Error) => void;
 }
 
@@ -108,25 +131,27 @@ export function filesWrittenOnWorker(): number {
  * worker itself failed (then `fileWorkerAvailable()` is false and the job was not done,
  * or not known to be done: the caller writes it itself).
  */
-export function writeFileOnWorker(job: WorkerFileJob): Promise<void> {
-  return post({ tmp: job.tmp, final: job.final, data: job.data, mode: job.mode, mkdir: job.mkdir }, job.data);
+export async function writeFileOnWorker(job: WorkerFileJob): Promise<void> {
+  await post({ tmp: job.tmp, final: job.final, data: job.data, mode: job.mode, mkdir: job.mkdir }, job.data);
 }
 
 /**
- * Fills, sets up and closes an open file on the worker. Rejects with the system call's
- * error (the descriptor is closed then too), or with FileWorkerFailed when the worker itself
- * failed: then `fileWorkerAvailable()` is false and whether the descriptor was closed is
- * unknown, so the caller must not close it (its number may already be another file's) and
- * writes the file again through a new one.
+ * Creates, checks, fills, sets up and closes a file on the worker (see WorkerCreateJob).
+ * Resolves `{ escaped: true }` when the file was reached through a symlink (created but
+ * left empty), `{ escaped: false }` when it was written. Rejects with the system call's
+ * error (its `syscall` says which: 'open' when nothing was created), or with
+ * FileWorkerFailed when the worker itself failed: whether the file was created is then
+ * unknown, and the caller writes it itself through a new descriptor.
  */
-export function fillFileOnWorker(job: WorkerFillJob): Promise<void> {
-  return post({ fd: job.fd, data: job.data, mode: job.mode, mtimeMs: job.mtimeMs }, job.data);
+export async function createFileOnWorker(job: WorkerCreateJob): Promise<{ escaped: boolean }> {
+  const { data, ...rest } = job;
+  return { escaped: await post({ ...rest, data }, data) };
 }
 
-function post(message: object, data: Uint8Array): Promise<void> {
+function post(message: object, data: Uint8Array): Promise<boolean> {
   const w = (worker ??= startWorker());
   const id = nextId++;
-  return new Promise<void>((resolve, reject) => {
+  return new Promise<boolean>((resolve, reject) => {
     if (pending.size === 0) w.ref(); // the caller waits on it: keep the process alive
     pending.set(id, { resolve, reject });
     w.postMessage({ id, ...message }, [data.buffer as ArrayBuffer]);
@@ -139,15 +164,15 @@ function startWorker(): Worker {
   // tracking worker reports with a warning each.
   const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], trackUnmanagedFds: false });
   w.unref();
-  w.on('message', (m: { id: number; error?: NativeErrorInfo }) => {
+  w.on('message', (m: { id: number; escaped?: boolean; error?: NativeErrorInfo }) => {
     const job = pending.get(m.id);
     if (!job) return;
     pending.delete(m.id);
     if (pending.size === 0) w.unref(); // idle: never the reason the process stays up
     if (m.error) job.reject(nativeError(m.error));
     else {
-      written++;
-      job.resolve();
+      if (!m.escaped) written++;
+      job.resolve(m.escaped === true);
     }
   });
   const fail = (cause: unknown) => {

@@ -33,7 +33,7 @@ import path from 'node:path';
 import { Readable, type Writable } from 'node:stream';
 import { bitfogError, nativeError, toBitfogError, throwIfAborted } from '../../core/errors.ts';
 import { BackgroundFlushes, readBufferSize, readFullySync, WRITE_BEHIND_BYTES, WriteBehind } from '../../core/fsutil.ts';
-import { FileWorkerFailed, fileWorkerAvailable, fillFileOnWorker } from '../../core/file-writer-worker.ts';
+import { createFileOnWorker, FileWorkerFailed, fileWorkerAvailable } from '../../core/file-writer-worker.ts';
 import { childPath, type RelPath } from '../../core/paths.ts';
 import type {
   Capabilities,
@@ -664,18 +664,24 @@ export class LocalBackend implements Destination {
     }
     const mode = options.mode === undefined ? undefined : options.mode & 0o7777;
     if (fileWorkerAvailable()) {
-      // Opened and checked here; written, set up and closed on the writer worker while this
-      // thread goes on (see core/file-writer-worker.ts). The worker gets its own copy, taken
-      // before anything is awaited: the caller may reuse `content` once this returns.
+      // Created, checked to be inside the root, written, set up and closed on the writer
+      // worker while this thread goes on (see core/file-writer-worker.ts); the parent was
+      // checked here. The worker gets its own copy, taken before anything is awaited: the
+      // caller may reuse `content` once this returns.
       const data = Uint8Array.prototype.slice.call(content);
-      const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);
+      this.#checkParentSync(p);
       try {
-        await fillFileOnWorker({ fd, data, ...(mode === undefined ? {} : { mode }), ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
-        return true;
+        const { escaped } = await createFileOnWorker({
+          path: this.localPath(p), expectedRealPath: path.join(this.#realRoot, p), flags: WRITE_FLAGS, createMode: 0o600, data,
+          ...(mode === undefined ? {} : { mode }), ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }),
+        });
+        if (!escaped) return true;
+        await this.#unlinkIfEscaped(p);
+        throw escapeError(p);
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).syscall === 'open') throw openError(p, e);
         if (!(e instanceof FileWorkerFailed)) throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
-        // The worker failed: the file is written again below, through a new descriptor (the
-        // old one is left alone: the worker may have closed it, and its number reused).
+        // The worker failed: the file is written again below, through a new descriptor.
       }
     }
     const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);

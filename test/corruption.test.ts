@@ -8,23 +8,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { bitfog, bitfogOk } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
+import { flipStoredByte, storedBlobs } from './helpers/spool-files.ts';
 import { contentOf, makeTree, readTree } from './helpers/tree.ts';
-
-async function blobFiles(spool: string): Promise<string[]> {
-  const root = path.join(spool, 'blobs', 'sha256');
-  const out: string[] = [];
-  for (const prefix of await fsp.readdir(root)) for (const name of await fsp.readdir(path.join(root, prefix))) out.push(path.join(root, prefix, name));
-  return out.sort();
-}
-
-async function flipByte(file: string, offset: number): Promise<void> {
-  const h = await fsp.open(file, 'r+');
-  const b = Buffer.alloc(1);
-  await h.read(b, 0, 1, offset);
-  b[0] = b[0]! ^ 0xff;
-  await h.write(b, 0, 1, offset);
-  await h.close();
-}
 
 describe('corrupt spool content', () => {
   it('verify lists it, store does not write it, the next trip carries it again', async () => {
@@ -38,9 +23,10 @@ describe('corrupt spool content', () => {
     await bitfogOk(['fetch', a, spool], { env });
     await bitfogOk(['verify', spool], { env });
 
-    const sizes = await Promise.all((await blobFiles(spool)).map(async (f) => [f, (await fsp.stat(f)).size] as const));
-    const big = sizes.find(([, s]) => s === 100_000)![0];
-    await flipByte(big, 54_321);
+    // 100 kB is read whole by fetch: packed (see src/core/packs.ts).
+    const victim = (await storedBlobs(spool)).find((b) => b.size === 100_000)!;
+    assert.ok(victim.packed, 'a small file is carried in a pack');
+    await flipStoredByte(victim, 54_321);
 
     const v = await bitfog(['verify', spool], { env });
     assert.equal(v.code, 4, 'verify exits 4 on corruption');
@@ -95,6 +81,6 @@ describe('corrupt spool content', () => {
     m.close();
     const r3 = await bitfog(['fetch', a, spool]);
     assert.equal(r3.code, 1);
-    assert.match(r3.stderr, /manifest format 99; this bitfog reads format 2 and older/);
+    assert.match(r3.stderr, /manifest format 99; this bitfog reads format 3 and older/);
   });
 });

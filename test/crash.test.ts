@@ -5,13 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { bitfogOk, startBitfog } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
-import { contentOf, makeTree, readTree, sha256File, type TreeSpec } from './helpers/tree.ts';
+import { storedBlobs, storedContent } from './helpers/spool-files.ts';
+import { contentOf, makeTree, readTree, type TreeSpec } from './helpers/tree.ts';
 
 const TRIALS = Number(process.env.BITFOG_CRASH_TRIALS ?? 12); // per command: 24 in all
 const exec = promisify(execFile);
@@ -38,17 +40,14 @@ async function assertNoPartialFiles(a: string, b: string): Promise<void> {
   }
 }
 
-/** Every blob on the spool hashes to its own name; returns how many there are. */
+/** Every blob on the spool (file or packed record) hashes to its own name; returns how many distinct contents there are. */
 async function assertBlobsValid(spool: string): Promise<number> {
-  const root = path.join(spool, 'blobs', 'sha256');
-  let n = 0;
-  for (const prefix of await fsp.readdir(root).catch(() => [] as string[])) {
-    for (const name of await fsp.readdir(path.join(root, prefix))) {
-      assert.equal(await sha256File(path.join(root, prefix, name)), name, `blob ${name} matches its name`);
-      n++;
-    }
+  const hashes = new Set<string>();
+  for (const blob of await storedBlobs(spool)) {
+    assert.equal(`sha256:${createHash('sha256').update(await storedContent(blob)).digest('hex')}`, blob.hash, `blob ${blob.hash} matches its name`);
+    hashes.add(blob.hash);
   }
-  return n;
+  return hashes.size;
 }
 
 async function killAfter(args: string[], env: NodeJS.ProcessEnv, ms: number): Promise<void> {

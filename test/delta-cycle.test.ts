@@ -19,7 +19,7 @@ import type { RelPath } from '../src/core/paths.ts';
 import type { Destination, ReadOptions } from '../src/core/types.ts';
 import type { FetchResult } from '../src/core/fetch.ts';
 import { HashCache } from '../src/core/hashcache.ts';
-import { Manifest } from '../src/core/manifest.ts';
+import { Manifest, MANIFEST_FORMAT_VERSION } from '../src/core/manifest.ts';
 import { takeSnapshot } from '../src/core/snapshot.ts';
 import { Spool } from '../src/core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../src/core/store.ts';
@@ -361,7 +361,7 @@ describe('delta transfer through the cycle', () => {
     const status = await bitfogOk(['status', s.spool], { env });
     assert.match(status.stdout, /deltas: +1 files \(6\.00 MiB\) carried as [\d.]+ [KM]iB, saving [\d.]+ MiB; saved 0 B in stored trips; 1 destination signatures/);
     const json = JSON.parse((await bitfogOk(['status', s.spool, '--json'], { env })).stdout);
-    assert.equal(json.formatVersion, 2);
+    assert.equal(json.formatVersion, MANIFEST_FORMAT_VERSION);
     assert.ok(json.delta.savedBytes > 4 * MiB);
     const stored = await bitfogOk(['store', s.spool, s.b], { env });
     assert.match(stored.stdout, /from deltas: +1 files, 6\.00 MiB assembled from [\d.]+ [KM]iB carried/);
@@ -379,11 +379,14 @@ describe('delta transfer through the cycle', () => {
     await old.save(file);
     old.close();
     const m = await Manifest.load(file);
-    assert.equal(m.getMeta('format_version'), '2');
+    assert.equal(m.getMeta('format_version'), String(MANIFEST_FORMAT_VERSION));
     assert.equal(deltaStatus(m).files, 0);
-    m.setMeta('format_version', '3');
+    m.setMeta('format_version', String(MANIFEST_FORMAT_VERSION + 1));
     await m.save(file);
     m.close();
-    await assert.rejects(Manifest.load(file), (err) => isBitfogError(err, 'EBADSPOOL') && /manifest format 3; this bitfog reads format 2 and older/.test(err.message));
+    await assert.rejects(
+      Manifest.load(file),
+      (err) => isBitfogError(err, 'EBADSPOOL') && new RegExp(`manifest format ${MANIFEST_FORMAT_VERSION + 1}; this bitfog reads format ${MANIFEST_FORMAT_VERSION} and older`).test(err.message),
+    );
   });
 });

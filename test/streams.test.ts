@@ -8,9 +8,11 @@ import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
 import { allowFileWorkerAgain, fileWorkerAvailable, filesWrittenOnWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
+import { PACK_MAX_BYTES } from '../src/core/packs.ts';
 import { Spool } from '../src/core/spool.ts';
 import { chunksOf, GatheringWriter, readPieces, ScratchBuffers } from '../src/core/streams.ts';
 import type { OpenFile } from '../src/core/types.ts';
+import { storedBlobs, storedContent } from './helpers/spool-files.ts';
 import { tempDir } from './helpers/tmp.ts';
 
 describe('chunksOf', () => {
@@ -230,46 +232,161 @@ describe('the spool\'s background flushes, when they fail or take long', () => {
 });
 
 describe('the spool\'s small blobs', () => {
-  it('a duplicate is not written again; once removed, it is', async () => {
+  it('a duplicate is not packed again; once removed, it is', async () => {
     const dir = await tempDir('spool-small-dup');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
     try {
       const content = Buffer.from('the same small file, twice ü\n');
       const hash = await spool.putSmallBlob(content, { size: content.length });
-      const first = await stat(spool.blobPath(hash));
       assert.equal(await spool.putSmallBlob(Buffer.from(content), { size: content.length }), hash);
-      assert.equal((await stat(spool.blobPath(hash))).ino, first.ino, 'the blob already carried is kept as it is');
+      assert.equal((await storedBlobs(path.join(dir, 'spool'))).filter((b) => b.hash === hash).length, 1, 'packed once');
       await assert.rejects(spool.putSmallBlob(content, { size: content.length, hash: 'sha256:' + '0'.repeat(64) }), (e: unknown) => isBitfogError(e, 'EINTEGRITY'));
       await spool.removeBlob(hash);
+      assert.equal(spool.has(hash), false);
       assert.equal(await spool.putSmallBlob(content, { size: content.length }), hash);
-      assert.ok((await readFile(spool.blobPath(hash))).equals(content), 'written again after removal');
+      assert.ok((await spool.readSmallBlob(hash, content.length)).equals(content), 'packed again after removal');
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('reads back, as a whole, as a stream and hashed, what was packed; an empty blob too', async () => {
+    const dir = await tempDir('spool-small-read');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      for (const content of [Buffer.alloc(0), Buffer.from('a small file #1 %20 ü?\n'), randomBytes(300_000)]) {
+        const hash = await spool.putSmallBlob(content, { size: content.length });
+        assert.ok((await spool.readSmallBlob(hash, content.length)).equals(content));
+        assert.ok((await spool.readSmallBlob(hash, content.length, Buffer.alloc(content.length + 10))).equals(content), 'into lent memory');
+        const streamed: Buffer[] = [];
+        for await (const chunk of await spool.readBlob(hash)) streamed.push(chunk as Buffer);
+        assert.ok(Buffer.concat(streamed).equals(content), `${content.length} bytes as a stream`);
+        assert.deepEqual(await spool.hashBlob(hash), { hash, bytes: content.length });
+      }
     } finally {
       await spool.close();
     }
   });
 });
 
-describe('removing many blobs', () => {
-  it('removes exactly the ones asked for, found when the spool was opened or written since', async () => {
-    const dir = await tempDir('spool-remove-many');
-    const blob = (i: number) => Buffer.from(`blob ${i} #%? ü`);
-    let spool = await Spool.open(path.join(dir, 'spool'), { create: true });
-    const early = await Promise.all([0, 1, 2].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
-    await spool.save();
-    await spool.close();
+describe('packs', () => {
+  const blob = (i: number) => Buffer.from(`packed blob ${i} #%? ü ${'y'.repeat(i * 13)}`);
+  const hashOf = (b: Buffer) => 'sha256:' + createHash('sha256').update(b).digest('hex');
+
+  async function packed(dir: string, count: number): Promise<string[]> {
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const hashes = await Promise.all(Array.from({ length: count }, (_, i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
+      await spool.save();
+      return hashes;
+    } finally {
+      await spool.close();
+    }
+  }
+
+  it('are found again when the spool is opened, in one pack file', async () => {
+    const dir = await tempDir('packs-reopen');
+    const hashes = await packed(dir, 50);
+    assert.equal((await readdir(path.join(dir, 'spool', 'packs'))).length, 1);
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      for (const [i, h] of hashes.entries()) {
+        assert.equal(h, hashOf(blob(i)));
+        assert.ok((await spool.readSmallBlob(h, blob(i).length)).equals(blob(i)), `blob ${i}`);
+      }
+      assert.equal(spool.blobs().length, 50);
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('a record torn by a crash, and everything after it, is not carried; the rest is', async () => {
+    const dir = await tempDir('packs-torn');
+    await packed(dir, 10);
+    const records = await storedBlobs(path.join(dir, 'spool'));
+    const byHash = new Map(records.map((r) => [r.hash, r]));
+    const seventh = byHash.get(hashOf(blob(6)))!;
+    // A write that died half-way: the file ends inside the seventh record (by offset).
+    const cut = seventh.offset + Math.floor(seventh.size / 2);
+    const kept = records.filter((r) => r.offset + r.size <= seventh.header!).map((r) => r.hash);
+    const h = await open(seventh.file, 'r+');
+    await h.truncate(cut);
+    await h.close();
+    let spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [...kept].sort());
+      // Carried again, into a new pack: both read back.
+      await spool.putSmallBlob(blob(6), { size: blob(6).length });
+      assert.ok((await spool.readSmallBlob(hashOf(blob(6)), blob(6).length)).equals(blob(6)));
+      await spool.save();
+    } finally {
+      await spool.close();
+    }
+    assert.equal((await readdir(path.join(dir, 'spool', 'packs'))).length, 2);
+    // A header overwritten with garbage ends its pack there too: here its first one.
+    const first = (await storedBlobs(path.join(dir, 'spool'))).find((r) => r.file === seventh.file && r.header === 0)!;
+    const g = await open(first.file, 'r+');
+    await g.write(Buffer.from('XXXX'), 0, 4, first.header!);
+    await g.close();
     spool = await Spool.open(path.join(dir, 'spool'), { create: false });
     try {
-      const late = await Promise.all([3, 4].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
-      await spool.removeBlobs([late[1]!, early[2]!, early[0]!]);
-      for (const h of [early[0]!, early[2]!, late[1]!]) {
-        assert.equal(spool.has(h), false);
-        await assert.rejects(stat(spool.blobPath(h)), /ENOENT/);
+      assert.deepEqual(spool.blobs().map((b) => b.hash), [hashOf(blob(6))]);
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('removing some marks their records; removing the last of a pack deletes it; both hold after reopening', async () => {
+    const dir = await tempDir('packs-remove');
+    const hashes = await packed(dir, 5);
+    let spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      await spool.removeBlobs([hashes[1]!, hashes[3]!]);
+      await spool.removeBlob(hashes[4]!);
+    } finally {
+      await spool.close();
+    }
+    spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [hashes[0]!, hashes[2]!].sort());
+      assert.ok((await spool.readSmallBlob(hashes[2]!, blob(2).length)).equals(blob(2)));
+      await spool.removeBlobs([hashes[0]!, hashes[2]!]);
+      assert.deepEqual(await readdir(path.join(dir, 'spool', 'packs')), [], 'the emptied pack is deleted');
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('a pack whose records were all marked removed (a run died before deleting it) is deleted when the spool is opened', async () => {
+    const dir = await tempDir('packs-dead');
+    await packed(dir, 3);
+    for (const r of await storedBlobs(path.join(dir, 'spool'))) {
+      const h = await open(r.file, 'r+');
+      await h.write(Buffer.from('D'), 0, 1, r.header! + 4);
+      await h.close();
+    }
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      assert.deepEqual(spool.blobs(), []);
+      assert.deepEqual(await readdir(path.join(dir, 'spool', 'packs')), []);
+    } finally {
+      await spool.close();
+    }
+  });
+
+  it('a full pack is followed by a new one', async () => {
+    const dir = await tempDir('packs-rollover');
+    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const big = randomBytes(1024 * 1024 - 1);
+      const hashes: string[] = [];
+      for (let i = 0; i < Math.ceil(PACK_MAX_BYTES / big.length) + 1; i++) {
+        big.writeUInt32LE(i, 0);
+        hashes.push(await spool.putSmallBlob(big, { size: big.length }));
       }
-      for (const h of [early[1]!, late[0]!]) {
-        assert.equal(spool.has(h), true);
-        await stat(spool.blobPath(h));
-      }
-      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [early[1]!, late[0]!].sort());
+      assert.equal((await readdir(path.join(dir, 'spool', 'packs'))).length, 2);
+      big.writeUInt32LE(0, 0);
+      assert.ok((await spool.readSmallBlob(hashes[0]!, big.length)).equals(big));
     } finally {
       await spool.close();
     }
@@ -277,7 +394,7 @@ describe('removing many blobs', () => {
 });
 
 describe('the spool\'s small blobs on the writer worker', () => {
-  it('lands many at once, keeping each caller\'s bytes as they were when it called', async () => {
+  it('packs many at once, keeping each caller\'s bytes as they were when it called', async () => {
     const dir = await tempDir('spool-small-worker');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
     try {
@@ -294,28 +411,12 @@ describe('the spool\'s small blobs on the writer worker', () => {
         }),
       );
       assert.equal(filesWrittenOnWorker() - before, contents.length, 'written on the worker');
+      const stored = new Map((await storedBlobs(path.join(dir, 'spool'))).map((b) => [b.hash, b]));
       for (const [i, c] of contents.entries()) {
         assert.equal(hashes[i], 'sha256:' + createHash('sha256').update(c).digest('hex'));
-        assert.ok((await readFile(spool.blobPath(hashes[i]!))).equals(c), `blob ${i} holds its content`);
+        assert.ok((await storedContent(stored.get(hashes[i]!)!)).equals(c), `blob ${i} holds its content`);
         assert.ok(spool.has(hashes[i]!));
       }
-      assert.deepEqual(await readdir(path.join(dir, 'spool', 'tmp')), [], 'no temporary file is left');
-    } finally {
-      await spool.close();
-    }
-  });
-
-  it('reports a failed write with its code and leaves no temporary file', async () => {
-    const dir = await tempDir('spool-small-worker-error');
-    const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
-    try {
-      const content = Buffer.from('a blob whose directory is taken by a file');
-      const hex = createHash('sha256').update(content).digest('hex');
-      await mkdir(path.join(dir, 'spool', 'blobs', 'sha256'), { recursive: true });
-      await writeFile(path.join(dir, 'spool', 'blobs', 'sha256', hex.slice(0, 2)), 'not a directory');
-      await assert.rejects(spool.putSmallBlob(content, { size: content.length }), (e: unknown) => isBitfogError(e, 'EEXIST') || isBitfogError(e, 'ENOTDIR'));
-      assert.equal(spool.has('sha256:' + hex), false);
-      assert.deepEqual(await readdir(path.join(dir, 'spool', 'tmp')), [], 'the temporary file is removed');
     } finally {
       await spool.close();
     }
@@ -336,8 +437,8 @@ describe('the spool\'s small blobs on the writer worker', () => {
       const before = filesWrittenOnWorker();
       const otherHash = await spool.putSmallBlob(other, { size: other.length });
       assert.equal(filesWrittenOnWorker(), before, 'not on the worker');
-      assert.ok((await readFile(spool.blobPath(hash))).equals(content));
-      assert.ok((await readFile(spool.blobPath(otherHash))).equals(other));
+      assert.ok((await spool.readSmallBlob(hash, content.length)).equals(content));
+      assert.ok((await spool.readSmallBlob(otherHash, other.length)).equals(other));
     } finally {
       allowFileWorkerAgain();
       await spool.close();

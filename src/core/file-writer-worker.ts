@@ -46,6 +46,14 @@ export interface WorkerCreateJob {
   mtimeMs?: number;
 }
 
+/** Bytes written at `position` of an open file (a pack, see packs.ts), which stays open. */
+export interface WorkerAppendJob {
+  fd: number;
+  /** The bytes; their buffer is handed to the worker (no longer usable here). */
+  data: Uint8Array;
+  position: number;
+}
+
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
@@ -84,10 +92,14 @@ function create(m) {
   fill({ fd, data: m.data, mode: m.mode, mtimeMs: m.mtimeMs });
   return false;
 }
+function append(m) {
+  for (let off = 0; off < m.data.length; ) off += fs.writeSync(m.fd, m.data, off, m.data.length - off, m.position + off);
+}
 parentPort.on('message', (m) => {
   try {
     let escaped = false;
     if (m.path !== undefined) escaped = create(m);
+    else if (m.position !== undefined) append(m);
     else put(m);
     parentPort.postMessage({ id: m.id, escaped });
   } catch (e) {
@@ -146,6 +158,15 @@ export async function writeFileOnWorker(job: WorkerFileJob): Promise<void> {
 export async function createFileOnWorker(job: WorkerCreateJob): Promise<{ escaped: boolean }> {
   const { data, ...rest } = job;
   return { escaped: await post({ ...rest, data }, data) };
+}
+
+/**
+ * Writes bytes into an open file on the worker (see WorkerAppendJob). Rejects with the
+ * system call's error, or with FileWorkerFailed when the worker itself failed: whether the
+ * bytes were written is then unknown, and the caller writes them itself.
+ */
+export async function appendOnWorker(job: WorkerAppendJob): Promise<void> {
+  await post({ fd: job.fd, data: job.data, position: job.position }, job.data);
 }
 
 function post(message: object, data: Uint8Array): Promise<boolean> {

@@ -147,11 +147,11 @@ export class BackgroundFlushes<K> {
   }
 }
 
-/** Reads into `buffer` from the start of the open file `fd` until the buffer is full or the file ends; returns the bytes read. */
-export function readFullySync(fd: number, buffer: Uint8Array): number {
+/** Reads into `buffer` from `position` (default: the start) of the open file `fd` until the buffer is full or the file ends; returns the bytes read. */
+export function readFullySync(fd: number, buffer: Uint8Array, position = 0): number {
   let got = 0;
   while (got < buffer.length) {
-    const n = readSync(fd, buffer, got, buffer.length - got, got);
+    const n = readSync(fd, buffer, got, buffer.length - got, position + got);
     if (n === 0) break;
     got += n;
   }

@@ -16,7 +16,8 @@
  * Format 2 adds the delta transfer tables (signatures, recipes, delta_refused; see
  * delta/tables.ts). A format 1 manifest is upgraded when loaded (the new tables start
  * empty); a reader refuses a format_version newer than it knows with EBADSPOOL and a clear
- * message, so a bitfog that knows only format 1 refuses a format 2 spool.
+ * message, so a bitfog that knows only format 1 refuses a format 2 spool. Format 3 has the
+ * same tables; it marks spools whose small blobs may be packed (see packs.ts).
  */
 import { promises as fsp } from 'node:fs';
 import type { Database } from 'sql.js';
@@ -27,7 +28,11 @@ import { relPathProblem, type RelPath } from './paths.ts';
 import { looksLikeSqlite, sqlite } from './sqlite.ts';
 import type { Entry, EntryKind } from './types.ts';
 
-export const MANIFEST_FORMAT_VERSION = 2;
+/**
+ * 3: small blobs may be in packs (see packs.ts), which a bitfog of format 2 would not see.
+ * 2: delta transfer tables. Older manifests are read and upgraded when used.
+ */
+export const MANIFEST_FORMAT_VERSION = 3;
 
 export type SnapshotRole = 'source' | 'destination' | 'snapshot';
 

@@ -3,15 +3,17 @@
  *
  *   <spool>/manifest.db              the manifest (SQLite; see manifest.ts)
  *   <spool>/blobs/sha256/ab/<hex>    carried content, named by its SHA-256 (identical content once)
+ *   <spool>/packs/<16 hex>.pack      small files' content (read whole by fetch), many per file: see packs.ts
  *   <spool>/tmp/                     blobs being written; emptied when a command starts
  *   <spool>/lock                     held by the one process using the spool
  *
- * A blob only ever appears under its final name after its content hashed to that name and
- * was fsynced, so the blobs directory is the truth about what is carried: a crash loses at
- * most the blob being written, and the manifest's `carried` table is rebuilt from it.
+ * A blob only ever appears under its final name after its content hashed to that name, and
+ * a packed blob's record is read back only up to the first torn one, so the blobs and packs
+ * directories are the truth about what is carried: a crash loses at most the blobs being
+ * written, and the manifest's `carried` table is rebuilt from them.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants as C, createReadStream, mkdirSync, openSync, promises as fsp, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as C, createReadStream, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -19,8 +21,8 @@ import { bitfogError, toBitfogError } from './errors.ts';
 import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
 import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
 import { contentDigest } from './delta/signer.ts';
-import { FileWorkerFailed, fileWorkerAvailable, writeFileOnWorker } from './file-writer-worker.ts';
 import { Manifest } from './manifest.ts';
+import { Packs, PACKS_DIR } from './packs.ts';
 import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
 
@@ -60,6 +62,10 @@ export class Spool {
   readonly dir: string;
   readonly manifest: Manifest;
   readonly #blobs: Map<string, number>;
+  /** The small blobs, packed (see packs.ts)… */
+  readonly #packs: Packs;
+  /** …and the blobs that are files of their own (a content may be both). */
+  readonly #loose: Set<string>;
   /** Inode numbers of the blobs found when the spool was opened (see removeBlobs). */
   readonly #inodes: Map<string, number>;
   /** Blob directories known to exist (created or seen in this session). */
@@ -73,15 +79,15 @@ export class Spool {
   readonly #flushes = new BackgroundFlushes<string>();
   /** How a blob's descriptor is flushed in the background (see SpoolOptions.datasync). */
   readonly #datasync: (handle: fsp.FileHandle) => Promise<void>;
-  /** Temporary names of putSmallBlob: unique per spool opening, without a random draw per blob. */
-  readonly #tmpPrefix = randomBytes(6).toString('hex');
-  #tmpCounter = 0;
   readonly #lock: SpoolLock;
 
-  private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, inodes: Map<string, number>, lock: SpoolLock, datasync: (handle: fsp.FileHandle) => Promise<void>) {
+  private constructor(dir: string, manifest: Manifest, blobs: Map<string, number>, packs: Packs, inodes: Map<string, number>, lock: SpoolLock, datasync: (handle: fsp.FileHandle) => Promise<void>) {
     this.dir = dir;
     this.manifest = manifest;
     this.#blobs = blobs;
+    this.#packs = packs;
+    this.#loose = new Set(blobs.keys());
+    for (const [hash, size] of packs.entries()) if (!blobs.has(hash)) blobs.set(hash, size);
     this.#inodes = inodes;
     this.#lock = lock;
     this.#datasync = datasync;
@@ -101,7 +107,7 @@ export class Spool {
         throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST}); run "bitfog fetch" or "bitfog store" to create one`);
       }
       const entries = await fsp.readdir(abs).catch(() => [] as string[]);
-      const foreign = entries.filter((e) => ![MANIFEST, LOCK, 'blobs', 'tmp'].includes(e) && !e.startsWith(`${MANIFEST}.`));
+      const foreign = entries.filter((e) => ![MANIFEST, LOCK, 'blobs', PACKS_DIR, 'tmp'].includes(e) && !e.startsWith(`${MANIFEST}.`));
       if (foreign.length > 0) {
         throw bitfogError('EBADSPOOL', `${dir} is not empty and not a spool (it holds ${JSON.stringify(foreign[0])}); use an empty or new directory`);
       }
@@ -118,7 +124,8 @@ export class Spool {
       const manifest = exists ? await Manifest.load(manifestFile) : await Manifest.create();
       const inodes = new Map<string, number>();
       const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256'), inodes);
-      const spool = new Spool(abs, manifest, blobs, inodes, lock, datasync);
+      const packs = await Packs.open(path.join(abs, PACKS_DIR));
+      const spool = new Spool(abs, manifest, blobs, packs, inodes, lock, datasync);
       if (!exists) await spool.save();
       return spool;
     } catch (e) {
@@ -136,6 +143,9 @@ export class Spool {
     if (!(await Spool.exists(abs))) throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST})`);
     const manifest = await Manifest.load(path.join(abs, MANIFEST));
     const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256')).catch(() => new Map<string, number>());
+    const packs = await Packs.open(path.join(abs, PACKS_DIR), { readOnly: true }).catch(() => undefined);
+    for (const [hash, size] of packs?.entries() ?? []) if (!blobs.has(hash)) blobs.set(hash, size);
+    await packs?.close();
     return { manifest, blobs: [...blobs].map(([hash, size]) => ({ hash, size })) };
   }
 
@@ -158,6 +168,7 @@ export class Spool {
   async close(): Promise<void> {
     // Background flushes hold their blobs' descriptors open until they are done.
     await this.#flushes.settle();
+    await this.#packs.close();
     this.manifest.close();
     await this.#lock.release();
   }
@@ -176,6 +187,7 @@ export class Spool {
     return n;
   }
 
+  /** The file of a blob stored on its own (a packed one has none: see `readBlob`, `readSmallBlob`). */
   blobPath(hash: string): string {
     const hex = sha256Hex(hash);
     if (!hex) throw bitfogError('EBADSPOOL', `not a sha256 content hash: ${JSON.stringify(hash)}`);
@@ -184,6 +196,7 @@ export class Spool {
 
   /** Opens a blob for reading. The caller must verify what it reads against `hash`. */
   async readBlob(hash: string, signal?: AbortSignal): Promise<Readable> {
+    if (this.#packs.has(hash)) return this.#packs.stream(hash, signal);
     const file = this.blobPath(hash);
     try {
       const handle = await fsp.open(file, C.O_RDONLY | C.O_NOFOLLOW);
@@ -201,6 +214,8 @@ export class Spool {
    */
   async readSmallBlob(hash: string, size: number, into?: Buffer): Promise<Buffer> {
     // Direct system calls: for a few kilobytes, cheaper than handing each to the I/O thread pool.
+    // A packed blob reads its recorded size; a record of another size fails verification.
+    if (this.#packs.has(hash)) return this.#packs.read(hash, into);
     let fd: number | undefined;
     try {
       fd = openSync(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
@@ -215,6 +230,11 @@ export class Spool {
 
   /** Hashes a blob as it is on disk: its hash and size, to compare with its name. */
   async hashBlob(hash: string, options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {}): Promise<{ hash: string; bytes: number }> {
+    if (this.#packs.has(hash)) {
+      const content = this.#packs.read(hash);
+      options.onBytes?.(content.length);
+      return { hash: formatHash(createHash(HASH_ALGORITHM).update(content)), bytes: content.length };
+    }
     try {
       const handle = await fsp.open(this.blobPath(hash), C.O_RDONLY | C.O_NOFOLLOW);
       try {
@@ -348,12 +368,10 @@ export class Spool {
 
   /**
    * Like `writeBlob`, for content already in memory (a small file read whole): hashed here,
-   * then written and renamed into place on a worker thread in one message (see
-   * file-writer-worker.ts), while this thread goes on with the next files; on this thread
-   * with direct system calls if the worker failed. Either way cheaper, for a few kilobytes,
-   * than handing each call to the I/O thread pool. Not fsynced (as `writeBlob` with
-   * `durable: false`). `content` may be reused once this returns (the worker gets a copy).
-   * Throws EINTEGRITY, ENOSPC.
+   * then appended to a pack (see packs.ts) on the writer worker, while this thread goes on
+   * with the next files; on this thread if the worker failed. Not fsynced (as `writeBlob`
+   * with `durable: false`; `syncBlobs` makes it durable). `content` may be reused once this
+   * returns. Throws EINTEGRITY, ENOSPC.
    */
   async putSmallBlob(content: Uint8Array, expected: { hash?: string; size: number }): Promise<string> {
     const hash = formatHash(createHash(HASH_ALGORITHM).update(content));
@@ -361,41 +379,9 @@ export class Spool {
     // Already carried (a duplicate file): renaming a copy over it would cost far more than
     // writing one (measured: 330 µs against 22 µs for a new name), for the same bytes.
     if (this.#blobs.get(hash) === content.length) return hash;
-    const final = this.blobPath(hash);
-    const dir = path.dirname(final);
-    const mkdir = this.#blobDirs.has(dir) ? undefined : dir;
-    if (fileWorkerAvailable()) {
-      const tmp = this.#smallTmpPath();
-      try {
-        await writeFileOnWorker({ tmp, final, data: Uint8Array.prototype.slice.call(content), mode: 0o644, ...(mkdir ? { mkdir } : {}) });
-        this.#landedSmall(hash, content.length, dir);
-        return hash;
-      } catch (e) {
-        if (!(e instanceof FileWorkerFailed)) throw toBitfogError(e, 'cannot write to the spool');
-        // The worker failed: this file is written here (under another temporary name, in
-        // case the worker had begun it).
-      }
-    }
-    const tmp = this.#smallTmpPath();
-    try {
-      writeFileSync(tmp, content, { mode: 0o644, flag: 'wx' });
-      if (mkdir) mkdirSync(mkdir, { recursive: true });
-      renameSync(tmp, final);
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      throw toBitfogError(e, 'cannot write to the spool');
-    }
-    this.#landedSmall(hash, content.length, dir);
+    await this.#packs.append(hash, content);
+    this.#blobs.set(hash, content.length);
     return hash;
-  }
-
-  #smallTmpPath(): string {
-    return path.join(this.dir, 'tmp', `${this.#tmpPrefix}-${(this.#tmpCounter++).toString(36)}`);
-  }
-
-  #landedSmall(hash: string, size: number, dir: string): void {
-    this.#blobDirs.add(dir);
-    this.#blobs.set(hash, size);
   }
 
   /**
@@ -455,6 +441,7 @@ export class Spool {
     }
     await fsp.rename(tmp, final);
     this.#blobs.set(hash, bytes);
+    this.#loose.add(hash);
     return hash;
   }
 
@@ -465,6 +452,8 @@ export class Spool {
    * run together, off the path of the transfers.
    */
   async syncBlobs(hashes: string[]): Promise<void> {
+    if (hashes.some((h) => this.#packs.has(h))) await this.#packs.sync();
+    hashes = hashes.filter((h) => this.#loose.has(h));
     const limit = pLimit(BLOB_IO_PARALLELISM);
     await Promise.all(
       hashes.map((h) =>
@@ -492,10 +481,14 @@ export class Spool {
   /** Deletes a blob (landed at the destination, or found corrupt). */
   async removeBlob(hash: string): Promise<void> {
     this.#flushes.forget(hash);
-    try {
-      await fsp.unlink(this.blobPath(hash));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw toBitfogError(e, `cannot remove blob ${hash}`);
+    await this.#packs.remove([hash]);
+    if (this.#loose.has(hash)) {
+      try {
+        await fsp.unlink(this.blobPath(hash));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw toBitfogError(e, `cannot remove blob ${hash}`);
+      }
+      this.#loose.delete(hash);
     }
     this.#blobs.delete(hash);
     this.#inodes.delete(hash);
@@ -509,9 +502,14 @@ export class Spool {
    * their directories, and a store of them about 4 s less (two crossed pairs of runs).
    */
   async removeBlobs(hashes: Iterable<string>): Promise<void> {
+    const all = [...hashes];
+    // Packed ones together: a pack all of whose blobs go is one unlink.
+    await this.#packs.remove(all);
+    for (const h of all) if (!this.#loose.has(h)) this.#blobs.delete(h);
+    const loose = all.filter((h) => this.#loose.has(h));
     const limit = pLimit(BLOB_IO_PARALLELISM);
     const inode = (h: string) => this.#inodes.get(h) ?? Number.MAX_SAFE_INTEGER;
-    const ordered = [...hashes].sort((a, b) => inode(a) - inode(b));
+    const ordered = loose.sort((a, b) => inode(a) - inode(b));
     await Promise.all(ordered.map((h) => limit(() => this.removeBlob(h))));
   }
 

@@ -374,6 +374,38 @@ describe('packs', () => {
     }
   });
 
+  it('the same content packed twice at once is written once; a second record found on disk does not bring a removed one back', async () => {
+    const dir = await tempDir('packs-dup');
+    const content = Buffer.from('the same content, twice at once #1 ü\n');
+    let spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    try {
+      const [h1, h2] = await Promise.all([spool.putSmallBlob(content, { size: content.length }), spool.putSmallBlob(Buffer.from(content), { size: content.length })]);
+      assert.equal(h1, h2);
+      assert.equal((await storedBlobs(path.join(dir, 'spool'))).filter((b) => b.hash === h1).length, 1, 'one record');
+      await spool.putSmallBlob(blob(1), { size: blob(1).length });
+      await spool.save();
+    } finally {
+      await spool.close();
+    }
+    // A second live record of the same content (as an older bitfog or a crash could leave).
+    const [record] = (await storedBlobs(path.join(dir, 'spool'))).filter((b) => b.hash === hashOf(content));
+    const bytes = await readFile(record!.file);
+    await writeFile(record!.file, Buffer.concat([bytes, bytes.subarray(record!.header!, record!.offset + record!.size)]));
+    spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      assert.ok((await spool.readSmallBlob(hashOf(content), content.length)).equals(content));
+      await spool.removeBlob(hashOf(content));
+    } finally {
+      await spool.close();
+    }
+    spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      assert.deepEqual(spool.blobs().map((b) => b.hash), [hashOf(blob(1))], 'removed for good');
+    } finally {
+      await spool.close();
+    }
+  });
+
   it('a full pack is followed by a new one', async () => {
     const dir = await tempDir('packs-rollover');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });

@@ -68,6 +68,10 @@ export class Packs {
   /** Packs appended to since they were last made durable. */
   readonly #unsynced = new Set<string>();
   readonly #appends = new Set<Promise<void>>();
+  /** Appends under way, by hash: the same content asked for again meanwhile waits for it instead. */
+  readonly #appending = new Map<string, Promise<void>>();
+  /** Live records whose content an earlier record already holds (see #scan). */
+  readonly #duplicates: Array<{ pack: string; at: number }> = [];
 
   private constructor(dir: string) {
     this.#dir = dir;
@@ -82,6 +86,9 @@ export class Packs {
       throw toBitfogError(e, 'cannot read the spool');
     });
     for (const name of names.filter((n) => PACK_NAME.test(n)).sort()) packs.#scan(name);
+    // A second live record of the same content would outlive the removal of the first and
+    // bring the content back at the next opening: marked removed now.
+    if (!readOnly) for (const d of packs.#duplicates.splice(0)) packs.#markRemoved(d.pack, [d.at]);
     // Packs left with no live blob (their last ones removed by a run that died before
     // deleting them) only take space.
     if (!readOnly) for (const [name, pack] of [...packs.#packs]) if (pack.live === 0) await packs.#delete(name);
@@ -104,6 +111,8 @@ export class Packs {
         if (state === LIVE && !this.#blobs.has(hash)) {
           this.#blobs.set(hash, { pack: name, at, size });
           pack.live++;
+        } else if (state === LIVE) {
+          this.#duplicates.push({ pack: name, at });
         }
         at += HEADER_BYTES + size;
       }
@@ -134,6 +143,19 @@ export class Packs {
    * other write errors (the blob is then not packed).
    */
   async append(hash: string, content: Uint8Array): Promise<void> {
+    const pending = this.#appending.get(hash);
+    if (pending) return pending;
+    if (this.#blobs.has(hash)) return;
+    const appending = this.#append(hash, content);
+    this.#appending.set(hash, appending);
+    try {
+      await appending;
+    } finally {
+      this.#appending.delete(hash);
+    }
+  }
+
+  async #append(hash: string, content: Uint8Array): Promise<void> {
     const hex = sha256Hex(hash);
     if (!hex) throw bitfogError('EBADSPOOL', `not a sha256 content hash: ${JSON.stringify(hash)}`);
     const pack = this.#writable();
@@ -157,10 +179,8 @@ export class Packs {
     } finally {
       this.#appends.delete(written);
     }
-    if (!this.#blobs.has(hash)) {
-      this.#blobs.set(hash, { pack: pack.name, at, size: content.length });
-      this.#packs.get(pack.name)!.live++;
-    }
+    this.#blobs.set(hash, { pack: pack.name, at, size: content.length });
+    this.#packs.get(pack.name)!.live++;
   }
 
   async #write(fd: number, record: Buffer, at: number): Promise<void> {
@@ -252,14 +272,21 @@ export class Packs {
         await this.#delete(name);
         continue;
       }
-      const fd = openSync(pack.file, C.O_WRONLY | C.O_NOFOLLOW);
-      try {
-        for (const b of removed) writeSync(fd, Buffer.of(DEAD), 0, 1, b.at + STATE_OFFSET);
-      } catch (e) {
-        throw toBitfogError(e, `cannot update the spool's pack ${name}`);
-      } finally {
-        closeSync(fd);
-      }
+      this.#markRemoved(name, removed.map((b) => b.at));
+    }
+  }
+
+  /** Marks the records at `headers` of a pack removed. */
+  #markRemoved(name: string, headers: number[]): void {
+    const pack = this.#packs.get(name)!;
+    let fd: number | undefined;
+    try {
+      fd = openSync(pack.file, C.O_WRONLY | C.O_NOFOLLOW);
+      for (const at of headers) writeSync(fd, Buffer.of(DEAD), 0, 1, at + STATE_OFFSET);
+    } catch (e) {
+      throw toBitfogError(e, `cannot update the spool's pack ${name}`);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
 

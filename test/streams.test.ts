@@ -6,7 +6,7 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
-import { allowFileWorkerAgain, fileWorkerAvailable, filesWrittenOnWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
+import { allowFileWorkerAgain, appendOnWorker, fileWorkerAvailable, filesWrittenOnWorker, occupyFileWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
 import { PACK_MAX_BYTES } from '../src/core/packs.ts';
 import { Spool } from '../src/core/spool.ts';
@@ -406,6 +406,32 @@ describe('packs', () => {
     }
   });
 
+  it('removes exactly the ones asked for, packed or files of their own, found when opened or written since', async () => {
+    const dir = await tempDir('spool-remove-mixed');
+    let spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    const early = await Promise.all([0, 1, 2].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
+    const looseEarly = await spool.writeBlob(Readable.from([blob(20)]), { size: blob(20).length });
+    await spool.save();
+    await spool.close();
+    spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+    try {
+      const late = await Promise.all([3, 4].map((i) => spool.putSmallBlob(blob(i), { size: blob(i).length })));
+      const looseLate = await spool.writeBlob(Readable.from([blob(21)]), { size: blob(21).length });
+      await spool.removeBlobs([late[1]!, early[2]!, early[0]!, looseEarly]);
+      const gone = [early[0]!, early[2]!, late[1]!, looseEarly];
+      const kept = [early[1]!, late[0]!, looseLate];
+      for (const h of gone) assert.equal(spool.has(h), false);
+      await assert.rejects(stat(spool.blobPath(looseEarly)), /ENOENT/);
+      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [...kept].sort());
+      await spool.save();
+      await spool.close();
+      spool = await Spool.open(path.join(dir, 'spool'), { create: false });
+      assert.deepEqual(spool.blobs().map((b) => b.hash).sort(), [...kept].sort(), 'the same after reopening');
+    } finally {
+      await spool.close();
+    }
+  });
+
   it('a full pack is followed by a new one', async () => {
     const dir = await tempDir('packs-rollover');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
@@ -454,15 +480,19 @@ describe('the spool\'s small blobs on the writer worker', () => {
     }
   });
 
-  it('writes on the calling thread once the worker has failed', async () => {
+  it('writes on the calling thread once the worker has failed, a record sent to it too', async () => {
     const dir = await tempDir('spool-small-worker-gone');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
     try {
       const warm = Buffer.from('starts the worker');
       await spool.putSmallBlob(warm, { size: warm.length });
-      const content = Buffer.from('written after the worker died');
+      // Larger than the shared buffer pool's pieces: its record's memory goes to the worker.
+      const content = Buffer.concat([Buffer.from('written after the worker died '), randomBytes(10_000)]);
+      // Sent while the worker is busy, so it dies with the record unwritten in its queue.
+      const busy = occupyFileWorker(300).catch(() => {});
       const landing = spool.putSmallBlob(content, { size: content.length });
       await terminateFileWorker();
+      await busy;
       const hash = await landing;
       assert.equal(fileWorkerAvailable(), false);
       const other = Buffer.from('and another one');
@@ -471,10 +501,27 @@ describe('the spool\'s small blobs on the writer worker', () => {
       assert.equal(filesWrittenOnWorker(), before, 'not on the worker');
       assert.ok((await spool.readSmallBlob(hash, content.length)).equals(content));
       assert.ok((await spool.readSmallBlob(otherHash, other.length)).equals(other));
+      const stored = new Map((await storedBlobs(path.join(dir, 'spool'))).map((b) => [b.hash, b]));
+      assert.ok((await storedContent(stored.get(hash)!)).equals(content), 'on disk, as a later opening finds it');
     } finally {
       allowFileWorkerAgain();
       await spool.close();
     }
+  });
+
+  it('once a write into a file failed, the worker refuses the later ones of that file, not of others', async () => {
+    const dir = await tempDir('worker-append-failed');
+    const h = await open(path.join(dir, 'pack #1'), 'w');
+    try {
+      // Memory of its own (Buffer.alloc never takes the shared pool's), as packs.ts sends.
+      const bytes = () => Buffer.alloc(Buffer.byteLength('record ü'), 'record ü');
+      await assert.rejects(appendOnWorker({ fd: 1_000_000, data: bytes(), position: 0, stream: 'pack #1' }), (e: NodeJS.ErrnoException) => e.code === 'EBADF');
+      await assert.rejects(appendOnWorker({ fd: h.fd, data: bytes(), position: 100, stream: 'pack #1' }), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+      await appendOnWorker({ fd: h.fd, data: bytes(), position: 0, stream: 'pack #2' });
+    } finally {
+      await h.close();
+    }
+    assert.equal(await readFile(path.join(dir, 'pack #1'), 'utf8'), 'record ü', 'only the other stream\'s write landed');
   });
 });
 

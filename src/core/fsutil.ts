@@ -62,8 +62,8 @@ export const OWN_COPY_MIN_BYTES = 1024 * 1024;
 /**
  * Files at least this large are made durable each (fetch's blobs, before the manifest that
  * lists them is saved; store's files, before they are renamed into place): an fsync costs
- * little next to their data. Smaller ones are flushed in batches (store) or rely on
- * store's re-verification (fetch).
+ * little next to their data. Smaller ones are flushed in batches: at store, the files of a
+ * batch together; at fetch, the packs they were appended to (see packs.ts).
  */
 export const FSYNC_EACH_MIN_BYTES = 8 * 1024 * 1024;
 

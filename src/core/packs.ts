@@ -47,6 +47,8 @@ interface PackFile {
   file: string;
   /** Records not removed. */
   live: number;
+  /** Appends under way: a pack is not deleted while it has any. */
+  pending: number;
   /** Descriptor for reads, opened when first needed. */
   readFd?: number;
 }
@@ -58,6 +60,18 @@ interface OpenPack {
   end: number;
   /** A write failed: what follows it may not be readable, so nothing more goes here. */
   broken: boolean;
+}
+
+/** A pack record: header and content, in memory of its own (transferable to a worker). */
+function record(hex: string, content: Uint8Array): Buffer {
+  const bytes = Buffer.allocUnsafeSlow(HEADER_BYTES + content.length);
+  MAGIC.copy(bytes, 0);
+  bytes[STATE_OFFSET] = LIVE;
+  bytes.fill(0, 5, 8);
+  bytes.writeBigUInt64LE(BigInt(content.length), 8);
+  bytes.write(hex, 16, 'hex');
+  bytes.set(content, HEADER_BYTES);
+  return bytes;
 }
 
 export class Packs {
@@ -97,8 +111,14 @@ export class Packs {
 
   #scan(name: string): void {
     const file = path.join(this.#dir, name);
-    const pack: PackFile = { file, live: 0 };
-    const fd = openSync(file, C.O_RDONLY | C.O_NOFOLLOW);
+    const pack: PackFile = { file, live: 0, pending: 0 };
+    let fd: number;
+    try {
+      fd = openSync(file, C.O_RDONLY | C.O_NOFOLLOW);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // deleted since it was listed (status reads without the lock)
+      throw toBitfogError(e, `cannot read the spool's pack ${name}`);
+    }
     try {
       const length = fstatSync(fd).size;
       const header = Buffer.alloc(HEADER_BYTES);
@@ -159,41 +179,44 @@ export class Packs {
     const hex = sha256Hex(hash);
     if (!hex) throw bitfogError('EBADSPOOL', `not a sha256 content hash: ${JSON.stringify(hash)}`);
     const pack = this.#writable();
+    const file = this.#packs.get(pack.name)!;
     const at = pack.end;
     pack.end += HEADER_BYTES + content.length;
-    const record = Buffer.allocUnsafe(HEADER_BYTES + content.length);
-    MAGIC.copy(record, 0);
-    record[STATE_OFFSET] = LIVE;
-    record.fill(0, 5, 8);
-    record.writeBigUInt64LE(BigInt(content.length), 8);
-    record.write(hex, 16, 'hex');
-    record.set(content, HEADER_BYTES);
     this.#unsynced.add(pack.name);
-    const written = this.#write(pack.fd, record, at);
+    file.pending++;
+    // `content` stays the caller's until this returns: the record is built from it again
+    // if the worker fails (the copy it was sent is gone with it).
+    const written = this.#write(pack, () => record(hex, content), at);
     this.#appends.add(written);
     try {
       await written;
     } catch (e) {
+      // Nothing more goes into this pack (its worker refuses writes after a failed one, so
+      // no record lands beyond a torn one): the next blob starts a new pack.
       pack.broken = true;
       throw toBitfogError(e, 'cannot write to the spool');
     } finally {
       this.#appends.delete(written);
+      file.pending--;
     }
     this.#blobs.set(hash, { pack: pack.name, at, size: content.length });
-    this.#packs.get(pack.name)!.live++;
+    file.live++;
   }
 
-  async #write(fd: number, record: Buffer, at: number): Promise<void> {
+  async #write(pack: OpenPack, build: () => Buffer, at: number): Promise<void> {
     if (fileWorkerAvailable()) {
       try {
-        await appendOnWorker({ fd, data: record, position: at });
+        // A record of its own memory (never the shared pool's), handed over to the worker.
+        await appendOnWorker({ fd: pack.fd, data: build(), position: at, stream: pack.name });
         return;
       } catch (e) {
         if (!(e instanceof FileWorkerFailed)) throw e;
         // The worker failed: whether it wrote is unknown; writing the same bytes again here is harmless.
       }
     }
-    for (let off = 0; off < record.length; ) off += writeSync(fd, record, off, record.length - off, at + off);
+    if (pack.broken) throw bitfogError('EIO', `an earlier write to the spool's pack ${pack.name} failed`);
+    const bytes = build();
+    for (let off = 0; off < bytes.length; ) off += writeSync(pack.fd, bytes, off, bytes.length - off, at + off);
   }
 
   /** The pack to append to: this opening's, or a new one. */
@@ -208,7 +231,7 @@ export class Packs {
     } catch (e) {
       throw toBitfogError(e, 'cannot write to the spool');
     }
-    this.#packs.set(name, { file, live: 0 });
+    this.#packs.set(name, { file, live: 0, pending: 0 });
     this.#current = { name, fd, end: 0, broken: false };
     if (current) this.#retire(current);
     return this.#current;
@@ -216,7 +239,11 @@ export class Packs {
 
   /** Closes a pack no longer appended to, once its writes are done. */
   #retire(pack: OpenPack): void {
-    void Promise.allSettled([...this.#appends]).then(() => closeSync(pack.fd));
+    void Promise.allSettled([...this.#appends]).then(async () => {
+      closeSync(pack.fd);
+      // A pack given up after a failed write may hold nothing live: it only takes space.
+      if ((this.#packs.get(pack.name)?.live ?? 1) === 0) await this.#delete(pack.name).catch(() => {});
+    });
   }
 
   /** A packed blob's content, exactly its recorded size (the caller verifies it), into `into` when long enough. */
@@ -256,23 +283,21 @@ export class Packs {
    * is marked removed. Hashes not packed are ignored.
    */
   async remove(hashes: Iterable<string>): Promise<void> {
-    const byPack = new Map<string, Located[]>();
+    const byPack = new Map<string, Array<[string, Located]>>();
     for (const hash of hashes) {
       const b = this.#blobs.get(hash);
       if (!b) continue;
-      this.#blobs.delete(hash);
       const list = byPack.get(b.pack);
-      if (list) list.push(b);
-      else byPack.set(b.pack, [b]);
+      if (list) list.push([hash, b]);
+      else byPack.set(b.pack, [[hash, b]]);
     }
     for (const [name, removed] of byPack) {
+      // Forgotten only once the pack says so: a failure leaves them where they were.
       const pack = this.#packs.get(name)!;
+      if (pack.live - removed.length <= 0 && pack.pending === 0 && this.#current?.name !== name) await this.#delete(name);
+      else this.#markRemoved(name, removed.map(([, b]) => b.at));
       pack.live -= removed.length;
-      if (pack.live <= 0 && this.#current?.name !== name) {
-        await this.#delete(name);
-        continue;
-      }
-      this.#markRemoved(name, removed.map((b) => b.at));
+      for (const [hash] of removed) this.#blobs.delete(hash);
     }
   }
 
@@ -302,10 +327,11 @@ export class Packs {
 
   /** Makes what was appended durable: each pack written to, then the directory. */
   async sync(): Promise<void> {
-    await Promise.allSettled([...this.#appends]);
-    if (this.#unsynced.size === 0) return;
+    // The packs of the appends under way now; appends that start meanwhile wait for the next call.
     const names = [...this.#unsynced];
     this.#unsynced.clear();
+    await Promise.allSettled([...this.#appends]);
+    if (names.length === 0) return;
     for (const name of names) {
       const pack = this.#packs.get(name);
       if (!pack) continue;

@@ -447,12 +447,16 @@ export class Spool {
 
   /**
    * Makes blobs durable: fsyncs them, several at once, then their directories (so that the
-   * renames that landed them survive a power loss too). Writers call this for blobs they
-   * wrote with `durable: false` before saving a manifest that lists them: the fsyncs then
-   * run together, off the path of the transfers.
+   * renames that landed them survive a power loss too), and every pack appended to since
+   * the last call. Writers call this for blobs they wrote with `durable: false` before
+   * saving a manifest that lists them: the fsyncs then run together, off the path of the
+   * transfers.
    */
   async syncBlobs(hashes: string[]): Promise<void> {
-    if (hashes.some((h) => this.#packs.has(h))) await this.#packs.sync();
+    // Packs written to since the last call too: a few fsyncs for any number of small blobs.
+    await this.#packs.sync().catch((e) => {
+      throw toBitfogError(e, 'cannot make the spool durable');
+    });
     hashes = hashes.filter((h) => this.#loose.has(h));
     const limit = pLimit(BLOB_IO_PARALLELISM);
     await Promise.all(

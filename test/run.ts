@@ -64,7 +64,9 @@ const services = existsSync(servicesDir)
   : [];
 
 mkdirSync(stateDir, { recursive: true });
-const env: NodeJS.ProcessEnv = { ...process.env, BITFOG_TEST_STATE: stateDir, FORCE_COLOR: '0' };
+// Hash caches of commands a test runs without its own go with the run's state, not into
+// the home directory of whoever runs the tests.
+const env: NodeJS.ProcessEnv = { BITFOG_CACHE_DIR: path.join(stateDir, 'hash-cache'), ...process.env, BITFOG_TEST_STATE: stateDir, FORCE_COLOR: '0' };
 const failedServices: string[] = [];
 const started: string[] = [];
 

@@ -99,6 +99,7 @@ describe('signatures while writing', () => {
     assert.deepEqual(await feedDigest(contentDigest({ wholeFile: true, sign: { size: data.length } })), { hash: want, signature: expected });
     assert.deepEqual(await feedDigest(contentDigest({ sign: { size: data.length } })), { signature: expected });
     assert.deepEqual(await contentDigest({ wholeFile: true }).finish(), { hash: `sha256:${createHash('sha256').digest('hex')}` }, 'an empty file');
+    assert.deepEqual(await contentDigest({}).finish(), {}, 'asked for nothing: answers nothing, and does answer');
   });
 
   it('hashFileHandle hashes on the worker what it hashes itself, and a failed read gives the worker up', async () => {

@@ -9,7 +9,7 @@
  * of its next bytes, acknowledged by `{ ack: bytes }` every ACK_EVERY bytes, or at once with
  * the message's buffer (`{ ack, buffer }`, transferred back) when the message filled its
  * whole buffer, so the sender can reuse it; `null` ends the file and is answered by
- * `{ chunks?: [[length, hexPrefix], …], sha256?: hex }`, or `{ error }`. Then the next
+ * `{ done: true, chunks?: [[length, hexPrefix], …], sha256?: hex }`, or `{ error }`. Then the next
  * `begin` may come.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -35,7 +35,7 @@ parentPort!.on('message', (data: Uint8Array | null | { begin: { params?: ChunkPa
     if (!file) throw new Error('bytes before begin');
     if (data === null) {
       keep(file.chunker?.finish());
-      parentPort!.postMessage({ ...(file.chunker ? { chunks: file.chunks } : {}), ...(file.whole ? { sha256: file.whole.digest('hex') } : {}) });
+      parentPort!.postMessage({ done: true, ...(file.chunker ? { chunks: file.chunks } : {}), ...(file.whole ? { sha256: file.whole.digest('hex') } : {}) });
       file = undefined;
       return;
     }

@@ -153,7 +153,7 @@ function workerEntry(): WorkerEntry | undefined {
 }
 
 /** What a sign worker answers (see sign-worker.ts). */
-type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; chunks?: Array<[number, string]>; sha256?: string; error?: string };
+type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; done?: true; chunks?: Array<[number, string]>; sha256?: string; error?: string };
 
 /** A sign worker, and the signer it works for now (none while idle). */
 interface SignWorker {
@@ -236,7 +236,7 @@ class WorkerDigest implements ContentDigest {
         this.#queued -= m.ack;
         if (m.buffer && spareBatches.length < SPARE_BATCHES) spareBatches.push(m.buffer);
         if (this.#queued < MAX_QUEUED) this.#wake();
-      } else if (m.chunks || m.sha256 !== undefined) {
+      } else if (m.done) {
         this.#disposed = true;
         giveWorker(this.#w);
         const params = this.#params;

@@ -211,6 +211,34 @@ describe('delta chunker', () => {
     for (const c of withData) assert.deepEqual(c.data, data.subarray(c.offset, c.offset + c.length));
   });
 
+  it('gives identical chunks when bytes are read straight into its room (room/commit), whatever the read sizes', () => {
+    const data = xorshiftBytes(8, 2 * MiB + 999);
+    const whole = chunkBuffer(data, small);
+    for (const [seed, readBytes] of [
+      [5, undefined],
+      [6, 1 << 20],
+      [7, 3 * small.maxSize + 17],
+    ] as const) {
+      const chunker = new Chunker(small, readBytes === undefined ? {} : { readBytes });
+      const got: Chunk[] = [];
+      let at = 0;
+      let rng = seed;
+      while (at < data.length) {
+        const room = chunker.room();
+        assert.ok(room.length >= (readBytes ?? small.maxSize), `room of at least the asked read size (${room.length})`);
+        rng = (rng * 1103515245 + 12345) % 2 ** 31;
+        const n = Math.min(data.length - at, 1 + (rng % room.length)); // a short read, as a file may give
+        data.copy(room, 0, at, at + n);
+        got.push(...chunker.commit(n));
+        at += n;
+      }
+      got.push(...chunker.finish());
+      assert.deepEqual(got, whole, `reads into room ${readBytes ?? 'default'}`);
+    }
+    const chunker = new Chunker(small);
+    assert.throws(() => chunker.commit(chunker.room().length + 1), /beyond its room/);
+  });
+
   it('honours an AbortSignal', async () => {
     const ac = new AbortController();
     ac.abort();

@@ -9,8 +9,9 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chunkParamsForSize } from '../src/core/delta/chunker.ts';
-import { contentDigest, contentSigner, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
-import { hashFileHandle } from '../src/core/hashing.ts';
+import { contentDigest, contentSigner, digestFile, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
+import { isBitfogError } from '../src/core/errors.ts';
+import { hashFileHandle, openFileOf } from '../src/core/hashing.ts';
 import { signContent } from '../src/core/delta/signature.ts';
 import { runModuleInChild } from './helpers/child.ts';
 import { tempDir } from './helpers/tmp.ts';
@@ -102,23 +103,57 @@ describe('signatures while writing', () => {
     assert.deepEqual(await contentDigest({}).finish(), {}, 'asked for nothing: answers nothing, and does answer');
   });
 
-  it('hashFileHandle hashes on the worker what it hashes itself, and a failed read gives the worker up', async () => {
-    const file = path.join(await tempDir('digest-handle'), 'file #1 ü.bin');
-    await fsp.writeFile(file, data);
+  it('digestFile: a worker reads a local file itself and gives what a later read gives; a file without a descriptor is read here', async () => {
+    const big = Buffer.concat([data, randomBytes(20 * 1024 * 1024)]); // several reads and progress reports
+    const file = path.join(await tempDir('digest-file'), 'file #1 ü.bin');
+    await fsp.writeFile(file, big);
+    const want = { hash: `sha256:${createHash('sha256').update(big).digest('hex')}`, bytes: big.length };
+    const signature = (await signContent(Readable.from([big]), big.length)).signature;
     const handle = await fsp.open(file, 'r');
     try {
-      const here = await hashFileHandle(handle);
-      assert.deepEqual(here, { hash: `sha256:${createHash('sha256').update(data).digest('hex')}`, bytes: data.length });
-      assert.deepEqual(await hashFileHandle(handle, { digest: contentDigest({ wholeFile: true }) }), here);
+      assert.deepEqual(await hashFileHandle(handle), want, 'hashFileHandle on this thread');
+      let reported = 0;
+      const onWorker = await digestFile(openFileOf(handle), { wholeFile: true, sign: { size: big.length } }, { onBytes: (n) => (reported += n) });
+      assert.deepEqual(onWorker, { ...want, signature }, 'read, hashed and signed by the worker');
+      assert.equal(reported, big.length, 'every byte reported as progress');
+      assert.deepEqual(await digestFile(openFileOf(handle), { wholeFile: true }), want, 'hashed only');
+      const { fd, ...withoutDescriptor } = openFileOf(handle);
+      assert.equal(typeof fd, 'number');
+      assert.deepEqual(await digestFile(withoutDescriptor, { wholeFile: true, sign: { size: big.length } }), { ...want, signature }, 'read on this thread, digested as fed');
+      const empty = path.join(path.dirname(file), 'empty');
+      await fsp.writeFile(empty, '');
+      const emptyHandle = await fsp.open(empty, 'r');
+      assert.deepEqual(await digestFile(openFileOf(emptyHandle), { wholeFile: true }), { hash: `sha256:${createHash('sha256').digest('hex')}`, bytes: 0 }, 'an empty file');
+      await emptyHandle.close();
     } finally {
       await handle.close();
     }
-    const digest = contentDigest({ wholeFile: true });
-    let disposed = false;
-    const dispose = digest.dispose.bind(digest);
-    digest.dispose = () => ((disposed = true), dispose());
-    await assert.rejects(hashFileHandle(handle, { digest }), /closed|EBADF/i, 'reading a closed file fails');
-    assert.ok(disposed, 'the digest was disposed of');
+  });
+
+  it('digestFile: a failed read is an error with its code, an abort stops the worker before it answers, and workers are usable after both', async () => {
+    const file = path.join(await tempDir('digest-fail'), 'file');
+    const content = Buffer.concat([data, randomBytes(20 * 1024 * 1024)]); // progress is reported before the end
+    await fsp.writeFile(file, content);
+    const handle = await fsp.open(file, 'r');
+    const fd = handle.fd;
+    await handle.close();
+    await assert.rejects(
+      digestFile({ fd, read: async () => 0 }, { wholeFile: true }),
+      (e: unknown) => isBitfogError(e) && /EBADF/.test((e as Error).message),
+      'a descriptor that is closed fails with EBADF',
+    );
+    const again = await fsp.open(file, 'r');
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      await assert.rejects(digestFile(openFileOf(again), { wholeFile: true }, { signal: controller.signal }), (e: unknown) => isBitfogError(e, 'EABORTED'), 'aborted before it starts');
+      const during = new AbortController();
+      const aborted = digestFile(openFileOf(again), { wholeFile: true, sign: { size: content.length } }, { signal: during.signal, onBytes: () => during.abort() });
+      await assert.rejects(aborted, (e: unknown) => isBitfogError(e, 'EABORTED'), 'aborted at its first progress report');
+      assert.deepEqual(await digestFile(openFileOf(again), { wholeFile: true }), { hash: `sha256:${createHash('sha256').update(content).digest('hex')}`, bytes: content.length }, 'the next file is digested');
+    } finally {
+      await again.close();
+    }
   });
 
   it('idle workers do not keep the process alive', async () => {

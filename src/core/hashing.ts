@@ -5,7 +5,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { chunksOf, readPieces } from './streams.ts';
-import type { ContentDigest } from './delta/signer.ts';
+import type { OpenFile } from './types.ts';
 
 export const HASH_ALGORITHM = 'sha256';
 export const EMPTY_HASH = `sha256:${createHash('sha256').digest('hex')}`;
@@ -64,31 +64,34 @@ export async function hashStream(stream: AsyncIterable<Buffer | Uint8Array>, onB
 /**
  * Hashes an open local file from its start through two reused buffers, reading the next
  * piece while the current one is hashed (`readPieces`). Resolves with the hash and the
- * byte count. Throws EABORTED when `signal` fires. With `digest` (see delta/signer.ts,
- * asked for the whole-file hash), the pieces are hashed there, on a worker thread, and
- * this thread only reads; the digest is disposed of if the read fails.
+ * byte count. Throws EABORTED when `signal` fires. (Large files are hashed on a worker
+ * thread instead: `digestFile` in delta/signer.ts.)
  */
 export async function hashFileHandle(
   handle: FileHandle,
-  options: { onBytes?: (n: number) => void; signal?: AbortSignal; digest?: ContentDigest } = {},
+  options: { onBytes?: (n: number) => void; signal?: AbortSignal } = {},
 ): Promise<{ hash: string; bytes: number }> {
-  const { digest } = options;
-  const h = digest ? undefined : createHash(HASH_ALGORITHM);
-  const file = { read: async (buffer: Uint8Array, offset: number, length: number, position: number) => (await handle.read(buffer, offset, length, position)).bytesRead };
-  try {
-    const bytes = await readPieces(
-      file,
-      (piece) => {
-        options.onBytes?.(piece.length);
-        if (h) h.update(piece);
-        else return digest!.update(piece);
-      },
-      options.signal ? { signal: options.signal } : {},
-    );
-    const hash = h ? formatHash(h) : (await digest!.finish()).hash;
-    if (hash === undefined) throw new Error('hashFileHandle: the digest was not asked for the whole-file hash');
-    return { hash, bytes };
-  } finally {
-    digest?.dispose();
-  }
+  return await hashPieces(openFileOf(handle), options);
+}
+
+/** Like `hashFileHandle`, for any open file. */
+export async function hashPieces(
+  file: Pick<OpenFile, 'read'>,
+  options: { onBytes?: (n: number) => void; signal?: AbortSignal } = {},
+): Promise<{ hash: string; bytes: number }> {
+  const h = createHash(HASH_ALGORITHM);
+  const bytes = await readPieces(
+    file,
+    (piece) => {
+      options.onBytes?.(piece.length);
+      h.update(piece);
+    },
+    options.signal ? { signal: options.signal } : {},
+  );
+  return { hash: formatHash(h), bytes };
+}
+
+/** A local file handle as what `readPieces` and `digestFile` read: positional reads, and its descriptor. */
+export function openFileOf(handle: FileHandle): Pick<OpenFile, 'read' | 'fd'> {
+  return { fd: handle.fd, read: async (buffer, offset, length, position) => (await handle.read(buffer, offset, length, position)).bytesRead };
 }

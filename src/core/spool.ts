@@ -19,8 +19,8 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
-import { formatHash, HASH_ALGORITHM, hashFileHandle, sha256Hex } from './hashing.ts';
-import { contentDigest } from './delta/signer.ts';
+import { formatHash, HASH_ALGORITHM, hashFileHandle, openFileOf, sha256Hex } from './hashing.ts';
+import { digestFile } from './delta/signer.ts';
 import { Manifest } from './manifest.ts';
 import { Packs, PACKS_DIR } from './packs.ts';
 import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
@@ -408,7 +408,7 @@ export class Spool {
         if (options.durable === false && expected.size >= FSYNC_EACH_MIN_BYTES) {
           await this.#flushes.room();
           // Hashed on a worker: several large files carried at once are hashed on as many cores.
-          const hashing = hashFileHandle(handle, { ...options, digest: contentDigest({ wholeFile: true }) });
+          const hashing = digestFile(openFileOf(handle), { wholeFile: true }, options).then(({ hash, bytes }) => ({ hash: hash!, bytes }));
           flushed = this.#flushes.start(this.#datasync(handle), handle, hashing.catch(() => {}));
           hashed = await hashing;
         } else {

@@ -12,12 +12,12 @@ import pLimit from 'p-limit';
 import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { createHash, type Hash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
-import { formatHash, HASH_ALGORITHM } from './hashing.ts';
+import { formatHash, HASH_ALGORITHM, hashPieces } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
 import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
-import { contentDigest, type ContentSigner, contentSigner } from './delta/signer.ts';
+import { contentDigest, type ContentSigner, contentSigner, digestFile } from './delta/signer.ts';
 import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
@@ -262,40 +262,39 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       if (isBitfogError(e, 'EOPNOTSUPP')) return false;
       throw e;
     }
-    const offThread = w.size >= FSYNC_EACH_MIN_BYTES;
-    const hash = offThread ? undefined : createHash(HASH_ALGORITHM);
-    const digest = sign || offThread ? contentDigest({ ...(sign ? { sign: { size: w.size } } : {}), wholeFile: offThread }) : undefined;
-    let bytes = 0;
+    // Large or signed: hashed (and signed) on a worker thread, which reads a local file itself.
+    const onWorker = sign || w.size >= FSYNC_EACH_MIN_BYTES;
+    const request = { ...(sign ? { sign: { size: w.size } } : {}), wholeFile: true };
     const progress = storeProgress(w);
-    const consume = (chunk: Buffer): void | Promise<void> => {
-      hash?.update(chunk);
-      bytes += chunk.length;
-      progress(chunk.length);
-      return digest?.update(chunk);
-    };
-    try {
-      if (dest.openFile) {
-        // Positional reads through two reused buffers: no new memory for every piece of a large file.
-        const file = await dest.openFile(target, signal ? { signal } : {});
-        try {
-          await readPieces(file, consume, signal ? { signal } : {});
-        } finally {
-          await file.close();
-        }
-      } else {
+    const readOptions = { onBytes: progress, ...(signal ? { signal } : {}) };
+    let landed: { hash?: string | undefined; bytes: number; signature?: FileSignature | undefined };
+    if (dest.openFile) {
+      const file = await dest.openFile(target, signal ? { signal } : {});
+      try {
+        landed = onWorker ? await digestFile(file, request, readOptions) : await hashPieces(file, readOptions);
+      } finally {
+        await file.close();
+      }
+    } else {
+      const digest = onWorker ? contentDigest(request) : undefined;
+      const hash = digest ? undefined : createHash(HASH_ALGORITHM);
+      try {
+        let bytes = 0;
         for await (const chunk of chunksOf(await dest.read(target, signal ? { signal } : {}))) {
           throwIfAborted(signal);
-          const wait = consume(chunk);
+          bytes += chunk.length;
+          progress(chunk.length);
+          hash?.update(chunk);
+          const wait = digest?.update(chunk);
           if (wait) await wait;
         }
+        landed = { ...(digest ? await digest.finish() : { hash: formatHash(hash!) }), bytes };
+      } finally {
+        digest?.dispose();
       }
-      const digested = await digest?.finish();
-      const landed = { hash: hash ? formatHash(hash) : digested!.hash!, bytes };
-      if (landed.hash === w.hash && landed.bytes === w.size) return { signature: digested?.signature };
-      return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path }));
-    } finally {
-      digest?.dispose();
     }
+    if (landed.hash === w.hash && landed.bytes === w.size) return { signature: landed.signature };
+    return blameDestinationUnlessBlobCorrupt(w, bitfogError('EIO', `the destination did not keep what was written to ${JSON.stringify(w.path)}: it reads back as ${landed.hash} (${landed.bytes} bytes)`, { path: w.path }));
   };
 
   /** Writes one file under its temporary name (or in place on all-or-nothing backends). */

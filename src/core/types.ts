@@ -234,6 +234,12 @@ export interface OpenFile {
   readonly size: number;
   /** Reads up to `length` bytes at `position` into `buffer` from `offset`; the number read, 0 at the end of the file. */
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  /**
+   * Optional: a descriptor of this process for the open file, valid until `close`, which the
+   * core may read with positional reads on a worker thread (local files: a large file's
+   * read-back is then hashed and signed without passing through the calling thread).
+   */
+  readonly fd?: number;
   /** Idempotent. */
   close(): Promise<void>;
 }

@@ -526,6 +526,7 @@ export class LocalBackend implements Destination {
     let closed: Promise<void> | undefined;
     return {
       size,
+      fd: handle.fd,
       read: async (buffer, offset, length, position) => {
         try {
           return (await handle.read(buffer, offset, length, position)).bytesRead;

@@ -213,15 +213,25 @@ export class Chunker {
 
   private readonly withData: boolean;
 
-  /** `withData`: attach a copy of each chunk's bytes (to store new chunks in the same read). */
-  constructor(params: ChunkParams, options: { withData?: boolean } = {}) {
+  /** The least `room` hands out. */
+  private readonly minRoom: number;
+
+  /**
+   * `withData`: attach a copy of each chunk's bytes (to store new chunks in the same read).
+   * `readBytes`: the least room `room()` offers for reading into (default `maxSize`); the
+   * buffer grows by it.
+   */
+  constructor(params: ChunkParams, options: { withData?: boolean; readBytes?: number } = {}) {
     validateChunkParams(params);
     this.withData = options.withData ?? false;
     this.params = { ...params };
     const bits = Math.log2(params.avgSize);
     this.maskS = topBits(bits + params.normalization);
     this.maskL = topBits(bits - params.normalization);
-    ({ buffer: this.buf, scan: this.scan } = gearScanner(params.maxSize * 2));
+    this.minRoom = Math.max(params.maxSize, options.readBytes ?? 0);
+    // After a push or commit fewer than maxSize bytes are pending, so a compacted buffer
+    // always has minRoom free.
+    ({ buffer: this.buf, scan: this.scan } = gearScanner(params.maxSize + this.minRoom));
   }
 
   /** Bytes consumed so far. */
@@ -243,6 +253,27 @@ export class Chunker {
       at += n;
       while (this.end - this.start >= maxSize) out.push(this.cut(this.end));
     }
+    return out;
+  }
+
+  /**
+   * Free space after the pending bytes, at least `readBytes` (see the constructor) long, to
+   * read the next bytes straight into; `commit` then takes them. Saves `push`'s copy when
+   * the bytes come from a file (the sign worker reads into it). Valid until the next call.
+   */
+  room(): Buffer {
+    if (this.finished) throw new BitfogError('EIO', 'Chunker.room after finish');
+    if (this.buf.length - this.end < this.minRoom) this.compact();
+    return this.buf.subarray(this.end);
+  }
+
+  /** Takes the first `n` bytes of the last `room()`; returns the chunks they completed, in file order. */
+  commit(n: number): Chunk[] {
+    if (this.finished) throw new BitfogError('EIO', 'Chunker.commit after finish');
+    if (!Number.isInteger(n) || n < 0 || n > this.buf.length - this.end) throw new BitfogError('EIO', `Chunker.commit(${n}) beyond its room`);
+    this.end += n;
+    const out: Chunk[] = [];
+    while (this.end - this.start >= this.params.maxSize) out.push(this.cut(this.end));
     return out;
   }
 

@@ -11,12 +11,21 @@
  * whole buffer, so the sender can reuse it; `null` ends the file and is answered by
  * `{ done: true, chunks?: [[length, hexPrefix], …], sha256?: hex }`, or `{ error }`. Then the next
  * `begin` may come.
+ *
+ * Or `{ readFile: { fd, params?, hashLength, wholeFile } }`: the worker reads the file
+ * behind descriptor `fd` (one of this process, kept open by the sender until the answer)
+ * itself, with positional reads from 0 to its end, straight into the chunker's memory, and
+ * answers `{ progress: bytes }` every PROGRESS_EVERY bytes, then
+ * `{ done: true, bytes, progress, chunks?, sha256? }` or `{ error, code?, syscall? }`. The
+ * sender's thread then moves no bytes at all: handing a large file's bytes over in messages
+ * cost it two copies, and left this thread idle while it waited for them.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { readSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { Chunker, type ChunkParams } from './chunker.ts';
 import { keptHash } from './signature.ts';
-import { ACK_EVERY } from './signer-protocol.ts';
+import { ACK_EVERY, PROGRESS_EVERY, READ_BYTES } from './signer-protocol.ts';
 
 let file: { chunker: Chunker | undefined; whole: Hash | undefined; hashLength: number; chunks: Array<[number, string]>; sinceAck: number } | undefined;
 
@@ -25,8 +34,44 @@ const keep = (list: ReturnType<Chunker['push']> | undefined) => {
   for (const c of list) file!.chunks.push([c.length, keptHash(c.sha256, file!.hashLength)]);
 };
 
-parentPort!.on('message', (data: Uint8Array | null | { begin: { params?: ChunkParams; hashLength: number; wholeFile: boolean } }) => {
+type ReadFileRequest = { fd: number; params?: ChunkParams; hashLength: number; wholeFile: boolean };
+
+/** Reused to read a file that is only hashed whole (a chunker has room of its own). */
+let readBuffer: Buffer | undefined;
+
+function readFile({ fd, params, hashLength, wholeFile }: ReadFileRequest): void {
+  const chunker = params && new Chunker(params, { readBytes: READ_BYTES });
+  const whole = wholeFile ? createHash('sha256') : undefined;
+  const chunks: Array<[number, string]> = [];
+  const keep = (list: ReturnType<Chunker['push']>) => {
+    for (const c of list) chunks.push([c.length, keptHash(c.sha256, hashLength)]);
+  };
+  let position = 0;
+  let progress = 0;
+  for (;;) {
+    const into = chunker ? chunker.room() : (readBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
+    const n = readSync(fd, into, 0, Math.min(into.length, READ_BYTES), position);
+    if (n === 0) break;
+    whole?.update(into.subarray(0, n));
+    if (chunker) keep(chunker.commit(n));
+    position += n;
+    progress += n;
+    if (progress >= PROGRESS_EVERY) {
+      parentPort!.postMessage({ progress });
+      progress = 0;
+    }
+  }
+  if (chunker) keep(chunker.finish());
+  parentPort!.postMessage({ done: true, bytes: position, progress, ...(chunker ? { chunks } : {}), ...(whole ? { sha256: whole.digest('hex') } : {}) });
+}
+
+parentPort!.on('message', (data: Uint8Array | null | { begin: { params?: ChunkParams; hashLength: number; wholeFile: boolean } } | { readFile: ReadFileRequest }) => {
   try {
+    if (data !== null && 'readFile' in data) {
+      file = undefined;
+      readFile(data.readFile);
+      return;
+    }
     if (data !== null && !(data instanceof Uint8Array)) {
       const { params, hashLength, wholeFile } = data.begin;
       file = { chunker: params && new Chunker(params), whole: wholeFile ? createHash('sha256') : undefined, hashLength, chunks: [], sinceAck: 0 };
@@ -52,6 +97,11 @@ parentPort!.on('message', (data: Uint8Array | null | { begin: { params?: ChunkPa
     }
   } catch (e) {
     file = undefined;
-    parentPort!.postMessage({ error: e instanceof Error ? e.message : String(e) });
+    const { code, syscall } = (e ?? {}) as { code?: unknown; syscall?: unknown };
+    parentPort!.postMessage({
+      error: e instanceof Error ? e.message : String(e),
+      ...(typeof code === 'string' ? { code } : {}),
+      ...(typeof syscall === 'string' ? { syscall } : {}),
+    });
   }
 });

@@ -13,8 +13,10 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { BitfogError } from '../errors.ts';
+import { abortError, BitfogError, throwIfAborted, toBitfogError } from '../errors.ts';
 import { formatHash, HASH_ALGORITHM } from '../hashing.ts';
+import { readPieces } from '../streams.ts';
+import type { OpenFile } from '../types.ts';
 import { Chunker, type ChunkParams, chunkParamsForSize } from './chunker.ts';
 import { MAX_QUEUED } from './signer-protocol.ts';
 import { DEFAULT_HASH_LENGTH, type FileSignature, keptHash } from './signature.ts';
@@ -65,6 +67,107 @@ export function contentDigest(request: DigestRequest): ContentDigest {
     }
   }
   return inlineDigest(params, hashLength, wholeFile);
+}
+
+/** What `digestFile` reads: an open file, with the descriptor a worker may read it through, if it has one. */
+export type DigestibleFile = Pick<OpenFile, 'read' | 'fd'>;
+
+/**
+ * What `request` asks for, of the whole file `file` (read from its start to its end), and
+ * how many bytes it has. A file with a descriptor (`OpenFile.fd`) is read by the worker
+ * itself, straight into the chunker's memory: this thread moves none of its bytes. Others
+ * are read here and handed over as `contentDigest` does. The caller keeps the file open
+ * until this settles (after an abort too: the worker has stopped reading by then).
+ */
+export async function digestFile(
+  file: DigestibleFile,
+  request: DigestRequest,
+  options: { onBytes?: (n: number) => void; signal?: AbortSignal; what?: string } = {},
+): Promise<{ signature?: FileSignature; hash?: string; bytes: number }> {
+  const entry = file.fd === undefined ? undefined : workerEntry();
+  if (entry) {
+    let w: SignWorker | undefined;
+    try {
+      w = takeWorker(entry);
+    } catch {
+      /* no worker here: read on this thread */
+    }
+    if (w) return await readOnWorker(w, file.fd!, request, options);
+  }
+  const digest = contentDigest(request);
+  try {
+    const bytes = await readPieces(
+      file,
+      (piece) => {
+        options.onBytes?.(piece.length);
+        return digest.update(piece);
+      },
+      options.signal ? { signal: options.signal } : {},
+    );
+    return { ...(await digest.finish()), bytes };
+  } finally {
+    digest.dispose();
+  }
+}
+
+function readOnWorker(
+  w: SignWorker,
+  fd: number,
+  request: DigestRequest,
+  options: { onBytes?: (n: number) => void; signal?: AbortSignal; what?: string },
+): Promise<{ signature?: FileSignature; hash?: string; bytes: number }> {
+  const { signal, onBytes } = options;
+  const params = request.sign && chunkParamsForSize(request.sign.size);
+  const hashLength = request.sign?.hashLength ?? DEFAULT_HASH_LENGTH;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let stopping = false;
+    const settle = (then: () => void) => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      then();
+    };
+    /** Ends a worker that may still be reading: settles once it has stopped, so the caller may close the file. */
+    const stop = (err: BitfogError) => {
+      if (settled || stopping) return;
+      stopping = true;
+      w.onMessage = w.onFailure = undefined;
+      w.worker.terminate().then(
+        () => settle(() => reject(err)),
+        () => settle(() => reject(err)),
+      );
+    };
+    const onAbort = () => stop(abortError(signal));
+    w.onMessage = (m) => {
+      if (m.progress) onBytes?.(m.progress);
+      if (stopping) return; // aborted from onBytes
+      if (m.done) {
+        giveWorker(w);
+        settle(() =>
+          resolve({
+            ...(params && m.chunks ? { signature: { params, hashLength, chunks: m.chunks.map(([length, sha256]) => ({ length, sha256 })) } } : {}),
+            ...(m.sha256 === undefined ? {} : { hash: `${HASH_ALGORITHM}:${m.sha256}` }),
+            bytes: m.bytes ?? 0,
+          }),
+        );
+      } else if (m.error !== undefined) {
+        giveWorker(w); // the worker finished its loop and keeps no state of the file
+        const native = Object.assign(new Error(m.error), m.code === undefined ? {} : { code: m.code }, m.syscall === undefined ? {} : { syscall: m.syscall });
+        settle(() => reject(toBitfogError(native, options.what ?? 'cannot read the file being hashed')));
+      }
+    };
+    w.onFailure = (err) => stop(err);
+    try {
+      throwIfAborted(signal);
+    } catch (e) {
+      giveWorker(w);
+      settle(() => reject(e));
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    w.worker.postMessage({ readFile: { fd, ...(params ? { params } : {}), hashLength, wholeFile: request.wholeFile ?? false } });
+  });
 }
 
 /** A signer for a file of `size` bytes (chunk params from its size, as recorded signatures use). */
@@ -153,7 +256,18 @@ function workerEntry(): WorkerEntry | undefined {
 }
 
 /** What a sign worker answers (see sign-worker.ts). */
-type SignWorkerMessage = { ack?: number; buffer?: ArrayBuffer; done?: true; chunks?: Array<[number, string]>; sha256?: string; error?: string };
+type SignWorkerMessage = {
+  ack?: number;
+  buffer?: ArrayBuffer;
+  progress?: number;
+  done?: true;
+  bytes?: number;
+  chunks?: Array<[number, string]>;
+  sha256?: string;
+  error?: string;
+  code?: string;
+  syscall?: string;
+};
 
 /** A sign worker, and the signer it works for now (none while idle). */
 interface SignWorker {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { chunkParamsForSize } from '../src/core/delta/chunker.ts';
-import { contentDigest, contentSigner, digestFile, inlineSigner, signWorkersStarted } from '../src/core/delta/signer.ts';
+import { contentDigest, contentSigner, digestFile, idleSignWorkers, inlineSigner, prestartSignWorkers, signWorkersStarted } from '../src/core/delta/signer.ts';
 import { isBitfogError } from '../src/core/errors.ts';
 import { hashFileHandle, openFileOf } from '../src/core/hashing.ts';
 import { signContent } from '../src/core/delta/signature.ts';
@@ -156,10 +156,24 @@ describe('signatures while writing', () => {
     }
   });
 
+  it('prestartSignWorkers starts idle workers ahead of need, and the next files take them', async () => {
+    prestartSignWorkers(3);
+    assert.ok(idleSignWorkers() >= 3, `three idle workers (${idleSignWorkers()})`);
+    const started = signWorkersStarted();
+    prestartSignWorkers(3);
+    assert.equal(signWorkersStarted(), started, 'none started when enough are idle');
+    const files = [randomBytes(3 << 20), randomBytes(5 << 20), randomBytes(1 << 20)];
+    const signatures = await Promise.all(files.map((f) => feed(contentSigner(f.length), f, 1 << 18)));
+    assert.equal(signWorkersStarted(), started, 'three files at once took the idle workers');
+    for (const [i, f] of files.entries()) assert.deepEqual(signatures[i], (await signContent(Readable.from([f]), f.length)).signature);
+  });
+
   it('idle workers do not keep the process alive', async () => {
-    // A child signs a file and then has nothing left to do: it must exit by itself.
+    // A child signs a file and then has nothing left to do: it must exit by itself, also
+    // with workers started ahead of need and never used.
     const script = [
-      `import { contentSigner } from ${JSON.stringify(new URL('../src/core/delta/signer.ts', import.meta.url).href)};`,
+      `import { contentSigner, prestartSignWorkers } from ${JSON.stringify(new URL('../src/core/delta/signer.ts', import.meta.url).href)};`,
+      'prestartSignWorkers(3);',
       'const s = contentSigner(4 << 20);',
       'await s.update(Buffer.alloc(4 << 20, 3));',
       'console.log((await s.finish()).chunks.length);',

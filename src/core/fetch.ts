@@ -19,6 +19,7 @@ import type { JournalEvent, Snapshot } from './manifest.ts';
 import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
+import { prestartSignWorkers } from './delta/signer.ts';
 import type { BlobWriteOptions, Spool } from './spool.ts';
 import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
@@ -268,6 +269,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     return hash;
   };
 
+  // Large files are hashed on worker threads: started now, not at the first one.
+  prestartSignWorkers(Math.min(LARGE_FILES_AT_ONCE, selected.filter((need) => need.size >= FSYNC_EACH_MIN_BYTES).length));
   try {
     // A large file waits for its own slot first, so that it holds none of the small files'.
     await Promise.all(

@@ -17,7 +17,7 @@ import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
 import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
-import { contentDigest, type ContentSigner, contentSigner, digestFile } from './delta/signer.ts';
+import { contentDigest, type ContentSigner, contentSigner, digestFile, prestartSignWorkers } from './delta/signer.ts';
 import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
@@ -164,6 +164,8 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   };
 
   /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
+  // Large and signed files are digested on worker threads: started now, not at the first one.
+  prestartSignWorkers(Math.min(LARGE_FILES_AT_ONCE, writes.filter((w) => w.size >= FSYNC_EACH_MIN_BYTES || signs(w)).length));
   const isSmall = (w: Extract<StoreAction, { op: 'write' }>, sign: boolean) =>
     w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !sign;
   const smallScratch = new ScratchBuffers();

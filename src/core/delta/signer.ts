@@ -285,14 +285,19 @@ const IDLE_WORKERS_KEPT = 4;
 const idleWorkers: SignWorker[] = [];
 let workersStarted = 0;
 
+/** How many sign workers wait idle for the next file (for tests). */
+export function idleSignWorkers(): number {
+  return idleWorkers.length;
+}
+
 /** How many sign workers this process has started (for tests: reuse shows here). */
 export function signWorkersStarted(): number {
   return workersStarted;
 }
 
 /** A worker for one file; referenced while it works (a signer's promise waits on it), not while idle. */
-function takeWorker(entry: WorkerEntry): SignWorker {
-  const idle = idleWorkers.pop();
+function takeWorker(entry: WorkerEntry, options: { fresh?: boolean } = {}): SignWorker {
+  const idle = options.fresh ? undefined : idleWorkers.pop();
   if (idle) {
     idle.worker.ref();
     return idle;
@@ -309,6 +314,24 @@ function takeWorker(entry: WorkerEntry): SignWorker {
   worker.on('error', (err) => lost(new BitfogError('EIO', 'signature worker failed', { cause: err })));
   worker.on('exit', (code) => lost(new BitfogError('EIO', `signature worker stopped (exit code ${code})`)));
   return w;
+}
+
+/**
+ * Starts sign workers ahead of need, up to `count` idle ones (at most IDLE_WORKERS_KEPT):
+ * one takes about 0.1 s to start, which fetch and store would otherwise wait for at their
+ * first large file. They start while the caller plans and opens files, on cores that are
+ * idle then. A no-op where no worker can be started.
+ */
+export function prestartSignWorkers(count: number): void {
+  const entry = workerEntry();
+  if (!entry) return;
+  while (idleWorkers.length < Math.min(count, IDLE_WORKERS_KEPT)) {
+    try {
+      giveWorker(takeWorker(entry, { fresh: true }));
+    } catch {
+      return; // no worker here: the work runs on the calling thread
+    }
+  }
 }
 
 /** After a finished file: kept for the next one, or ended. */

@@ -6,8 +6,10 @@
  * Chunking and hashing every chunk cost about twice what the whole-file hash costs, so the
  * work runs on a worker thread (`sign-worker.ts`) while the calling thread moves the
  * bytes; several files digested at once use several cores (one thread hashing every file
- * fetch or store moved at once was the limit on 2 cores). Where no worker can be started,
- * the same work runs on the calling thread.
+ * fetch or store moved at once was the limit on 2 cores). A local file (`digestFile` of a
+ * file with a descriptor) is read by the worker itself, so its bytes never pass through
+ * the calling thread. Where no worker can be started, the same work runs on the calling
+ * thread.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';

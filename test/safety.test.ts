@@ -94,7 +94,12 @@ describe('the spool lock', () => {
 });
 
 describe('a full spool disk', () => {
-  it('stops cleanly, keeps what was carried, and the next trip goes on', async (t) => {
+  const smallFiles: Record<string, { bytes: number; seed: number }> = {};
+  for (let i = 0; i < 120; i++) smallFiles[`d${i % 7}/small #${i} ü.bin`] = { bytes: 20_000 + i * 300, seed: 10 + i };
+  for (const [what, tree] of [
+    ['files of their own (1 MiB and more)', { 'one.bin': { bytes: 1_500_000, seed: 1 }, 'two.bin': { bytes: 1_400_000, seed: 2 }, 'three.bin': { bytes: 1_300_000, seed: 3 } }],
+    ['small files, written into packs', smallFiles],
+  ] as const) it(`stops cleanly, keeps what was carried, and the next trip goes on: ${what}`, async (t) => {
     if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
     const dir = await tempDir('fulldisk');
     const mnt = path.join(dir, 'small-disk');
@@ -103,13 +108,16 @@ describe('a full spool disk', () => {
     try {
       const a = path.join(dir, 'a');
       const b = path.join(dir, 'b');
-      await makeTree(a, { 'one.bin': { bytes: 1_500_000, seed: 1 }, 'two.bin': { bytes: 1_400_000, seed: 2 }, 'three.bin': { bytes: 1_300_000, seed: 3 } });
+      await makeTree(a, tree);
       const spool = path.join(mnt, 'spool');
-      // --reserve 0 lets bitfog try to use the whole disk: the disk, not the plan, says stop.
+      // --reserve 0: all of the disk but the room a save of the manifest needs.
       const r = await bitfog(['fetch', a, spool, '--reserve', '0'], { env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') } });
       assert.equal(r.code, 0, r.stderr);
       const status = JSON.parse((await bitfogOk(['status', spool, '--json'])).stdout);
       assert.ok(status.carried.files >= 1 && status.left.files >= 1, `some carried, some left: ${JSON.stringify(status.carried)}`);
+      const disk = await fsp.statfs(mnt);
+      const manifestBytes = (await fsp.stat(path.join(spool, 'manifest.db'))).size;
+      assert.ok(disk.bavail * disk.bsize >= manifestBytes, `room left to save the manifest again (${disk.bavail * disk.bsize} bytes free, manifest ${manifestBytes})`);
       await bitfogOk(['verify', spool]);
       for (let trip = 0; trip < 4; trip++) {
         await bitfogOk(['store', spool, b]);

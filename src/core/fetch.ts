@@ -120,23 +120,27 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const { needs, alreadyCarried } = contentNeeds(snapshot, destination, carriedSet);
   const alreadyCarriedBytes = alreadyCarried.reduce((n, c) => n + c.size, 0);
 
-  const reserve = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
-  const free = await spool.freeSpace();
-  const carriedNow = spool.carriedBytes;
-  let budget = Math.max(0, free - reserve);
-  if (options.maxBytes !== undefined) budget = Math.min(budget, Math.max(0, options.maxBytes - carriedNow));
-  manifest.setMeta('capacity', String(options.maxBytes ?? free - reserve + carriedNow));
-
-  const { selected, deferred } = selectForTrip(needs, budget, options.order ?? 'largest');
-  const totalBytes = selected.reduce((n, s) => n + s.size, 0);
-  onProgress?.({ type: 'transfer-start', phase: 'fetch', files: selected.length, bytes: totalBytes });
-
   // Record the source snapshot before carrying: a crash mid-carry still leaves a spool whose
   // status tells what it holds. It is rewritten with the hashes learnt while carrying.
   manifest.putSnapshot('source', snapshot);
   manifest.setMeta('trip', String(trip));
   if (!manifest.hasSnapshot('destination')) manifest.putSnapshot('destination', destination);
   await spool.save();
+
+  const reserve = options.reserveBytes ?? DEFAULT_RESERVE_BYTES;
+  const free = await spool.freeSpace();
+  const carriedNow = spool.carriedBytes;
+  // Whatever the reserve, room stays for saving the manifest again at the end (next to the
+  // copy it replaces, grown by what was carried): a disk filled to the last byte would leave
+  // no room to record what landed.
+  const room = Math.max(0, free - reserve - (await spool.manifestRoom()));
+  let budget = room;
+  if (options.maxBytes !== undefined) budget = Math.min(budget, Math.max(0, options.maxBytes - carriedNow));
+  manifest.setMeta('capacity', String(options.maxBytes ?? room + carriedNow));
+
+  const { selected, deferred } = selectForTrip(needs, budget, options.order ?? 'largest');
+  const totalBytes = selected.reduce((n, s) => n + s.size, 0);
+  onProgress?.({ type: 'transfer-start', phase: 'fetch', files: selected.length, bytes: totalBytes });
 
   let doneFiles = 0;
   let doneBytes = 0;

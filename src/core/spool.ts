@@ -27,6 +27,8 @@ import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
 
 const MANIFEST = 'manifest.db';
+/** Slack on top of twice the manifest's size in `Spool.manifestRoom`: journal rows, the file system's own blocks. */
+const MANIFEST_ROOM_SLACK_BYTES = 1024 * 1024;
 const LOCK = 'lock';
 /** A lock whose owner on another host has not refreshed it for this long is stale. */
 const FOREIGN_LOCK_STALE_MS = 60_000;
@@ -152,6 +154,16 @@ export class Spool {
   /** True when `dir` holds a spool manifest. */
   static async exists(dir: string): Promise<boolean> {
     return fsp.access(path.join(dir, MANIFEST)).then(() => true, () => false);
+  }
+
+  /**
+   * Free space a later save of the manifest needs: room for a new copy next to the one on
+   * disk, which may grow by as much again (the carried blobs of a trip are rows of it, fewer
+   * than the entries of the snapshot it already holds), and some slack.
+   */
+  async manifestRoom(): Promise<number> {
+    const size = await fsp.stat(this.manifestFile).then((st) => st.size, () => 0);
+    return 2 * size + MANIFEST_ROOM_SLACK_BYTES;
   }
 
   get manifestFile(): string {

@@ -10,7 +10,7 @@ import { loadSnapshotFile } from '../snapshot-file.ts';
 
 const fetchOptions = {
   max: () => Option.String('--max', { description: 'Carry at most SIZE in all (500G, 1.5T, 200MiB, bytes); default: the spool disk\'s free space less the reserve' }),
-  reserve: () => Option.String('--reserve', { description: 'Free space to leave on the spool disk (default 64MiB)' }),
+  reserve: () => Option.String('--reserve', { description: 'Free space to leave on the spool disk (default 64MiB), besides the room a save of the manifest needs' }),
   order: () =>
     Option.String('--order', 'largest', {
       description: `Which files first when not all fit: ${CARRY_ORDERS.join(', ')} (default largest)`,

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -129,6 +130,51 @@ describe('a full spool disk', () => {
       await exec('umount', [mnt]);
     }
   });
+});
+
+describe('a disk that fills up under the spool', () => {
+  for (const [what, put] of [
+    ['small blobs (packed)', (spool: Spool, content: Buffer) => spool.putSmallBlob(content, { size: content.length })],
+    ['blobs of their own', (spool: Spool, content: Buffer) => spool.writeBlob(Readable.from([content]), { size: content.length })],
+  ] as const) {
+    it(`fails a write with ENOSPC and keeps every blob written before it: ${what}`, async (t) => {
+      if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+      const dir = await tempDir('filling');
+      const mnt = path.join(dir, 'small-disk');
+      await fsp.mkdir(mnt);
+      await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+      try {
+        const spool = await Spool.open(path.join(mnt, 'spool'), { create: true });
+        const landed = new Map<string, Buffer>();
+        let failure: unknown;
+        try {
+          for (let i = 0; i < 100 && failure === undefined; i++) {
+            const content = Buffer.concat([Buffer.from(`blob ${i} `), randomBytes(30_000)]);
+            await put(spool, content).then((hash) => landed.set(hash, content), (e: unknown) => (failure = e));
+          }
+        } finally {
+          await spool.close();
+        }
+        assert.ok(isBitfogError(failure, 'ENOSPC'), `the disk said stop: ${String(failure)}`);
+        assert.ok(landed.size > 5, `some landed first (${landed.size})`);
+        if (what.startsWith('small')) {
+          // Nothing of the failed write is left: the packs hold exactly the records that landed.
+          const packs = path.join(mnt, 'spool', 'packs');
+          let bytes = 0;
+          for (const name of await fsp.readdir(packs)) bytes += (await fsp.stat(path.join(packs, name))).size;
+          assert.equal(bytes, [...landed.values()].reduce((n, c) => n + 48 + c.length, 0));
+        }
+        const reopened = await Spool.open(path.join(mnt, 'spool'), { create: false });
+        try {
+          for (const [hash, content] of landed) assert.ok((await reopened.readSmallBlob(hash, content.length)).equals(content), `${hash} reads back`);
+        } finally {
+          await reopened.close();
+        }
+      } finally {
+        await exec('umount', [mnt]);
+      }
+    });
+  }
 });
 
 describe('rescans', () => {

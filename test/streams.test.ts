@@ -6,9 +6,8 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { isBitfogError } from '../src/core/errors.ts';
-import { allowFileWorkerAgain, appendOnWorker, fileWorkerAvailable, filesWrittenOnWorker, occupyFileWorker, terminateFileWorker } from '../src/core/file-writer-worker.ts';
 import { WriteBehind } from '../src/core/fsutil.ts';
-import { PACK_MAX_BYTES } from '../src/core/packs.ts';
+import { PACK_MAX_BYTES, packWritesMade } from '../src/core/packs.ts';
 import { Spool } from '../src/core/spool.ts';
 import { chunksOf, GatheringWriter, readPieces, ScratchBuffers } from '../src/core/streams.ts';
 import type { OpenFile } from '../src/core/types.ts';
@@ -451,12 +450,12 @@ describe('packs', () => {
   });
 });
 
-describe('the spool\'s small blobs on the writer worker', () => {
-  it('packs many at once, keeping each caller\'s bytes as they were when it called', async () => {
-    const dir = await tempDir('spool-small-worker');
+describe('pack writes', () => {
+  it('packs many at once in one write, keeping each caller\'s bytes as they were when it called', async () => {
+    const dir = await tempDir('spool-small-batch');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
     try {
-      const before = filesWrittenOnWorker();
+      const before = packWritesMade();
       const scratch = Buffer.alloc(4096);
       const contents = Array.from({ length: 200 }, (_, i) => Buffer.from(`small blob #${i} ü ${'x'.repeat(i * 7)}`));
       const hashes = await Promise.all(
@@ -468,7 +467,8 @@ describe('the spool\'s small blobs on the writer worker', () => {
           return landing;
         }),
       );
-      assert.equal(filesWrittenOnWorker() - before, contents.length, 'written on the worker');
+      // 200 records of about 150 kB in all, asked for in one turn of the event loop: one write.
+      assert.equal(packWritesMade() - before, 1, 'one write');
       const stored = new Map((await storedBlobs(path.join(dir, 'spool'))).map((b) => [b.hash, b]));
       for (const [i, c] of contents.entries()) {
         assert.equal(hashes[i], 'sha256:' + createHash('sha256').update(c).digest('hex'));
@@ -480,48 +480,26 @@ describe('the spool\'s small blobs on the writer worker', () => {
     }
   });
 
-  it('writes on the calling thread once the worker has failed, a record sent to it too', async () => {
-    const dir = await tempDir('spool-small-worker-gone');
+  it('writes more than a batch holds, and a record larger than a batch, each where it belongs', async () => {
+    const dir = await tempDir('spool-small-batches');
     const spool = await Spool.open(path.join(dir, 'spool'), { create: true });
+    let hashes: string[];
+    const contents = [...Array.from({ length: 40 }, () => randomBytes(100_000)), randomBytes(1024 * 1024 - 1), randomBytes(5), Buffer.alloc(0)];
     try {
-      const warm = Buffer.from('starts the worker');
-      await spool.putSmallBlob(warm, { size: warm.length });
-      // Larger than the shared buffer pool's pieces: its record's memory goes to the worker.
-      const content = Buffer.concat([Buffer.from('written after the worker died '), randomBytes(10_000)]);
-      // Sent while the worker is busy, so it dies with the record unwritten in its queue.
-      const busy = occupyFileWorker(300).catch(() => {});
-      const landing = spool.putSmallBlob(content, { size: content.length });
-      await terminateFileWorker();
-      await busy;
-      const hash = await landing;
-      assert.equal(fileWorkerAvailable(), false);
-      const other = Buffer.from('and another one');
-      const before = filesWrittenOnWorker();
-      const otherHash = await spool.putSmallBlob(other, { size: other.length });
-      assert.equal(filesWrittenOnWorker(), before, 'not on the worker');
-      assert.ok((await spool.readSmallBlob(hash, content.length)).equals(content));
-      assert.ok((await spool.readSmallBlob(otherHash, other.length)).equals(other));
-      const stored = new Map((await storedBlobs(path.join(dir, 'spool'))).map((b) => [b.hash, b]));
-      assert.ok((await storedContent(stored.get(hash)!)).equals(content), 'on disk, as a later opening finds it');
+      const before = packWritesMade();
+      // 40 × 100 kB (more than one batch of 1 MiB), one of 1 MiB − 1 byte (a record larger than a batch), then more.
+      hashes = await Promise.all(contents.map((c) => spool.putSmallBlob(c, { size: c.length })));
+      const writes = packWritesMade() - before;
+      assert.ok(writes >= 4 && writes < contents.length, `a few writes, not one each (${writes})`);
     } finally {
-      allowFileWorkerAgain();
       await spool.close();
     }
-  });
-
-  it('once a write into a file failed, the worker refuses the later ones of that file, not of others', async () => {
-    const dir = await tempDir('worker-append-failed');
-    const h = await open(path.join(dir, 'pack #1'), 'w');
+    const reopened = await Spool.open(path.join(dir, 'spool'), { create: false });
     try {
-      // Memory of its own (Buffer.alloc never takes the shared pool's), as packs.ts sends.
-      const bytes = () => Buffer.alloc(Buffer.byteLength('record ü'), 'record ü');
-      await assert.rejects(appendOnWorker({ fd: 1_000_000, data: bytes(), position: 0, stream: 'pack #1' }), (e: NodeJS.ErrnoException) => e.code === 'EBADF');
-      await assert.rejects(appendOnWorker({ fd: h.fd, data: bytes(), position: 100, stream: 'pack #1' }), (e: NodeJS.ErrnoException) => e.code === 'EIO');
-      await appendOnWorker({ fd: h.fd, data: bytes(), position: 0, stream: 'pack #2' });
+      for (const [i, c] of contents.entries()) assert.ok((await reopened.readSmallBlob(hashes[i]!, c.length)).equals(c), `blob ${i} after reopening`);
     } finally {
-      await h.close();
+      await reopened.close();
     }
-    assert.equal(await readFile(path.join(dir, 'pack #1'), 'utf8'), 'record ü', 'only the other stream\'s write landed');
   });
 });
 

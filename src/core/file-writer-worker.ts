@@ -46,19 +46,6 @@ export interface WorkerCreateJob {
   mtimeMs?: number;
 }
 
-/**
- * Bytes written at `position` of an open file (a pack, see packs.ts), which stays open.
- * Jobs of one `stream` are written in the order they were sent, and once one has failed
- * the later ones are refused (EIO): nothing lands beyond a torn write.
- */
-export interface WorkerAppendJob {
-  fd: number;
-  /** The bytes; their buffer (of its own, not the shared pool's) is handed to the worker. */
-  data: Uint8Array;
-  position: number;
-  stream: string;
-}
-
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fs = require('node:fs');
@@ -97,22 +84,10 @@ function create(m) {
   fill({ fd, data: m.data, mode: m.mode, mtimeMs: m.mtimeMs });
   return false;
 }
-const failedStreams = new Set();
-function append(m) {
-  if (failedStreams.has(m.stream)) throw Object.assign(new Error('an earlier write to this file failed'), { code: 'EIO', syscall: 'write' });
-  try {
-    for (let off = 0; off < m.data.length; ) off += fs.writeSync(m.fd, m.data, off, m.data.length - off, m.position + off);
-  } catch (e) {
-    failedStreams.add(m.stream);
-    throw e;
-  }
-}
 parentPort.on('message', (m) => {
   try {
     let escaped = false;
-    if (m.busyMs !== undefined) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.busyMs);
-    else if (m.path !== undefined) escaped = create(m);
-    else if (m.position !== undefined) append(m);
+    if (m.path !== undefined) escaped = create(m);
     else put(m);
     parentPort.postMessage({ id: m.id, escaped });
   } catch (e) {
@@ -173,15 +148,6 @@ export async function createFileOnWorker(job: WorkerCreateJob): Promise<{ escape
   return { escaped: await post({ ...rest, data }, data) };
 }
 
-/**
- * Writes bytes into an open file on the worker (see WorkerAppendJob). Rejects with the
- * system call's error, or with FileWorkerFailed when the worker itself failed: whether the
- * bytes were written is then unknown, and the caller writes them itself.
- */
-export async function appendOnWorker(job: WorkerAppendJob): Promise<void> {
-  await post({ fd: job.fd, data: job.data, position: job.position, stream: job.stream }, job.data);
-}
-
 function post(message: object, data: Uint8Array): Promise<boolean> {
   const w = (worker ??= startWorker());
   const id = nextId++;
@@ -226,11 +192,6 @@ function startWorker(): Worker {
   w.on('error', fail);
   w.on('exit', (code) => fail(new Error(`stopped (exit code ${code})`)));
   return w;
-}
-
-/** Keeps the worker busy for `ms`, so that jobs sent meanwhile wait in its queue. For tests. */
-export async function occupyFileWorker(ms: number): Promise<void> {
-  await post({ busyMs: ms }, new Uint8Array(new ArrayBuffer(0)));
 }
 
 /** Ends the worker as a crash would; no worker is used again until `allowFileWorkerAgain`. For tests. */

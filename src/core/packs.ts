@@ -16,12 +16,11 @@
  * by the spool opening that created them. Content is never trusted: every reader verifies
  * it against its hash, as for the blob files.
  */
-import { closeSync, constants as C, createReadStream, fstatSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
+import { closeSync, constants as C, createReadStream, fstatSync, ftruncateSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { bitfogError, toBitfogError } from './errors.ts';
-import { appendOnWorker, FileWorkerFailed, fileWorkerAvailable } from './file-writer-worker.ts';
 import { readFullySync, syncDir } from './fsutil.ts';
 import { sha256Hex } from './hashing.ts';
 
@@ -60,18 +59,46 @@ interface OpenPack {
   end: number;
   /** A write failed: what follows it may not be readable, so nothing more goes here. */
   broken: boolean;
+  /** That write's error: records gathered for this pack meanwhile fail with it too (ENOSPC stays ENOSPC). */
+  failure?: unknown;
 }
 
-/** A pack record: header and content, in memory of its own (transferable to a worker). */
-function record(hex: string, content: Uint8Array): Buffer {
-  const bytes = Buffer.allocUnsafeSlow(HEADER_BYTES + content.length);
-  MAGIC.copy(bytes, 0);
-  bytes[STATE_OFFSET] = LIVE;
-  bytes.fill(0, 5, 8);
-  bytes.writeBigUInt64LE(BigInt(content.length), 8);
-  bytes.write(hex, 16, 'hex');
-  bytes.set(content, HEADER_BYTES);
-  return bytes;
+/** Writes a pack record (header, then content) into `into` at `offset`; returns its length. */
+function putRecord(into: Buffer, offset: number, hex: string, content: Uint8Array): number {
+  MAGIC.copy(into, offset);
+  into[offset + STATE_OFFSET] = LIVE;
+  into.fill(0, offset + 5, offset + 8);
+  into.writeBigUInt64LE(BigInt(content.length), offset + 8);
+  into.write(hex, offset + 16, 'hex');
+  into.set(content, offset + HEADER_BYTES);
+  return HEADER_BYTES + content.length;
+}
+
+/**
+ * Records are gathered in memory and written together, up to this many bytes a write: one
+ * write for the records of one turn of the event loop, not one each. They are written on
+ * the calling thread: handing each record to the writer worker cost the main thread about
+ * 40 µs (a message, and a thread switch on 2 cores), more than writing it here. Fetch of
+ * 30k small files: main thread 5.3–6.0 → 4.8 CPU-s, 6.9–8.3 → 6.0–6.4 s.
+ */
+const BATCH_BYTES = 1024 * 1024;
+let packWrites = 0;
+
+/** Writes into packs this process made (for tests: batching shows here). */
+export function packWritesMade(): number {
+  return packWrites;
+}
+
+/** Records gathered for one write at `at` of `pack`, back to back. */
+interface Batch {
+  pack: OpenPack;
+  at: number;
+  /** Where they are gathered: `Packs.#gather`, reused for every batch, or memory of its own for a record larger than that. */
+  bytes: Buffer;
+  fill: number;
+  /** Settles once the batch is written, or not. */
+  written: Promise<void>;
+  settle: (error?: unknown) => void;
 }
 
 export class Packs {
@@ -84,6 +111,12 @@ export class Packs {
   readonly #appends = new Set<Promise<void>>();
   /** Appends under way, by hash: the same content asked for again meanwhile waits for it instead. */
   readonly #appending = new Map<string, Promise<void>>();
+  /** Records not yet handed to the writer (see BATCH_BYTES). */
+  #batch: Batch | undefined;
+  /** Memory where batches are gathered (see #startBatch). */
+  #gather: Buffer | undefined;
+  /** A write of the gathering batch is scheduled. */
+  #sendQueued = false;
   /** Live records whose content an earlier record already holds (see #scan). */
   readonly #duplicates: Array<{ pack: string; at: number }> = [];
 
@@ -178,45 +211,78 @@ export class Packs {
   async #append(hash: string, content: Uint8Array): Promise<void> {
     const hex = sha256Hex(hash);
     if (!hex) throw bitfogError('EBADSPOOL', `not a sha256 content hash: ${JSON.stringify(hash)}`);
+    const length = HEADER_BYTES + content.length;
     const pack = this.#writable();
     const file = this.#packs.get(pack.name)!;
+    let batch = this.#batch;
+    if (batch && (batch.pack !== pack || batch.fill + length > batch.bytes.length)) {
+      this.#send(); // a batch holds records of one pack, and never grows
+      batch = undefined;
+    }
+    batch ??= this.#startBatch(pack, Math.max(BATCH_BYTES, length));
     const at = pack.end;
-    pack.end += HEADER_BYTES + content.length;
+    pack.end += length;
+    // Copied now: the caller may reuse `content` once this returns.
+    batch.fill += putRecord(batch.bytes, batch.fill, hex, content);
     this.#unsynced.add(pack.name);
     file.pending++;
-    // `content` stays the caller's until this returns: the record is built from it again
-    // if the worker fails (the copy it was sent is gone with it).
-    const written = this.#write(pack, () => record(hex, content), at);
-    this.#appends.add(written);
+    // Full: written at once. Otherwise once the appends of this turn of the event loop joined it.
+    if (batch.fill >= BATCH_BYTES) this.#send();
+    else if (!this.#sendQueued) {
+      this.#sendQueued = true;
+      setImmediate(() => {
+        this.#sendQueued = false;
+        this.#send();
+      });
+    }
     try {
-      await written;
+      await batch.written;
     } catch (e) {
-      // Nothing more goes into this pack (its worker refuses writes after a failed one, so
-      // no record lands beyond a torn one): the next blob starts a new pack.
-      pack.broken = true;
       throw toBitfogError(e, 'cannot write to the spool');
     } finally {
-      this.#appends.delete(written);
       file.pending--;
     }
     this.#blobs.set(hash, { pack: pack.name, at, size: content.length });
     file.live++;
   }
 
-  async #write(pack: OpenPack, build: () => Buffer, at: number): Promise<void> {
-    if (fileWorkerAvailable()) {
+  #startBatch(pack: OpenPack, capacity: number): Batch {
+    let settle!: Batch['settle'];
+    const written = new Promise<void>((resolve, reject) => (settle = (error) => (error === undefined ? resolve() : reject(error))));
+    written.catch(() => {}); // each record's append reports it
+    const bytes = capacity <= BATCH_BYTES ? (this.#gather ??= Buffer.allocUnsafeSlow(BATCH_BYTES)) : Buffer.allocUnsafeSlow(capacity);
+    const batch: Batch = { pack, at: pack.end, bytes, fill: 0, written, settle };
+    this.#batch = batch;
+    this.#appends.add(written);
+    void written.finally(() => this.#appends.delete(written)).catch(() => {});
+    return batch;
+  }
+
+  /** Writes the gathered batch, and settles its appends. */
+  #send(): void {
+    const batch = this.#batch;
+    if (!batch) return;
+    this.#batch = undefined; // its memory is gathered into again from here on
+    const { pack } = batch;
+    try {
+      // Nothing more goes into a pack once a write into it failed: what follows a torn
+      // record is never read. The records gathered for it meanwhile fail the same way.
+      if (pack.failure !== undefined) throw pack.failure;
+      for (let off = 0; off < batch.fill; ) off += writeSync(pack.fd, batch.bytes, off, batch.fill - off, batch.at + off);
+      packWrites++;
+      batch.settle();
+    } catch (e) {
+      pack.failure ??= e;
+      pack.broken = true;
+      // What a failed write left (on a full disk, part of the batch) is cut off: it would
+      // only take the space the manifest needs to record what did land.
       try {
-        // A record of its own memory (never the shared pool's), handed over to the worker.
-        await appendOnWorker({ fd: pack.fd, data: build(), position: at, stream: pack.name });
-        return;
-      } catch (e) {
-        if (!(e instanceof FileWorkerFailed)) throw e;
-        // The worker failed: whether it wrote is unknown; writing the same bytes again here is harmless.
+        ftruncateSync(pack.fd, batch.at);
+      } catch {
+        /* a torn tail is ignored when the pack is read; it only takes space */
       }
+      batch.settle(e);
     }
-    if (pack.broken) throw bitfogError('EIO', `an earlier write to the spool's pack ${pack.name} failed`);
-    const bytes = build();
-    for (let off = 0; off < bytes.length; ) off += writeSync(pack.fd, bytes, off, bytes.length - off, at + off);
   }
 
   /** The pack to append to: this opening's, or a new one. */

@@ -49,7 +49,9 @@ describe('store reads back what an in-kernel copy wrote', () => {
       try {
         const big = spool.blobs().find((b) => b.size === bytes)!;
         const h = await fsp.open(spool.blobPath(big.hash), 'r+');
-        await h.write(Buffer.from([0x42]), 0, 1, 1_234_567);
+        const byte = Buffer.alloc(1);
+        await h.read(byte, 0, 1, 1_234_567);
+        await h.write(Buffer.from([byte[0]! ^ 0xff]), 0, 1, 1_234_567); // flipped: a fixed value could be the byte already there
         await h.close();
         const r = await storeFromSpool({ destination: await LocalBackend.open(`file://${dest}`, dest, { write: true }), spool, cache: HashCache.memory() });
         assert.deepEqual(r.corrupt.map((c) => c.path), ['big #2 ü?.bin'], 'reported as corrupt spool content');

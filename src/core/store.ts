@@ -163,9 +163,9 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     onProgress?.({ type: 'transfer', phase: 'store', files: doneFiles, bytes: doneBytes, current: w.path });
   };
 
-  /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
   // Large and signed files are digested on worker threads: started now, not at the first one.
   prestartSignWorkers(Math.min(LARGE_FILES_AT_ONCE, writes.filter((w) => w.size >= FSYNC_EACH_MIN_BYTES || signs(w)).length));
+  /** Small spool content is read whole and verified before anything is written (no stream machinery per file). */
   const isSmall = (w: Extract<StoreAction, { op: 'write' }>, sign: boolean) =>
     w.from.kind === 'spool' && w.size > 0 && w.size < OWN_COPY_MIN_BYTES && !sign;
   const smallScratch = new ScratchBuffers();

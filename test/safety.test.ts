@@ -94,6 +94,18 @@ describe('the spool lock', () => {
   });
 });
 
+/** Runs `fn` on a tmpfs of `size` mounted under `dir` (root only), unmounted after. */
+async function onSmallDisk(dir: string, size: string, fn: (mnt: string) => Promise<void>): Promise<void> {
+  const mnt = path.join(dir, 'small-disk');
+  await fsp.mkdir(mnt);
+  await exec('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt]);
+  try {
+    await fn(mnt);
+  } finally {
+    await exec('umount', [mnt]);
+  }
+}
+
 describe('a full spool disk', () => {
   const smallFiles: Record<string, { bytes: number; seed: number }> = {};
   for (let i = 0; i < 120; i++) smallFiles[`d${i % 7}/small #${i} ü.bin`] = { bytes: 20_000 + i * 300, seed: 10 + i };
@@ -103,10 +115,7 @@ describe('a full spool disk', () => {
   ] as const) it(`stops cleanly, keeps what was carried, and the next trip goes on: ${what}`, async (t) => {
     if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
     const dir = await tempDir('fulldisk');
-    const mnt = path.join(dir, 'small-disk');
-    await fsp.mkdir(mnt);
-    await exec('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', mnt]);
-    try {
+    await onSmallDisk(dir, '3m', async (mnt) => {
       const a = path.join(dir, 'a');
       const b = path.join(dir, 'b');
       await makeTree(a, tree);
@@ -126,9 +135,7 @@ describe('a full spool disk', () => {
       }
       await bitfogOk(['store', spool, b]);
       assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
-    } finally {
-      await exec('umount', [mnt]);
-    }
+    });
   });
 });
 
@@ -140,10 +147,7 @@ describe('a disk that fills up under the spool', () => {
     it(`fails a write with ENOSPC and keeps every blob written before it: ${what}`, async (t) => {
       if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
       const dir = await tempDir('filling');
-      const mnt = path.join(dir, 'small-disk');
-      await fsp.mkdir(mnt);
-      await exec('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
-      try {
+      await onSmallDisk(dir, '1m', async (mnt) => {
         const spool = await Spool.open(path.join(mnt, 'spool'), { create: true });
         const landed = new Map<string, Buffer>();
         let failure: unknown;
@@ -170,9 +174,7 @@ describe('a disk that fills up under the spool', () => {
         } finally {
           await reopened.close();
         }
-      } finally {
-        await exec('umount', [mnt]);
-      }
+      });
     });
   }
 });

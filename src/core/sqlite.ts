@@ -8,16 +8,46 @@ import path from 'node:path';
 import type { SqlJsStatic } from 'sql.js';
 import { writeFileAtomic } from './fsutil.ts';
 
+// Node has WebAssembly.compile; the type declarations in use (no DOM library) leave it out.
+declare global {
+  namespace WebAssembly {
+    function compile(bytes: Uint8Array): Promise<Module>;
+  }
+}
+
+let compiling: Promise<WebAssembly.Module> | undefined;
 let loading: Promise<SqlJsStatic> | undefined;
 
+/**
+ * Starts compiling SQLite's WebAssembly on V8's background threads, once: a caller that
+ * knows a database comes next (the CLI, for the commands that open a manifest) calls this
+ * before loading the rest of its code, so that the two overlap. `sqlite()` starts it too.
+ */
+export function startLoadingSqlite(): void {
+  compiling ??= (async () => {
+    const wasm = createRequire(import.meta.url).resolve('sql.js/dist/sql-wasm.wasm');
+    return WebAssembly.compile(await fsp.readFile(wasm));
+  })();
+  compiling.catch(() => {}); // reported by sqlite(), to the caller that needs it
+}
+
 export function sqlite(): Promise<SqlJsStatic> {
-  // Imported on first use: a command that needs no database (an unchanged builddb among
-  // them) does not pay for loading sql.js.
-  loading ??= import('sql.js').then(({ default: initSqlJs }) => {
-    const require = createRequire(import.meta.url);
-    const wasm = require.resolve('sql.js/dist/sql-wasm.wasm');
-    return initSqlJs({ locateFile: () => wasm });
-  });
+  // Loaded on first use: a command that needs no database (an unchanged builddb among
+  // them) does not pay for sql.js.
+  loading ??= (async () => {
+    startLoadingSqlite();
+    const compiled = await compiling!;
+    // Through require(): sql.js is CommonJS, and import() would first scan its source for
+    // export names (about 15 ms).
+    const initSqlJs = createRequire(import.meta.url)('sql.js') as (config: object) => Promise<SqlJsStatic>;
+    return initSqlJs({
+      // The module is compiled already: sql.js only instantiates it.
+      instantiateWasm(imports: ConstructorParameters<typeof WebAssembly.Instance>[1], receive: (instance: WebAssembly.Instance) => void) {
+        receive(new WebAssembly.Instance(compiled, imports));
+        return {};
+      },
+    });
+  })();
   return loading;
 }
 

@@ -155,6 +155,29 @@ describe('sneakernet cycle (spool form)', () => {
     assert.match(verbose.stderr, /\[ENOENT\]/);
   });
 
+  it('shows both forms of fetch and store in full with --help, and every command in the general help', async () => {
+    for (const [name, spoolForm, classicForm] of [
+      ['fetch', '$ bitfog fetch <src-url> <spool>', '$ bitfog fetch <destdb> <src-url> <dir>'],
+      ['store', '$ bitfog store <spool> <dest-url>', '$ bitfog store <srcdb> <dest-url> <dir>'],
+    ] as const) {
+      for (const flag of ['--help', '-h']) {
+        const help = await bitfogOk([name, flag]);
+        assert.ok(help.stdout.includes(spoolForm), help.stdout);
+        assert.ok(help.stdout.includes(classicForm), help.stdout);
+        // Each form's options with their descriptions, not a list of forms to choose from.
+        assert.equal(help.stdout.match(/--quiet,-q +No progress output/g)?.length, 2, help.stdout);
+        assert.doesNotMatch(help.stdout, /Multiple commands match/);
+      }
+    }
+    const all = await bitfogOk(['--help']);
+    for (const name of ['fetch', 'store', 'status', 'verify', 'ls', 'builddb', 'emptydb', 'backends', 'serve', 'ui']) {
+      assert.match(all.stdout, new RegExp(`bitfog ${name}\\b`), name);
+    }
+    const typo = await bitfog(['fetc']);
+    assert.notEqual(typo.code, 0);
+    assert.match(typo.stdout + typo.stderr, /bitfog fetch/, 'suggests the command meant');
+  });
+
   it('lists any backend with ls, awkward names quoted', async () => {
     const { a, env } = await site('ls');
     await makeTree(a, { 'new\nline.txt': 'x', 'd/f #1': 'yy', 'l': { symlink: 'd' } });

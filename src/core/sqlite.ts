@@ -8,13 +8,6 @@ import path from 'node:path';
 import type { SqlJsStatic } from 'sql.js';
 import { writeFileAtomic } from './fsutil.ts';
 
-// Node has WebAssembly.compile; the type declarations in use (no DOM library) leave it out.
-declare global {
-  namespace WebAssembly {
-    function compile(bytes: Uint8Array): Promise<Module>;
-  }
-}
-
 let compiling: Promise<WebAssembly.Module> | undefined;
 let loading: Promise<SqlJsStatic> | undefined;
 
@@ -42,7 +35,7 @@ export function sqlite(): Promise<SqlJsStatic> {
     const initSqlJs = createRequire(import.meta.url)('sql.js') as (config: object) => Promise<SqlJsStatic>;
     return initSqlJs({
       // The module is compiled already: sql.js only instantiates it.
-      instantiateWasm(imports: ConstructorParameters<typeof WebAssembly.Instance>[1], receive: (instance: WebAssembly.Instance) => void) {
+      instantiateWasm(imports: Record<string, Record<string, unknown>>, receive: (instance: WebAssembly.Instance) => void) {
         receive(new WebAssembly.Instance(compiled, imports));
         return {};
       },

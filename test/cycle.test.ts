@@ -117,6 +117,38 @@ describe('sneakernet cycle (spool form)', () => {
     assert.deepEqual(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).conflicts, []);
   });
 
+  it('never removes at B what A has in a directory it could not read', async () => {
+    const { a, b, spool, env } = await site('unreadable dir');
+    await makeTree(a, { 'ok.txt': 'ok', 'closed #1/in ü.txt': 'inside', 'closed #1/deeper/x': 'x' });
+    const read = (...p: string[]) => fsp.readFile(path.join(b, ...p), 'utf8');
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    assert.equal(await read('closed #1', 'deeper', 'x'), 'x');
+
+    const closed = path.join(a, 'closed #1');
+    await fsp.chmod(closed, 0o000);
+    try {
+      const fetched = await bitfogOk(['fetch', a, spool], { env, permissionsBind: true });
+      assert.match(fetched.stdout + fetched.stderr, /closed #1.*(unreadable|EACCES)/, 'the unreadable directory is reported');
+      assert.match(fetched.stdout, /removals planned:\s+0/);
+      const stored = await bitfogOk(['store', spool, b], { env, permissionsBind: true });
+      assert.match(stored.stdout, /removed:\s+0/);
+    } finally {
+      await fsp.chmod(closed, 0o755);
+    }
+    assert.equal((await fsp.stat(path.join(b, 'closed #1'))).mode & 0o777, 0o755, 'left as it was, readable');
+    assert.equal(await read('closed #1', 'in ü.txt'), 'inside');
+    assert.equal(await read('closed #1', 'deeper', 'x'), 'x');
+
+    // Readable again and really gone at A: then it goes at B too.
+    await fsp.rm(path.join(closed, 'in ü.txt'));
+    await bitfogOk(['fetch', a, spool], { env });
+    const stored = await bitfogOk(['store', spool, b], { env });
+    assert.match(stored.stdout, /removed:\s+1/);
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+  });
+
   it('respects --max and the free space, carrying smaller files that still fit', async () => {
     const { a, b, spool, env } = await site('capacity');
     await makeTree(a, { 'huge.bin': { bytes: 600_000, seed: 9 }, 'large.bin': { bytes: 300_000, seed: 8 }, 'small.bin': { bytes: 50_000, seed: 7 } });

@@ -16,7 +16,7 @@ import { bitfogError, isBitfogError, throwIfAborted, toBitfogError } from './err
 import { type DeltaConfig, DeltaFetch, type DeltaFetchStats } from './delta/transfer.ts';
 import type { HashCache } from './hashcache.ts';
 import type { JournalEvent, Snapshot } from './manifest.ts';
-import { contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
+import { atOrUnder, contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import { prestartSignWorkers } from './delta/signer.ts';
@@ -300,7 +300,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
 
   const left = [...deferred, ...selected.filter((n) => !carriedNeeds.has(n))];
   let plannedRemovals = 0;
-  for (const d of destination.entries.values()) if (!snapshot.entries.has(d.path)) plannedRemovals++;
+  const unreadAtSource = atOrUnder(skipped.map((s) => s.path));
+  for (const d of destination.entries.values()) if (!snapshot.entries.has(d.path) && !unreadAtSource(d.path)) plannedRemovals++;
   return {
     trip,
     sourceEntries: snapshot.entries.size,

@@ -181,10 +181,25 @@ export interface StorePlanInput {
   /** True when the spool carries this content as a delta (default: never). */
   hasRecipe?: (hash: string) => boolean;
   capabilities: Pick<Capabilities, 'symlinks' | 'modes' | 'mtimePrecisionMs' | 'emptyDirectories'>;
+  /**
+   * Paths the source could not read when its snapshot was taken (its skipped entries: an
+   * unreadable directory, say). Their absence from the snapshot does not mean the source
+   * no longer has them: what the destination has at or under them is never removed, and
+   * their metadata is left as it is.
+   */
+  unreadAtSource?: Iterable<string>;
+}
+
+/** A test for "at or under one of `paths`". */
+export function atOrUnder(paths: Iterable<string>): (path: string) => boolean {
+  const set = new Set(paths);
+  if (set.size === 0) return () => false;
+  return (path) => set.has(path) || ancestors(path as RelPath).some((a) => set.has(a));
 }
 
 export function planStore(input: StorePlanInput): StorePlan {
   const { source, recorded, live, onSpool, capabilities: caps } = input;
+  const unreadAtSource = atOrUnder(input.unreadAtSource ?? []);
   const actions: StoreAction[] = [];
   const conflicts: StorePlan['conflicts'] = [];
   const pending: StorePlan['pending'] = [];
@@ -271,6 +286,7 @@ export function planStore(input: StorePlanInput): StorePlan {
       if (l.kind === 'directory' && s.kind !== 'directory' && blockedByRemoval.has(l.path)) rmdirs.push(l.path);
       continue;
     }
+    if (unreadAtSource(l.path)) continue;
     if (!unchangedSinceRecorded(l)) {
       conflicts.push({ path: l.path, reason: conflictReason(l) });
       continue;
@@ -287,6 +303,9 @@ export function planStore(input: StorePlanInput): StorePlan {
   for (const a of actions) for (const anc of [parentPath(a.path), ...ancestors(a.path)]) touched.add(anc);
   for (const s of sourceEntries) {
     if (s.kind !== 'directory' || !caps.emptyDirectories) continue;
+    // Nor the metadata of a directory the source could not read: a mode that locks its
+    // reader out would hide from the next scan what is kept inside.
+    if (unreadAtSource(s.path)) continue;
     const l = live.entries.get(s.path);
     if (touched.has(s.path) || !l || metaDiffers(s, l) || (caps.mtimePrecisionMs > 0 && dirMtimeDiffers(s, l, caps))) {
       if (s.mode !== undefined || s.mtimeMs !== undefined) actions.push(metaAction(s));

@@ -39,6 +39,11 @@ export interface StoreOptions {
   cache: HashCache;
   /** The source's state; default: the one recorded on the spool by fetch. */
   source?: Snapshot;
+  /**
+   * What the source skipped when `source` was taken (default, with the spool's source: what
+   * fetch recorded). Nothing at or under those paths is removed from the destination.
+   */
+  sourceSkipped?: ReadonlyArray<{ path: string }>;
   /** Files written at once (default: min(8, the destination's maxConcurrency)). */
   concurrency?: number;
   signal?: AbortSignal;
@@ -118,7 +123,8 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
 
   const deltas = new DeltaStore(manifest, spool, dest);
   result.delta = deltas.stats;
-  const plan = planStore({ source, recorded, live, onSpool: (h) => spool.has(h), hasRecipe: deltas.hasRecipe, capabilities: caps });
+  const unreadAtSource = (options.sourceSkipped ?? (options.source ? [] : manifest.skipped('source'))).map((s) => s.path);
+  const plan = planStore({ source, recorded, live, onSpool: (h) => spool.has(h), hasRecipe: deltas.hasRecipe, capabilities: caps, unreadAtSource });
   result.unsupported = plan.unsupported;
   result.conflicts.push(...plan.conflicts);
   for (const c of plan.conflicts) onProgress?.({ type: 'conflict', path: c.path, reason: c.reason });

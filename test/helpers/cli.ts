@@ -15,11 +15,20 @@ export interface CliResult {
 export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /**
+   * Run as a user whom file permissions bind: as root, through util-linux's setpriv without
+   * the capabilities that let root read and write past them (so chmod 000 means unreadable).
+   */
+  permissionsBind?: boolean;
 }
+
+const ROOT_OVERRIDES = '-dac_override,-dac_read_search';
 
 /** Starts `bitfog args…`; the returned child can be killed mid-way. */
 export function startBitfog(args: string[], options: CliOptions = {}): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [BITFOG_BIN, ...args], {
+  const command = [process.execPath, BITFOG_BIN, ...args];
+  if (options.permissionsBind && process.getuid?.() === 0) command.unshift('setpriv', `--inh-caps=${ROOT_OVERRIDES}`, `--bounding-set=${ROOT_OVERRIDES}`);
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: options.cwd ?? root,
     env: { ...process.env, NO_COLOR: '1', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

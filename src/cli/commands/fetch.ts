@@ -26,7 +26,7 @@ abstract class FetchBase extends BitfogCommand {
   protected async fetchInto(sourceUrl: string, spoolDir: string, signal: AbortSignal, destdb?: string): Promise<number> {
     const maxBytes = this.max === undefined ? undefined : parseSize(this.max);
     const reserveBytes = this.reserve === undefined ? undefined : parseSize(this.reserve);
-    const destination = destdb ? await loadSnapshotFile(destdb) : undefined;
+    const destination = destdb ? (await loadSnapshotFile(destdb)).snapshot : undefined;
     const registry = await this.registry();
     const source = await registry.openSource(sourceUrl, { signal });
     const spool = await Spool.open(spoolDir, { create: true });

@@ -1,5 +1,4 @@
 import { Command, Option } from 'clipanion';
-import type { Snapshot } from '../../core/manifest.ts';
 import { formatDuration, formatSize } from '../../core/sizes.ts';
 import { Spool } from '../../core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../../core/store.ts';
@@ -9,7 +8,7 @@ import { loadSnapshotFile } from '../snapshot-file.ts';
 
 abstract class StoreBase extends BitfogCommand {
   protected async storeFrom(spoolDir: string, destUrl: string, signal: AbortSignal, srcdb?: string): Promise<number> {
-    const source: Snapshot | undefined = srcdb ? await loadSnapshotFile(srcdb) : undefined;
+    const source = srcdb ? await loadSnapshotFile(srcdb) : undefined;
     const registry = await this.registry();
     const destination = await registry.openDestination(destUrl, { signal });
     const spool = await Spool.open(spoolDir, { create: true });
@@ -17,7 +16,7 @@ abstract class StoreBase extends BitfogCommand {
     try {
       const result = await storeFromSpool({
         destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener,
-        ...(source ? { source } : {}),
+        ...(source ? { source: source.snapshot, sourceSkipped: source.skipped } : {}),
       });
       progress.finish();
       this.summarize(result);

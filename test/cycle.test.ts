@@ -178,8 +178,13 @@ describe('sneakernet cycle (spool form)', () => {
     const notSpool = await bitfog(['status', a], { env });
     assert.equal(notSpool.code, 1);
     assert.match(notSpool.stderr, /is not a spool/);
-    const wrongArgs = await bitfog(['fetch'], { env });
-    assert.notEqual(wrongArgs.code, 0);
+    // Mistakes clipanion finds in the command line itself: the usage exit code too, on stderr.
+    for (const args of [['fetch'], ['fetch', a], ['fetch', a, spool, 'x', 'y'], ['fetch', a, spool, '--order', 'random'], ['fetch', a, spool, '--foo'], ['store'], ['verify'], ['bogus']]) {
+      const wrong = await bitfog(args, { env });
+      assert.equal(wrong.code, 2, `${args.join(' ')}: ${wrong.stdout}${wrong.stderr}`);
+      assert.match(wrong.stderr, /Error: |bitfog /, args.join(' '));
+      assert.equal(wrong.stdout, '', args.join(' '));
+    }
     const intoNonEmpty = await bitfog(['fetch', a, a], { env });
     assert.equal(intoNonEmpty.code, 1);
     assert.match(intoNonEmpty.stderr, /not empty and not a spool/);
@@ -206,8 +211,8 @@ describe('sneakernet cycle (spool form)', () => {
       assert.match(all.stdout, new RegExp(`bitfog ${name}\\b`), name);
     }
     const typo = await bitfog(['fetc']);
-    assert.notEqual(typo.code, 0);
-    assert.match(typo.stdout + typo.stderr, /bitfog fetch/, 'suggests the command meant');
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /bitfog fetch/, 'suggests the command meant');
   });
 
   it('lists any backend with ls, awkward names quoted', async () => {

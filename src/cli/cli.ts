@@ -5,6 +5,7 @@
  */
 import { Builtins, Cli } from 'clipanion';
 import { commands } from './commands/index.ts';
+import { ExitCode } from './exit-codes.ts';
 import { tuneHeapGrowth } from './heap.ts';
 
 // Room between full collections while the heap is small (see heap.ts): transfers through
@@ -38,5 +39,15 @@ if (named.length > 1 && args.length === 2 && (args[1] === '--help' || args[1] ==
   // both and ask which one. Their help is short enough to show in full.
   process.stdout.write(named.map((command) => cli.usage(command, { detailed: true })).join('\n'));
 } else {
-  process.exitCode = await cli.run(args);
+  let command: ReturnType<typeof cli.process> | undefined;
+  try {
+    command = cli.process(args);
+  } catch (e) {
+    // The command line itself is wrong (unknown command or option, missing or extra
+    // arguments, a value an option does not take): clipanion's explanation and usage, on
+    // stderr, with the exit code of usage mistakes (clipanion's own run says 1, on stdout).
+    process.stderr.write(cli.error(e));
+    process.exitCode = ExitCode.USAGE;
+  }
+  if (command) process.exitCode = await cli.run(command);
 }

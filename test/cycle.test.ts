@@ -229,6 +229,35 @@ describe('sneakernet cycle (spool form)', () => {
 });
 
 describe('sneakernet cycle (classic form)', () => {
+  it('builddb and emptydb replace only snapshot files, never another file or a spool manifest', async () => {
+    const { dir, a, spool, env } = await site('classic overwrite');
+    await makeTree(a, { 'x #1.txt': 'x' });
+    const source = path.join(dir, 'prog ü.c');
+    await fsp.writeFile(source, '#include <stdio.h>\n');
+    for (const args of [['emptydb', source], ['builddb', a, source]]) {
+      const r = await bitfog(args, { env });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /not a bitfog snapshot file; refusing to overwrite it/);
+    }
+    assert.equal(await fsp.readFile(source, 'utf8'), '#include <stdio.h>\n');
+
+    await bitfogOk(['fetch', a, spool], { env });
+    const manifest = path.join(spool, 'manifest.db');
+    const before = await fsp.readFile(manifest);
+    for (const args of [['emptydb', manifest], ['builddb', a, manifest]]) {
+      const r = await bitfog(args, { env });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /is a spool's manifest, not a snapshot file/);
+    }
+    assert.deepEqual(await fsp.readFile(manifest), before);
+
+    // Their own files they replace, either way round.
+    const db = path.join(dir, 'snap #1.db');
+    await bitfogOk(['emptydb', db], { env });
+    await bitfogOk(['builddb', a, db], { env });
+    await bitfogOk(['emptydb', db], { env });
+  });
+
   it('builddb / emptydb / fetch / store as the original README shows them', async () => {
     const { dir, a, b, env } = await site('classic');
     await makeTree(a, { 'hello.txt': 'hello world\n', 'sub/nested.txt': 'nested\n', 'empty.txt': '', 'link': { symlink: 'hello.txt' } });

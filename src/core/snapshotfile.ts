@@ -21,6 +21,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { bitfogError, isBitfogError, toBitfogError } from './errors.ts';
 import { writeFileAtomic } from './fsutil.ts';
 import { MANIFEST_FORMAT_VERSION, Manifest, type Snapshot, type SnapshotRole } from './manifest.ts';
 
@@ -56,6 +57,43 @@ export interface WriteSnapshotFileOptions {
   cacheDir?: string;
   /** SnapshotResult.fingerprint, to be remembered with what was written. */
   fingerprint?: string;
+}
+
+/**
+ * Throws unless `file` may be replaced by a snapshot file: it does not exist, is empty, or
+ * is a snapshot file (a bitfog manifest holding one snapshot, as builddb and emptydb write).
+ * A spool's manifest, another SQLite database or any other file is refused (EUSAGE): a
+ * mistyped argument must not destroy it.
+ */
+export async function checkSnapshotFileTarget(file: string): Promise<void> {
+  let bytes: Buffer;
+  try {
+    const st = await fsp.lstat(file);
+    if (!st.isFile()) throw bitfogError('EUSAGE', `${file} exists and is not a file; refusing to replace it with a snapshot file`);
+    bytes = await fsp.readFile(file);
+  } catch (e) {
+    if (isBitfogError(e) || (e as NodeJS.ErrnoException).code !== 'ENOENT') throw toBitfogError(e, `cannot use ${file}`);
+    return;
+  }
+  if (bytes.length === 0) return;
+  let roles: SnapshotRole[] | undefined;
+  try {
+    const manifest = await Manifest.fromBytes(bytes, file, { check: false });
+    try {
+      roles = manifest.snapshotRoles();
+    } finally {
+      manifest.close();
+    }
+  } catch {
+    // not a bitfog manifest: refused below
+  }
+  if (roles?.length === 1 && roles[0] === ROLE) return;
+  throw bitfogError(
+    'EUSAGE',
+    roles
+      ? `${file} is a spool's manifest, not a snapshot file; refusing to overwrite it`
+      : `${file} exists and is not a bitfog snapshot file; refusing to overwrite it (remove it first if it should go)`,
+  );
 }
 
 /** What a snapshot file refreshed by refreshUnchangedSnapshotFile holds. */

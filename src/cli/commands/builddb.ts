@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import { defaultCacheDir } from '../../core/hashcache.ts';
 import { formatDuration, formatSize } from '../../core/sizes.ts';
 import { takeSnapshot } from '../../core/snapshot.ts';
-import { refreshUnchangedSnapshotFile, writeSnapshotFile } from '../../core/snapshotfile.ts';
+import { checkSnapshotFileTarget, refreshUnchangedSnapshotFile, writeSnapshotFile } from '../../core/snapshotfile.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
 
@@ -38,6 +38,8 @@ export class BuilddbCommand extends BitfogCommand {
           return ExitCode.OK;
         }
       }
+      // (An unchanged file, above, is one this command wrote: its record says so.)
+      await checkSnapshotFileTarget(this.db);
       const { snapshot, skipped, fingerprint } = await takeSnapshot(backend, {
         side: 'source', cache: await this.hashCache(backend.url), signal, onProgress: progress.listener, fingerprint: cacheDir !== undefined,
       });

@@ -1,5 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { Manifest } from '../../core/manifest.ts';
+import { checkSnapshotFileTarget } from '../../core/snapshotfile.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
 
@@ -14,6 +15,7 @@ export class EmptydbCommand extends BitfogCommand {
   db = Option.String({ name: 'db' });
 
   protected async run(): Promise<number> {
+    await checkSnapshotFileTarget(this.db);
     const manifest = await Manifest.create();
     manifest.putSnapshot('snapshot', { url: '(empty)', takenAt: new Date().toISOString(), entries: new Map() });
     await manifest.save(this.db);

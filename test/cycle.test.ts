@@ -117,6 +117,23 @@ describe('sneakernet cycle (spool form)', () => {
     assert.deepEqual(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).conflicts, []);
   });
 
+  it('replaces a file with a directory tree of the same name without conflicts', async () => {
+    const { a, b, spool, env } = await site('file to tree');
+    await makeTree(a, { 'p #1': 'was a file', 'q': 'q' });
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    await fsp.rm(path.join(a, 'p #1'));
+    await fsp.rm(path.join(a, 'q'));
+    await makeTree(a, { 'p #1/sub ü/deeper/x.txt': 'x', 'q/empty dir/.keep': '' });
+    await fsp.rm(path.join(a, 'q', 'empty dir', '.keep'));
+    await bitfogOk(['fetch', a, spool], { env });
+    const stored = await bitfogOk(['store', spool, b], { env });
+    assert.match(stored.stdout, /conflicts:\s+0/);
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    assert.ok((await fsp.stat(path.join(b, 'q', 'empty dir'))).isDirectory());
+  });
+
   it('never removes at B what A has in a directory it could not read', async () => {
     const { a, b, spool, env } = await site('unreadable dir');
     await makeTree(a, { 'ok.txt': 'ok', 'closed #1/in ü.txt': 'inside', 'closed #1/deeper/x': 'x' });

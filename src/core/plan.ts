@@ -247,7 +247,9 @@ export function planStore(input: StorePlanInput): StorePlan {
 
     switch (s.kind) {
       case 'directory':
-        actions.push({ op: 'mkdir', path: s.path, ...meta(s), afterRemovals: replacing });
+        // Inside a path whose live entry is replaced (a file that becomes a directory tree),
+        // it waits for that removal as well.
+        actions.push({ op: 'mkdir', path: s.path, ...meta(s), afterRemovals: replacing || ancestors(s.path).some((a) => blockedByRemoval.has(a)) });
         break;
       case 'symlink':
         actions.push({ op: 'symlink', path: s.path, target: s.linkTarget!, ...(s.mtimeMs === undefined ? {} : { mtimeMs: s.mtimeMs }), replaces: replacing });

@@ -202,9 +202,31 @@ describe('sneakernet cycle (spool form)', () => {
       assert.match(wrong.stderr, /Error: |bitfog /, args.join(' '));
       assert.equal(wrong.stdout, '', args.join(' '));
     }
-    const intoNonEmpty = await bitfog(['fetch', a, a], { env });
+    const other = path.join(path.dirname(a), 'other #1');
+    await makeTree(other, { 'mine.txt': 'mine' });
+    const intoNonEmpty = await bitfog(['fetch', a, other], { env });
     assert.equal(intoNonEmpty.code, 1);
     assert.match(intoNonEmpty.stderr, /not empty and not a spool/);
+    // A spool inside the tree it reads or writes (or that tree inside the spool): refused,
+    // before anything is created.
+    await fsp.symlink(a, path.join(path.dirname(a), 'link to a'));
+    const b = path.join(path.dirname(a), 'site-b');
+    await makeTree(b, { 'b.txt': 'b' });
+    for (const [args, message] of [
+      [['fetch', a, a], /the spool .* is inside the source/],
+      [['fetch', a, path.join(a, 'spool ü')], /the spool .* is inside the source/],
+      [['fetch', a, path.join(a, '..', path.basename(a), 'spool 2')], /the spool .* is inside the source/],
+      [['fetch', path.join(path.dirname(a), 'link to a'), path.join(a, 'spool 3')], /the spool .* is inside the source/],
+      [['fetch', path.join(spool, 'x'), spool], /does not exist|is inside the spool/],
+      [['store', path.join(b, 'sub', 'spool'), b], /the spool .* is inside the destination/],
+      [['store', spool, path.join(spool, 'dest')], /the destination .* is inside the spool/],
+    ] as const) {
+      const r = await bitfog([...args], { env });
+      assert.equal(r.code, r.stderr.includes('does not exist') ? 1 : 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+    }
+    assert.deepEqual(Object.keys(contentOf(await readTree(a))), ['x.txt']);
+    assert.deepEqual(Object.keys(contentOf(await readTree(b))), ['b.txt']);
     const verbose = await bitfog(['ls', path.join(a, 'nope'), '--verbose'], { env });
     assert.match(verbose.stderr, /\[ENOENT\]/);
   });

@@ -20,7 +20,7 @@ import { atOrUnder, contentNeeds, selectForTrip, type CarryOrder, type ContentNe
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import { prestartSignWorkers } from './delta/signer.ts';
-import type { BlobWriteOptions, Spool } from './spool.ts';
+import { assertSpoolApart, type BlobWriteOptions, type Spool } from './spool.ts';
 import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -73,6 +73,7 @@ export interface FetchResult {
 export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> {
   const t0 = Date.now();
   const { source, spool, cache, signal, onProgress } = options;
+  await assertSpoolApart(spool.dir, source, 'source');
   const manifest = spool.manifest;
   const trip = Number(manifest.getMeta('trip') ?? '0') + 1;
 

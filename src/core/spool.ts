@@ -22,6 +22,7 @@ import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync,
 import { formatHash, HASH_ALGORITHM, hashFileHandle, openFileOf, sha256Hex } from './hashing.ts';
 import { digestFile } from './delta/signer.ts';
 import { Manifest } from './manifest.ts';
+import type { Source } from './types.ts';
 import { Packs, PACKS_DIR } from './packs.ts';
 import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
@@ -58,6 +59,33 @@ export interface SpoolOptions {
    * (default: its datasync). Tests pass one that fails or waits.
    */
   datasync?: (handle: fsp.FileHandle) => Promise<void>;
+}
+
+/**
+ * Throws EUSAGE when the spool directory `spoolDir` (existing or not) and the tree of a
+ * backend on this machine (`Source.localRoot`) lie one inside the other: the spool's own
+ * files would be carried, or removed by the store that writes into that tree.
+ */
+export async function assertSpoolApart(spoolDir: string, backend: Pick<Source, 'localRoot' | 'url'>, side: 'source' | 'destination'): Promise<void> {
+  if (backend.localRoot === undefined) return;
+  const spool = await resolveExisting(path.resolve(spoolDir));
+  const root = await resolveExisting(backend.localRoot);
+  const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith(path.sep) ? b : b + path.sep);
+  if (inside(spool, root)) {
+    throw bitfogError('EUSAGE', `the spool ${spoolDir} is inside the ${side} ${backend.url}: its own files would be ${side === 'source' ? 'carried' : 'overwritten or removed'}; put the spool elsewhere`);
+  }
+  if (inside(root, spool)) throw bitfogError('EUSAGE', `the ${side} ${backend.url} is inside the spool ${spoolDir}; put the spool elsewhere`);
+}
+
+/** `p` with its longest existing prefix resolved by the kernel (symlinks followed). */
+async function resolveExisting(p: string): Promise<string> {
+  let rest = '';
+  for (let dir = p; ; dir = path.dirname(dir)) {
+    const real = await fsp.realpath(dir).catch(() => undefined);
+    if (real !== undefined) return path.join(real, rest);
+    if (path.dirname(dir) === dir) return p;
+    rest = path.join(path.basename(dir), rest);
+  }
 }
 
 export class Spool {

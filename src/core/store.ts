@@ -22,7 +22,7 @@ import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
-import type { Spool } from './spool.ts';
+import { assertSpoolApart, type Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -84,6 +84,7 @@ const PER_ENTRY_CODES = new Set(['ENOENT', 'EEXIST', 'EISDIR', 'ENOTDIR', 'ENOTE
 export async function storeFromSpool(options: StoreOptions): Promise<StoreResult> {
   const t0 = Date.now();
   const { destination: dest, spool, cache, signal, onProgress } = options;
+  await assertSpoolApart(spool.dir, dest, 'destination');
   const manifest = spool.manifest;
   const trip = Number(manifest.getMeta('trip') ?? '0');
   const caps = dest.capabilities;

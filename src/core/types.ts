@@ -144,6 +144,11 @@ export interface Source {
   /** The URL this backend was opened from, without credentials, for messages. */
   readonly url: string;
   readonly capabilities: Capabilities;
+  /**
+   * Optional: the directory on this machine the backend's tree is (local disks), resolved.
+   * fetch and store then refuse a spool inside that tree, or the tree inside the spool.
+   */
+  readonly localRoot?: string;
 
   /**
    * Every entry below the root, recursively, directories included, the root excluded.

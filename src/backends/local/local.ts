@@ -219,6 +219,11 @@ export class LocalBackend implements Destination {
   /** Flushes started by writeFromLocalFile (see #flushBehind), by path: `sync` waits for them. */
   readonly #flushesBehind = new BackgroundFlushes<RelPath>();
 
+  /** The root as the kernel resolves it (see Source.localRoot). */
+  get localRoot(): string {
+    return this.#realRoot;
+  }
+
   private constructor(url: string, root: string, realRoot: string, procFd: boolean) {
     this.url = url;
     this.#root = root;

@@ -3,7 +3,7 @@ import * as t from 'typanion';
 import { fetchToSpool, type FetchResult } from '../../core/fetch.ts';
 import { CARRY_ORDERS, type CarryOrder } from '../../core/plan.ts';
 import { formatDuration, formatSize, parseSize } from '../../core/sizes.ts';
-import { Spool } from '../../core/spool.ts';
+import { assertSpoolApart, Spool } from '../../core/spool.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { loadSnapshotFile } from '../snapshot-file.ts';
@@ -29,6 +29,11 @@ abstract class FetchBase extends BitfogCommand {
     const destination = destdb ? (await loadSnapshotFile(destdb)).snapshot : undefined;
     const registry = await this.registry();
     const source = await registry.openSource(sourceUrl, { signal });
+    // Checked before the spool is created: a refused spool leaves nothing behind.
+    await assertSpoolApart(spoolDir, source, 'source').catch(async (e: unknown) => {
+      await source.close();
+      throw e;
+    });
     const spool = await Spool.open(spoolDir, { create: true });
     const progress = this.progress();
     try {

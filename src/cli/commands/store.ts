@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { formatDuration, formatSize } from '../../core/sizes.ts';
-import { Spool } from '../../core/spool.ts';
+import { assertSpoolApart, Spool } from '../../core/spool.ts';
 import { storeFromSpool, type StoreResult } from '../../core/store.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
@@ -11,6 +11,11 @@ abstract class StoreBase extends BitfogCommand {
     const source = srcdb ? await loadSnapshotFile(srcdb) : undefined;
     const registry = await this.registry();
     const destination = await registry.openDestination(destUrl, { signal });
+    // Checked before the spool is created: a refused spool leaves nothing behind.
+    await assertSpoolApart(spoolDir, destination, 'destination').catch(async (e: unknown) => {
+      await destination.close();
+      throw e;
+    });
     const spool = await Spool.open(spoolDir, { create: true });
     const progress = this.progress();
     try {

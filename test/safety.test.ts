@@ -53,7 +53,9 @@ describe('the spool lock', () => {
     const dir = await tempDir('lock');
     const spool = path.join(dir, 'spool');
     const held = await Spool.open(spool, { create: true });
-    const r = await bitfog(['fetch', dir, spool]);
+    const source = path.join(dir, 'source');
+    await fsp.mkdir(source);
+    const r = await bitfog(['fetch', source, spool]);
     assert.equal(r.code, 5, `exit 5 while locked: ${r.stderr}`);
     assert.match(r.stderr, /the spool is in use by process \d+/);
     await held.close();
@@ -107,6 +109,32 @@ async function onSmallDisk(dir: string, size: string, fn: (mnt: string) => Promi
 }
 
 describe('a full spool disk', () => {
+  it('leaves no half-written copy of the manifest: a failed save removes it, and the next open removes one a killed run left', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+    const dir = await tempDir('manifest-temp');
+    await onSmallDisk(dir, '1m', async (mnt) => {
+      const spoolDir = path.join(mnt, 'spool');
+      const spool = await Spool.open(spoolDir, { create: true });
+      try {
+        await spool.save();
+        // Fill the disk, then ask for a save the manifest cannot fit in.
+        await fsp.writeFile(path.join(mnt, 'filler'), Buffer.alloc(1024 * 1024)).catch(() => {});
+        spool.manifest.setMeta('padding', randomBytes(400_000).toString('hex'));
+        await assert.rejects(spool.save(), (e) => isBitfogError(e, 'ENOSPC') && /cannot save the spool's manifest/.test(e.message));
+        assert.deepEqual((await fsp.readdir(spoolDir)).filter((n) => n.endsWith('.tmp')), []);
+      } finally {
+        await spool.close();
+      }
+      await fsp.rm(path.join(mnt, 'filler'));
+      // As a run killed during a save leaves it:
+      await fsp.writeFile(path.join(spoolDir, 'manifest.db.0123456789ab.tmp'), 'half a manifest');
+      await fsp.writeFile(path.join(spoolDir, 'manifest.db.notours.tmp'), 'not a name bitfog writes');
+      const again = await Spool.open(spoolDir, { create: false });
+      await again.close();
+      assert.deepEqual((await fsp.readdir(spoolDir)).filter((n) => n.endsWith('.tmp')).sort(), ['manifest.db.notours.tmp']);
+    });
+  });
+
   const smallFiles: Record<string, { bytes: number; seed: number }> = {};
   for (let i = 0; i < 120; i++) smallFiles[`d${i % 7}/small #${i} ü.bin`] = { bytes: 20_000 + i * 300, seed: 10 + i };
   for (const [what, tree] of [

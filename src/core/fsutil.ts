@@ -10,16 +10,17 @@ import path from 'node:path';
 /** Writes `data` to `file` so that `file` holds either the old or the new content, durably. */
 export async function writeFileAtomic(file: string, data: Uint8Array): Promise<void> {
   const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  const handle = await fsp.open(tmp, 'w', 0o644);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    const handle = await fsp.open(tmp, 'w', 0o644);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fsp.rename(tmp, file);
   } catch (e) {
+    // A full disk, say: what was written of the copy only takes space.
     await fsp.rm(tmp, { force: true });
     throw e;
   }

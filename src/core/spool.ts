@@ -28,6 +28,8 @@ import { chunksOf, GatheringWriter, writeFully } from './streams.ts';
 import pLimit from 'p-limit';
 
 const MANIFEST = 'manifest.db';
+/** A copy of the manifest being saved, under writeFileAtomic's temporary name. */
+const MANIFEST_TEMP = /^manifest\.db\.[0-9a-f]{12}\.tmp$/;
 /** Slack on top of twice the manifest's size in `Spool.manifestRoom`: journal rows, the file system's own blocks. */
 const MANIFEST_ROOM_SLACK_BYTES = 1024 * 1024;
 const LOCK = 'lock';
@@ -148,8 +150,12 @@ export class Spool {
     const lock = await SpoolLock.acquire(path.join(abs, LOCK));
     try {
       await fsp.mkdir(path.join(abs, 'blobs', 'sha256'), { recursive: true });
-      // Whatever is in tmp/ was being written when a previous run died.
+      // Whatever is in tmp/ was being written when a previous run died, and so was a copy
+      // of the manifest still under its temporary name (see writeFileAtomic).
       await fsp.rm(path.join(abs, 'tmp'), { recursive: true, force: true });
+      for (const name of await fsp.readdir(abs)) {
+        if (MANIFEST_TEMP.test(name)) await fsp.rm(path.join(abs, name), { force: true });
+      }
       await fsp.mkdir(path.join(abs, 'tmp'), { recursive: true });
       const manifest = exists ? await Manifest.load(manifestFile) : await Manifest.create();
       const inodes = new Map<string, number>();
@@ -201,7 +207,9 @@ export class Spool {
   /** Writes the manifest (with the carried table mirrored from disk) atomically. */
   async save(): Promise<void> {
     this.manifest.setCarried([...this.#blobs].map(([hash, size]) => ({ hash, size })));
-    await this.manifest.save(this.manifestFile);
+    await this.manifest.save(this.manifestFile).catch((e: unknown) => {
+      throw toBitfogError(e, "cannot save the spool's manifest");
+    });
   }
 
   /** Releases the lock and closes the manifest (without saving). */

@@ -219,7 +219,7 @@ describe('sneakernet cycle (spool form)', () => {
       [['fetch', path.join(path.dirname(a), 'link to a'), path.join(a, 'spool 3')], /the spool .* is inside the source/],
       [['fetch', path.join(spool, 'x'), spool], /does not exist|is inside the spool/],
       [['store', path.join(b, 'sub', 'spool'), b], /the spool .* is inside the destination/],
-      [['store', spool, path.join(spool, 'dest')], /the destination .* is inside the spool/],
+      [['store', other, path.join(other, 'dest')], /the destination .* is inside the spool/],
     ] as const) {
       const r = await bitfog([...args], { env });
       assert.equal(r.code, r.stderr.includes('does not exist') ? 1 : 2, `${args.join(' ')}: ${r.stderr}`);
@@ -227,6 +227,15 @@ describe('sneakernet cycle (spool form)', () => {
     }
     assert.deepEqual(Object.keys(contentOf(await readTree(a))), ['x.txt']);
     assert.deepEqual(Object.keys(contentOf(await readTree(b))), ['b.txt']);
+    // Errors name what they concern; a mistyped destination does not grow a tree of its own.
+    const noDir = await bitfog(['emptydb', path.join(a, 'no such dir', 'x.db')], { env });
+    assert.equal(noDir.code, 1);
+    assert.match(noDir.stderr, /^bitfog: cannot write .*no such dir\/x\.db: ENOENT/m);
+    const typoDest = path.join(a, 'no such', 'dest ü');
+    const farDest = await bitfog(['store', spool, typoDest], { env });
+    assert.equal(farDest.code, 1);
+    assert.match(farDest.stderr, /cannot create .*dest ü: its parent directory does not exist/);
+    await assert.rejects(fsp.stat(path.join(a, 'no such')), { code: 'ENOENT' });
     const verbose = await bitfog(['ls', path.join(a, 'nope'), '--verbose'], { env });
     assert.match(verbose.stderr, /\[ENOENT\]/);
   });

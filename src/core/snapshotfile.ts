@@ -136,7 +136,9 @@ export async function writeSnapshotFile(
     }
     if (recordFile) offsets = timestampOffsets(bytes, snapshot.takenAt, createdAt);
   }
-  await writeFileAtomic(file, bytes);
+  await writeFileAtomic(file, bytes).catch((e: unknown) => {
+    throw toBitfogError(e, `cannot write ${file}`);
+  });
   if (reused && previous.record.fingerprint === options.fingerprint && (options.fingerprint === undefined || previous.record.format === MANIFEST_FORMAT_VERSION)) {
     // The record stands as it is: same digest, same offsets, same fingerprint (of this
     // format), and the masked hash leaves out exactly what was replaced.
@@ -191,7 +193,9 @@ export async function refreshUnchangedSnapshotFile(
   const createdAt = new Date().toISOString();
   if (now !== record.fingerprint || !bytes || createdAt.length !== TIMESTAMP_LENGTH) return undefined;
   stampTimes(bytes, record, takenAt, createdAt);
-  await writeFileAtomic(file, bytes);
+  await writeFileAtomic(file, bytes).catch((e: unknown) => {
+    throw toBitfogError(e, `cannot write ${file}`);
+  });
   return { entries: record.entries!, bytes: record.bytes! };
 }
 

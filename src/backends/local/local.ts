@@ -232,13 +232,17 @@ export class LocalBackend implements Destination {
   }
 
   /**
-   * Opens the directory `root`. For writing, creates it (and its parents) when missing.
+   * Opens the directory `root`. For writing, creates it when missing (not its parents).
    * Throws ENOENT (reading a missing root), ENOTDIR.
    */
   static async open(url: string, root: string, { write }: { write: boolean }): Promise<LocalBackend> {
     const abs = path.resolve(root);
     if (write) {
-      await fsp.mkdir(abs, { recursive: true }).catch((e) => {
+      // The directory itself, not missing parents (as rsync does): a mistyped destination
+      // fails here instead of growing a tree of its own somewhere.
+      await fsp.mkdir(abs).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EEXIST') return;
+        if (e.code === 'ENOENT') throw bitfogError('ENOENT', `cannot create ${url}: its parent directory does not exist (create that first)`, { cause: e });
         throw toBitfogError(e, `cannot create ${url}`);
       });
     }

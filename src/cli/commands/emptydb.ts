@@ -1,4 +1,5 @@
 import { Command, Option } from 'clipanion';
+import { toBitfogError } from '../../core/errors.ts';
 import { Manifest } from '../../core/manifest.ts';
 import { checkSnapshotFileTarget } from '../../core/snapshotfile.ts';
 import { BitfogCommand } from '../base.ts';
@@ -18,7 +19,9 @@ export class EmptydbCommand extends BitfogCommand {
     await checkSnapshotFileTarget(this.db);
     const manifest = await Manifest.create();
     manifest.putSnapshot('snapshot', { url: '(empty)', takenAt: new Date().toISOString(), entries: new Map() });
-    await manifest.save(this.db);
+    await manifest.save(this.db).catch((e: unknown) => {
+      throw toBitfogError(e, `cannot write ${this.db}`);
+    });
     manifest.close();
     this.out(`emptydb: wrote an empty destination snapshot to ${this.db}`);
     return ExitCode.OK;

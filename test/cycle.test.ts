@@ -134,6 +134,22 @@ describe('sneakernet cycle (spool form)', () => {
     assert.ok((await fsp.stat(path.join(b, 'q', 'empty dir'))).isDirectory());
   });
 
+  it('reports a source file named like a bitfog temporary file, and treats a look-alike at B as a user file', async () => {
+    const { a, b, spool, env } = await site('temp names');
+    const lookalike = '.bitfog-tmp-0123456789abcdef-notes.txt';
+    await makeTree(a, { [lookalike]: 'mine', 'keep.txt': 'k' });
+    await makeTree(b, { '.bitfog-tmp-fedcba9876543210': 'at b' });
+    await bitfogOk(['store', spool, b], { env });
+    const fetched = await bitfogOk(['fetch', a, spool], { env });
+    assert.match(fetched.stdout, /skipped:\s+1/);
+    const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+    assert.ok(status.skipped.some((s: { path: string; reason: string }) => s.path === lookalike && /temporary files/.test(s.reason)), JSON.stringify(status.skipped));
+    // B's look-alike is a file like any other: A does not have it, so it is removed, and counted.
+    const stored = await bitfogOk(['store', spool, b], { env });
+    assert.match(stored.stdout, /removed:\s+1/);
+    assert.deepEqual(Object.keys(contentOf(await readTree(b))), ['keep.txt']);
+  });
+
   it('never removes at B what A has in a directory it could not read', async () => {
     const { a, b, spool, env } = await site('unreadable dir');
     await makeTree(a, { 'ok.txt': 'ok', 'closed #1/in ü.txt': 'inside', 'closed #1/deeper/x': 'x' });

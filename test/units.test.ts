@@ -43,7 +43,7 @@ describe('temporary names', () => {
     }
     assert.equal(names.size, 5000, 'no name given twice');
     assert.ok(isTempPath(tempSiblingOf(toRelPath('top.txt'))));
-    for (const user of ['.bitfog-tmp-', '.bitfog-tmp-xyz', 'a/.bitfog-tmp-0123', '.bitfog-tmp final', 'x.bitfog-tmp-0123456789abcdef']) {
+    for (const user of ['.bitfog-tmp-', '.bitfog-tmp-xyz', 'a/.bitfog-tmp-0123', '.bitfog-tmp final', 'x.bitfog-tmp-0123456789abcdef', '.bitfog-tmp-fedcba9876543210', 'd/.bitfog-tmp-fedcba9876543210.txt']) {
       assert.equal(isTempPath(user), false, user);
     }
   });

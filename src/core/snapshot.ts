@@ -100,7 +100,10 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
   });
   for await (const entry of listing) {
     if (isTempPath(entry.path)) {
-      if (entry.kind !== 'directory') tempFiles.push(entry.path);
+      // At a destination, a leftover of an interrupted store (removed by the next one). At
+      // a source, a file that only looks like one: it cannot be carried under that name.
+      if (side === 'source') skipped.push({ path: entry.path, reason: 'its name is one bitfog gives its temporary files; rename it to carry it' });
+      else if (entry.kind !== 'directory') tempFiles.push(entry.path);
       continue;
     }
     entries.set(entry.path, entry);

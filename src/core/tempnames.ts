@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { baseName, childPath, parentPath, type RelPath } from './paths.ts';
 
 const PREFIX = '.bitfog-tmp-';
-const PATTERN = /^\.bitfog-tmp-[0-9a-f]{16}(?:-|$)/;
+/** Exactly what tempSiblingOf makes: the prefix, 16 hex digits, a dash (then a hint). */
+const PATTERN = /^\.bitfog-tmp-[0-9a-f]{16}-/;
 
 /**
  * The 16 hex digits of a temporary name: 10 drawn at random once per process, then a

@@ -21,7 +21,8 @@ describe('corrupt spool content', () => {
     await makeTree(a, { 'good one.txt': 'good content\n', 'victim #1.bin': { bytes: 100_000, seed: 5 }, 'same as victim.bin': { bytes: 100_000, seed: 5 } });
     await bitfogOk(['store', spool, b]);
     await bitfogOk(['fetch', a, spool], { env });
-    await bitfogOk(['verify', spool], { env });
+    const clean = await bitfogOk(['verify', spool], { env });
+    assert.match(clean.stderr, /^verify: \d+ files, .* to check$/m, 'verify checks; it moves nothing');
 
     // 100 kB is read whole by fetch: packed (see src/core/packs.ts).
     const victim = (await storedBlobs(spool)).find((b) => b.size === 100_000)!;

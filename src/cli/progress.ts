@@ -49,7 +49,7 @@ export class ProgressRenderer {
       }
       case 'transfer-start':
         this.#phase = { name: event.phase, files: event.files, bytes: event.bytes, startedAt: Date.now() };
-        this.#update(`${event.phase}: ${event.files} files, ${formatSize(event.bytes)} to move`, true);
+        this.#update(`${event.phase}: ${event.files} files, ${formatSize(event.bytes)} to ${event.phase === 'verify' ? 'check' : 'move'}`, true);
         break;
       case 'transfer': {
         const p = this.#phase;

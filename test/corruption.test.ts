@@ -53,6 +53,35 @@ describe('corrupt spool content', () => {
     assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
   });
 
+  it('verify reports carried content that is no longer on the spool', async () => {
+    const dir = await tempDir('missing blob');
+    const a = path.join(dir, 'a');
+    const b = path.join(dir, 'b');
+    const spool = path.join(dir, 'spool');
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    await makeTree(a, { 'big #1.bin': { bytes: 3_000_000, seed: 7 }, 'small ü.txt': 'small' });
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['verify', spool], { env });
+    const blobFiles: string[] = [];
+    for (const name of await fsp.readdir(path.join(spool, 'blobs'), { recursive: true })) {
+      const p = path.join(spool, 'blobs', name);
+      if ((await fsp.stat(p)).isFile()) blobFiles.push(p);
+    }
+    assert.equal(blobFiles.length, 1, 'the large file is a blob file of its own');
+    await fsp.rm(blobFiles[0]!);
+    const v = await bitfog(['verify', spool], { env });
+    assert.equal(v.code, 4, v.stdout + v.stderr);
+    assert.match(v.stdout, /^missing: sha256:[0-9a-f]{64} \(2\.86 MiB\): listed as carried, not on the spool; used by "?big #1\.bin"?$/m);
+    assert.match(v.stdout, /1 missing/);
+    // The next trips carry it again, and then all is well.
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    await bitfogOk(['verify', spool], { env });
+  });
+
   it('refuses a damaged manifest, and one of a newer format, with a clear error', async () => {
     const dir = await tempDir('badmanifest');
     const a = path.join(dir, 'a');

@@ -284,6 +284,12 @@ export class Manifest {
     }
   }
 
+  /** The carried blobs as last recorded (by `setCarried`, at the last save). */
+  carriedRecord(): Array<{ hash: string; size: number }> {
+    const r = this.db.exec('SELECT hash, size FROM carried');
+    return (r[0]?.values ?? []).map((v) => ({ hash: v[0] as string, size: Number(v[1]) }));
+  }
+
   appendJournal(trip: number, events: JournalEvent[]): void {
     if (events.length === 0) return;
     const at = new Date().toISOString();

@@ -11,11 +11,11 @@ export class VerifyCommand extends BitfogCommand {
   static paths = [['verify']];
   static usage = Command.Usage({
     category: 'Sneakernet cycle',
-    description: 'Re-hash everything the spool carries; list what is corrupt.',
+    description: 'Re-hash everything the spool carries; list what is corrupt or missing.',
     details: `
-      Reads every blob on the spool and checks it against its SHA-256, and checks the manifest database. Corrupt blobs are listed with the files that would have used them; nothing is changed (\`bitfog store\` never writes a corrupt blob: it removes it so the next fetch carries it again).
+      Reads every blob on the spool and checks it against its SHA-256, and checks the manifest database. Corrupt blobs, and carried content that is no longer on the spool, are listed with the files that would have used them; nothing is changed (\`bitfog store\` never writes a corrupt blob: it removes it so the next fetch carries it again).
 
-      Exit codes: 0 all good; 4 something is corrupt.
+      Exit codes: 0 all good; 4 something is corrupt or missing.
     `,
     examples: [['Check a spool after a rough journey', '$0 verify /media/usb/spool']],
   });
@@ -47,13 +47,25 @@ export class VerifyCommand extends BitfogCommand {
         files++;
       }
       progress.finish();
+      // Content the manifest says is carried but that is no longer on the spool (deleted by
+      // hand, lost by the file system). Unless the last command that saved the manifest
+      // was interrupted: a store frees what landed before it saves, so then it may be that.
+      const onDisk = new Set(blobs.map((b) => b.hash));
+      const missing = spool.manifest.carriedRecord().filter((c) => !onDisk.has(c.hash));
+      const lastEvent = spool.manifest.journal({ limit: 1 })[0]?.event;
+      const interrupted = lastEvent !== undefined && !['fetch-finished', 'store-finished', 'recorded-destination'].includes(lastEvent);
+      for (const m of missing) {
+        const paths = pathsOf.get(m.hash) ?? [];
+        this.out(`missing: ${m.hash} (${formatSize(m.size)}): listed as carried, not on the spool${paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : ''}`);
+      }
+      if (missing.length && interrupted) this.out('  (the last command on this spool was interrupted: a store frees what it wrote before it records that, so these may be gone for that reason)');
       for (const c of corrupt) {
         const paths = pathsOf.get(c.hash) ?? [];
         this.out(`corrupt: ${c.hash}: ${c.reason}${paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : ''}`);
       }
       if (!manifestOk) this.out(`corrupt: manifest: ${String(integrity)}`);
-      this.out(`verify: ${blobs.length} blobs, ${formatSize(total)} checked; ${corrupt.length} corrupt${manifestOk ? '' : '; manifest damaged'}`);
-      return corrupt.length || !manifestOk ? ExitCode.CORRUPT : ExitCode.OK;
+      this.out(`verify: ${blobs.length} blobs, ${formatSize(total)} checked; ${corrupt.length} corrupt${missing.length ? `; ${missing.length} missing` : ''}${manifestOk ? '' : '; manifest damaged'}`);
+      return corrupt.length || !manifestOk || (missing.length && !interrupted) ? ExitCode.CORRUPT : ExitCode.OK;
     } finally {
       progress.finish();
       await spool.close();

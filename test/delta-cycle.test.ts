@@ -370,6 +370,58 @@ describe('delta transfer through the cycle', () => {
     assert.match(after.stdout, /saved [\d.]+ MiB in stored trips/);
   });
 
+  it('carries changed files as deltas on a spool smaller than the files, and fills what the deltas leave', async () => {
+    const s = await sites('delta-small-spool');
+    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
+    const one = xorshiftBytes(61, 6 * MiB);
+    const two = xorshiftBytes(62, 6 * MiB);
+    await fsp.writeFile(path.join(s.a, 'disk #1.img'), one);
+    await fsp.writeFile(path.join(s.a, 'disk ü2.img'), two);
+    await bitfogOk(['fetch', s.a, s.spool], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await fsp.writeFile(path.join(s.a, 'disk #1.img'), edited(one, 4, 0, 71));
+    await fsp.writeFile(path.join(s.a, 'disk ü2.img'), edited(two, 4, 0, 72));
+    await fsp.writeFile(path.join(s.a, 'new small.txt'), 'small and new');
+
+    // Neither changed file fits whole in 2 MiB: as deltas, both do, and so does the small new file.
+    const fetched = await bitfogOk(['fetch', s.a, s.spool, '--max', '2MiB', '--reserve', '0'], { env });
+    assert.match(fetched.stdout, /as deltas: +2 of them \(12\.0 MiB\) took/, fetched.stdout);
+    assert.match(fetched.stdout, /carried now: +3 files/, fetched.stdout);
+    assert.match(fetched.stdout, /left for later: +0 files/, fetched.stdout);
+    const status = JSON.parse((await bitfogOk(['status', s.spool, '--json'], { env })).stdout);
+    assert.ok(status.carried.bytes <= 2 * MiB, `spool holds ${status.carried.bytes} bytes`);
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await assertSameTrees(s.a, s.b);
+
+    // 7 MiB holds one of them whole, not both: the first goes by its size, the second as what
+    // its delta takes in the room left.
+    await fsp.writeFile(path.join(s.a, 'disk #1.img'), edited(edited(one, 4, 0, 71), 4, 0, 73));
+    await fsp.writeFile(path.join(s.a, 'disk ü2.img'), edited(edited(two, 4, 0, 72), 4, 0, 74));
+    const again = await bitfogOk(['fetch', s.a, s.spool, '--max', '7MiB', '--reserve', '0'], { env });
+    assert.match(again.stdout, /carried now: +2 files/, again.stdout);
+    assert.match(again.stdout, /left for later: +0 files/, again.stdout);
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await assertSameTrees(s.a, s.b);
+  });
+
+  it('leaves a changed file for later when even its delta does not fit, taking its chunks off the spool again', async () => {
+    const s = await sites('delta-too-large');
+    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
+    await fsp.writeFile(path.join(s.a, 'disk.img'), xorshiftBytes(63, 6 * MiB));
+    await bitfogOk(['fetch', s.a, s.spool], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await fsp.writeFile(path.join(s.a, 'disk.img'), xorshiftBytes(64, 6 * MiB)); // all new content
+    const fetched = await bitfogOk(['fetch', s.a, s.spool, '--max', '2MiB', '--reserve', '0'], { env });
+    assert.match(fetched.stdout, /carried now: +0 files/, fetched.stdout);
+    assert.match(fetched.stdout, /left for later: +1 files/, fetched.stdout);
+    const status = JSON.parse((await bitfogOk(['status', s.spool, '--json'], { env })).stdout);
+    assert.equal(status.carried.bytes, 0, 'the chunks written before it did not fit are gone again');
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await bitfogOk(['fetch', s.a, s.spool, '--max', '20MiB', '--reserve', '0'], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await assertSameTrees(s.a, s.b);
+  });
+
   it('reads a format 1 spool (before delta transfer) and upgrades it; refuses a newer format', async () => {
     const dir = await tempDir('delta-format');
     const file = path.join(dir, 'manifest.db');

@@ -158,13 +158,15 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const carriedNeeds = new Set<ContentNeed>();
   let lastSave = Date.now();
 
-  const carryOne = async (need: ContentNeed) => {
+  /** `deltaRoom`: at most this many bytes of new chunks for a delta (else it waits). */
+  const carryOne = async (need: ContentNeed, deltaRoom?: number) => {
     if (inner.aborted) return;
     let lastError: unknown;
     for (const path of need.paths) {
       const entry = snapshot.entries.get(path)!;
       try {
-        const hash = await carryFile(entry, need);
+        const hash = await carryFile(entry, need, deltaRoom);
+        if (hash === undefined) return; // a delta too large for the room left: a later trip
         carriedFiles++;
         carriedBytes += need.size;
         carriedNeeds.add(need);
@@ -244,7 +246,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     }
   };
 
-  const carryFile = async (entry: Entry, need: ContentNeed): Promise<string> => {
+  const carryFile = async (entry: Entry, need: ContentNeed, deltaRoom?: number): Promise<string | undefined> => {
     throwIfAborted(inner);
     const startedAt = Date.now();
     const onBytes = (n: number) => {
@@ -254,12 +256,13 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     const expected = { ...(need.hash ? { hash: need.hash } : {}), size: need.size };
     // Not fsynced here, where it would hold up this transfer: see `unsynced`.
     const blobOptions = { signal: inner, durable: false, onBytes };
-    const hash = deltas.wants(entry.path, need.size, need.hash)
-      ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes })
+    const hash: string | undefined = deltas.wants(entry.path, need.size, need.hash)
+      ? await deltas.carry(source, spool, entry, need.hash, { signal: inner, onBytes, ...(deltaRoom === undefined ? {} : { maxNewBytes: deltaRoom }) })
       : (await putSmallIntoSpool(entry, expected, onBytes)) ??
         (await copyIntoSpool(entry, expected, blobOptions)) ??
         (await piecesIntoSpool(entry, expected, blobOptions)) ??
         (await spool.writeBlob(await source.read(entry.path, { signal: inner }), expected, blobOptions));
+    if (hash === undefined) return undefined;
     if (!need.hash) {
       // Hashed while carried: make sure the file did not change under us, then remember it.
       const after = await source.stat(entry.path, { signal: inner });
@@ -281,6 +284,18 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     await Promise.all(
       selected.map((need) => (need.size >= FSYNC_EACH_MIN_BYTES ? largeLimit(() => limit(() => carryOne(need))) : limit(() => carryOne(need)))),
     );
+    // What did not fit by its size may fit by what it takes: a changed file that goes as a
+    // delta takes only its new chunks (tried against the room left, and taken off again if
+    // they do not fit), and the room the deltas above did not use may hold smaller files.
+    let room = budget - (spool.carriedBytes - carriedNow);
+    for (const need of deferred) {
+      if (inner.aborted || room <= 0) break;
+      const asDelta = deltas.wants(need.paths[0]!, need.size, need.hash);
+      if (!asDelta && need.size > room) continue;
+      const before = spool.carriedBytes;
+      await carryOne(need, asDelta ? room : undefined);
+      room -= spool.carriedBytes - before;
+    }
   } finally {
     // A failed fsync is reported, after the manifest is saved: store verifies every blob
     // it reads, so one that did not reach the disk intact is found and carried again.
@@ -299,7 +314,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   }
   throwIfAborted(signal);
 
-  const left = [...deferred, ...selected.filter((n) => !carriedNeeds.has(n))];
+  const left = [...deferred, ...selected].filter((n) => !carriedNeeds.has(n));
   let plannedRemovals = 0;
   const unreadAtSource = atOrUnder(skipped.map((s) => s.path));
   for (const d of destination.entries.values()) if (!snapshot.entries.has(d.path) && !unreadAtSource(d.path)) plannedRemovals++;

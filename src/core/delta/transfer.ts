@@ -216,7 +216,9 @@ export class DeltaFetch {
 
   /**
    * Carries `entry` as a delta: reads it once, writes the chunks the destination lacks to
-   * the spool, records the recipe, and returns the content's hash. Throws EINTEGRITY when
+   * the spool, records the recipe, and returns the content's hash. With `maxNewBytes`, when
+   * the new chunks come to more than that, takes the ones written off the spool again and
+   * returns undefined (the file waits for a later trip). Throws EINTEGRITY when
    * the content is not `expectedHash` or `entry.size` (the file changed while carried;
    * nothing is recorded then), ENOSPC, EABORTED and the source's read errors.
    */
@@ -225,9 +227,12 @@ export class DeltaFetch {
     spool: Spool,
     entry: Entry,
     expectedHash: string | undefined,
-    options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
-  ): Promise<string> {
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void; maxNewBytes?: number } = {},
+  ): Promise<string | undefined> {
     const { signal } = options;
+    /** Chunks this call put on the spool: taken off again when they do not fit `maxNewBytes`. */
+    const added: string[] = [];
+    let addedBytes = 0;
     const base = this.signatures.get(entry.path);
     const params = base?.params ?? chunkParamsForSize(entry.size);
     const planner = new DeltaPlanner(this.index, { carried: this.carried, basePath: entry.path, params });
@@ -245,7 +250,15 @@ export class DeltaFetch {
     })) {
       if (!planner.add(c)) continue;
       const blob = `sha256:${c.sha256}`;
-      if (!spool.has(blob)) await spool.writeBlob(Readable.from([c.data!]), { hash: blob, size: c.length }, { ...(signal ? { signal } : {}), durable: false });
+      if (spool.has(blob)) continue;
+      if (options.maxNewBytes !== undefined && addedBytes + c.length > options.maxNewBytes) {
+        await spool.removeBlobs(added);
+        stream.destroy();
+        return undefined;
+      }
+      await spool.writeBlob(Readable.from([c.data!]), { hash: blob, size: c.length }, { ...(signal ? { signal } : {}), durable: false });
+      added.push(blob);
+      addedBytes += c.length;
     }
     const hash = `sha256:${whole.digest('hex')}`;
     if (size !== entry.size || (expectedHash !== undefined && hash !== expectedHash)) {

@@ -422,6 +422,33 @@ describe('delta transfer through the cycle', () => {
     await assertSameTrees(s.a, s.b);
   });
 
+  it('a delta that did not fit leaves no trace the next delta of the same trip could mistake for carried chunks', async () => {
+    const s = await sites('delta-abandoned');
+    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
+    const x = xorshiftBytes(65, 7 * MiB);
+    const y = xorshiftBytes(66, 6 * MiB);
+    await fsp.writeFile(path.join(s.a, 'x.img'), x);
+    await fsp.writeFile(path.join(s.a, 'y.img'), y);
+    await bitfogOk(['fetch', s.a, s.spool], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    // x becomes all new: its delta cannot fit 2 MiB, and is tried first (larger). y gets
+    // 512 KiB of x's new bytes: chunks x's attempt had counted as carried.
+    const newX = xorshiftBytes(67, 7 * MiB);
+    const newY = Buffer.from(y);
+    newX.copy(newY, 3 * MiB, MiB, MiB + 512 * KiB);
+    await fsp.writeFile(path.join(s.a, 'x.img'), newX);
+    await fsp.writeFile(path.join(s.a, 'y.img'), newY);
+    const fetched = await bitfogOk(['fetch', s.a, s.spool, '--max', '2MiB', '--reserve', '0'], { env });
+    assert.match(fetched.stdout, /as deltas: +1 of them \(6\.00 MiB\)/, fetched.stdout);
+    assert.match(fetched.stdout, /left for later: +1 files/, fetched.stdout);
+    const stored = await bitfogOk(['store', s.spool, s.b], { env });
+    assert.match(stored.stdout, /from deltas: +1 files/, stored.stdout);
+    assert.ok((await fsp.readFile(path.join(s.b, 'y.img'))).equals(newY), 'y rebuilt from its delta');
+    await bitfogOk(['fetch', s.a, s.spool], { env });
+    await bitfogOk(['store', s.spool, s.b], { env });
+    await assertSameTrees(s.a, s.b);
+  });
+
   it('reads a format 1 spool (before delta transfer) and upgrades it; refuses a newer format', async () => {
     const dir = await tempDir('delta-format');
     const file = path.join(dir, 'manifest.db');

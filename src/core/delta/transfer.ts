@@ -233,6 +233,8 @@ export class DeltaFetch {
     /** Chunks this call put on the spool: taken off again when they do not fit `maxNewBytes`. */
     const added: string[] = [];
     let addedBytes = 0;
+    /** Chunks the planner counted as carried by this file. */
+    const planned: string[] = [];
     const base = this.signatures.get(entry.path);
     const params = base?.params ?? chunkParamsForSize(entry.size);
     const planner = new DeltaPlanner(this.index, { carried: this.carried, basePath: entry.path, params });
@@ -249,10 +251,14 @@ export class DeltaFetch {
       },
     })) {
       if (!planner.add(c)) continue;
+      planned.push(c.sha256);
       const blob = `sha256:${c.sha256}`;
       if (spool.has(blob)) continue;
       if (options.maxNewBytes !== undefined && addedBytes + c.length > options.maxNewBytes) {
+        // Nothing of this file stays: neither its chunks nor their place among those this
+        // fetch carries (another file with the same chunk would take it for carried).
         await spool.removeBlobs(added);
+        for (const sha256 of planned) this.carried.delete(sha256);
         stream.destroy();
         return undefined;
       }

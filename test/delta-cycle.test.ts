@@ -44,6 +44,16 @@ async function sites(label: string) {
 
 type Sites = Awaited<ReturnType<typeof sites>>;
 
+/** Sites whose first trip (fetch and store through the CLI, signing from 1 MiB) carried `files`. */
+async function sitesAfterFirstTrip(label: string, files: Record<string, Buffer>) {
+  const s = await sites(label);
+  const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
+  for (const [name, data] of Object.entries(files)) await fsp.writeFile(path.join(s.a, name), data);
+  await bitfogOk(['fetch', s.a, s.spool], { env });
+  await bitfogOk(['store', s.spool, s.b], { env });
+  return { ...s, env };
+}
+
 async function fetch(s: Sites): Promise<FetchResult> {
   return fetchLocalTree(s.a, s.spool, { delta, cache: await HashCache.open('site-a', s.cacheDir) });
 }
@@ -371,14 +381,10 @@ describe('delta transfer through the cycle', () => {
   });
 
   it('carries changed files as deltas on a spool smaller than the files, and fills what the deltas leave', async () => {
-    const s = await sites('delta-small-spool');
-    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
     const one = xorshiftBytes(61, 6 * MiB);
     const two = xorshiftBytes(62, 6 * MiB);
-    await fsp.writeFile(path.join(s.a, 'disk #1.img'), one);
-    await fsp.writeFile(path.join(s.a, 'disk ü2.img'), two);
-    await bitfogOk(['fetch', s.a, s.spool], { env });
-    await bitfogOk(['store', s.spool, s.b], { env });
+    const s = await sitesAfterFirstTrip('delta-small-spool', { 'disk #1.img': one, 'disk ü2.img': two });
+    const { env } = s;
     await fsp.writeFile(path.join(s.a, 'disk #1.img'), edited(one, 4, 0, 71));
     await fsp.writeFile(path.join(s.a, 'disk ü2.img'), edited(two, 4, 0, 72));
     await fsp.writeFile(path.join(s.a, 'new small.txt'), 'small and new');
@@ -405,11 +411,8 @@ describe('delta transfer through the cycle', () => {
   });
 
   it('leaves a changed file for later when even its delta does not fit, taking its chunks off the spool again', async () => {
-    const s = await sites('delta-too-large');
-    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
-    await fsp.writeFile(path.join(s.a, 'disk.img'), xorshiftBytes(63, 6 * MiB));
-    await bitfogOk(['fetch', s.a, s.spool], { env });
-    await bitfogOk(['store', s.spool, s.b], { env });
+    const s = await sitesAfterFirstTrip('delta-too-large', { 'disk.img': xorshiftBytes(63, 6 * MiB) });
+    const { env } = s;
     await fsp.writeFile(path.join(s.a, 'disk.img'), xorshiftBytes(64, 6 * MiB)); // all new content
     const fetched = await bitfogOk(['fetch', s.a, s.spool, '--max', '2MiB', '--reserve', '0'], { env });
     assert.match(fetched.stdout, /carried now: +0 files/, fetched.stdout);
@@ -423,14 +426,9 @@ describe('delta transfer through the cycle', () => {
   });
 
   it('a delta that did not fit leaves no trace the next delta of the same trip could mistake for carried chunks', async () => {
-    const s = await sites('delta-abandoned');
-    const env = { BITFOG_CACHE_DIR: s.cacheDir, BITFOG_DELTA_MIN_SIZE: String(MiB) };
-    const x = xorshiftBytes(65, 7 * MiB);
     const y = xorshiftBytes(66, 6 * MiB);
-    await fsp.writeFile(path.join(s.a, 'x.img'), x);
-    await fsp.writeFile(path.join(s.a, 'y.img'), y);
-    await bitfogOk(['fetch', s.a, s.spool], { env });
-    await bitfogOk(['store', s.spool, s.b], { env });
+    const s = await sitesAfterFirstTrip('delta-abandoned', { 'x.img': xorshiftBytes(65, 7 * MiB), 'y.img': y });
+    const { env } = s;
     // x becomes all new: its delta cannot fit 2 MiB, and is tried first (larger). y gets
     // 512 KiB of x's new bytes: chunks x's attempt had counted as carried.
     const newX = xorshiftBytes(67, 7 * MiB);

@@ -188,11 +188,16 @@ describe('sneakernet cycle (spool form)', () => {
     await fsp.mkdir(b);
     const r = await bitfogOk(['fetch', a, spool, '--max', '400000', '--reserve', '0'], { env });
     assert.match(r.stdout, /carried now:\s+2 files/);
+    assert.doesNotMatch(r.stdout, /nothing fitted/);
     const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
     assert.equal(status.carried.bytes, 350_000, 'large + small fit, huge waits');
     assert.deepEqual(status.tooLarge.map((t: { path: string }) => t.path), ['huge.bin']);
     const human = await bitfogOk(['status', spool], { env });
     assert.match(human.stdout, /too large:\s+1 files exceed the spool size/);
+    // When nothing fits, fetch says how much room the trip had.
+    const none = await bitfogOk(['fetch', a, spool, '--max', '360000', '--reserve', '0'], { env });
+    assert.match(none.stdout, /carried now:\s+0 files/);
+    assert.match(none.stdout, /nothing fitted: +this trip had room for 9\.77 KiB \(--max/);
   });
 
   it('explains input mistakes with one line and a usage exit code', async () => {

@@ -65,6 +65,10 @@ abstract class FetchBase extends BitfogCommand {
     if (r.skipped.length) this.out(`  skipped:           ${r.skipped.length} (see "bitfog status")`);
     if (r.assumedEmptyDestination) this.out('  destination state: none recorded; assumed empty');
     if (r.stoppedByFullDisk) this.out('  stopped: the spool disk is full; what was carried is kept');
+    else if (r.carriedFiles === 0 && r.deferredFiles > 0) {
+      // Say why nothing went: a default --reserve larger than a small disk's free space, say.
+      this.out(`  nothing fitted:    this trip had room for ${formatSize(r.budgetBytes)} (--max, or the spool disk's free space less --reserve and room to save the manifest)`);
+    }
   }
 }
 

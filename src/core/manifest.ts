@@ -52,6 +52,9 @@ export interface JournalEvent {
   detail?: string;
 }
 
+/** The journal events a command records when it ends normally (not interrupted). */
+export const FINISHED_EVENTS: readonly string[] = ['fetch-finished', 'store-finished', 'recorded-destination'];
+
 export interface JournalRow extends JournalEvent {
   id: number;
   at: string;

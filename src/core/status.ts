@@ -4,7 +4,7 @@
  * reading of the manifest; used by `bitfog status` (and its --json) and the dashboard.
  */
 import { type DeltaStatus, deltaStatus } from './delta/transfer.ts';
-import type { Manifest, Snapshot } from './manifest.ts';
+import { FINISHED_EVENTS, type Manifest, type Snapshot } from './manifest.ts';
 import { contentNeeds, planTrips } from './plan.ts';
 import type { BlobInfo } from './spool.ts';
 
@@ -56,7 +56,7 @@ export function spoolStatus(
       ...manifest.skipped('destination').map((s) => ({ side: 'destination', ...s })),
     ],
     history: manifest
-      .journal({ events: ['fetch-finished', 'store-finished', 'recorded-destination'] })
+      .journal({ events: [...FINISHED_EVENTS] })
       .map((j) => ({ trip: j.trip, command: j.command, at: j.at, detail: j.detail ?? '' })),
     ...(capacity ? { capacityBytes: Number(capacity) } : {}),
     delta,

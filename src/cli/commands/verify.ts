@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { hashStream } from '../../core/hashing.ts';
 import { formatSize } from '../../core/sizes.ts';
+import { FINISHED_EVENTS } from '../../core/manifest.ts';
 import { Spool } from '../../core/spool.ts';
 import { throwIfAborted } from '../../core/errors.ts';
 import { BitfogCommand } from '../base.ts';
@@ -53,16 +54,15 @@ export class VerifyCommand extends BitfogCommand {
       const onDisk = new Set(blobs.map((b) => b.hash));
       const missing = spool.manifest.carriedRecord().filter((c) => !onDisk.has(c.hash));
       const lastEvent = spool.manifest.journal({ limit: 1 })[0]?.event;
-      const interrupted = lastEvent !== undefined && !['fetch-finished', 'store-finished', 'recorded-destination'].includes(lastEvent);
-      for (const m of missing) {
-        const paths = pathsOf.get(m.hash) ?? [];
-        this.out(`missing: ${m.hash} (${formatSize(m.size)}): listed as carried, not on the spool${paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : ''}`);
-      }
+      const interrupted = lastEvent !== undefined && !FINISHED_EVENTS.includes(lastEvent);
+      /** "; used by …": the first few files that would have used the content of `hash`. */
+      const usedBy = (hash: string) => {
+        const paths = pathsOf.get(hash) ?? [];
+        return paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : '';
+      };
+      for (const m of missing) this.out(`missing: ${m.hash} (${formatSize(m.size)}): listed as carried, not on the spool${usedBy(m.hash)}`);
       if (missing.length && interrupted) this.out('  (the last command on this spool was interrupted: a store frees what it wrote before it records that, so these may be gone for that reason)');
-      for (const c of corrupt) {
-        const paths = pathsOf.get(c.hash) ?? [];
-        this.out(`corrupt: ${c.hash}: ${c.reason}${paths.length ? `; used by ${paths.slice(0, 3).map(quote).join(', ')}${paths.length > 3 ? ` and ${paths.length - 3} more` : ''}` : ''}`);
-      }
+      for (const c of corrupt) this.out(`corrupt: ${c.hash}: ${c.reason}${usedBy(c.hash)}`);
       if (!manifestOk) this.out(`corrupt: manifest: ${String(integrity)}`);
       this.out(`verify: ${blobs.length} blobs, ${formatSize(total)} checked; ${corrupt.length} corrupt${missing.length ? `; ${missing.length} missing` : ''}${manifestOk ? '' : '; manifest damaged'}`);
       return corrupt.length || !manifestOk || (missing.length && !interrupted) ? ExitCode.CORRUPT : ExitCode.OK;

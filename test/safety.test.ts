@@ -108,6 +108,24 @@ async function onSmallDisk(dir: string, size: string, fn: (mnt: string) => Promi
   }
 }
 
+/** Fills the file system at `mnt` to its last block (with `mnt/filler`). */
+async function fillDisk(mnt: string): Promise<void> {
+  const h = await fsp.open(path.join(mnt, 'filler'), 'a');
+  try {
+    for (let size = 1 << 20; size >= 1; ) {
+      try {
+        await h.write(Buffer.alloc(size, 1));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+        size >>= 1;
+      }
+    }
+  } finally {
+    await h.close();
+  }
+  assert.equal((await fsp.statfs(mnt)).bavail, 0, 'the disk is full');
+}
+
 describe('a full spool disk', () => {
   it('leaves no half-written copy of the manifest: a failed save removes it, and the next open removes one a killed run left', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
@@ -132,6 +150,44 @@ describe('a full spool disk', () => {
       const again = await Spool.open(spoolDir, { create: false });
       await again.close();
       assert.deepEqual((await fsp.readdir(spoolDir)).filter((n) => n.endsWith('.tmp')).sort(), ['manifest.db.notours.tmp']);
+    });
+  });
+
+  it('does not keep store out: the lock is taken on a disk with no free block, and store frees the disk', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+    const dir = await tempDir('full-lock');
+    await onSmallDisk(dir, '3m', async (mnt) => {
+      const a = path.join(dir, 'site a');
+      const b = path.join(dir, 'site b');
+      await fsp.mkdir(b);
+      const spool = path.join(mnt, 'spool #1 ü');
+      const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+      await makeTree(a, { 'one.bin': { bytes: 400_000, seed: 1 }, 'd/two %.bin': { bytes: 300_000, seed: 2 } });
+      await bitfogOk(['fetch', a, spool, '--reserve', '0'], { env });
+      assert.ok((await fsp.readdir(spool)).includes('lock.reserve'), 'the spool keeps room for its lock');
+
+      // A spool without that room (as an older bitfog left it) on a full disk: a clear
+      // error, and no empty lock left behind for the next command to wait on.
+      await fsp.rm(path.join(spool, 'lock.reserve'));
+      await fillDisk(mnt);
+      const refused = await bitfog(['store', spool, b], { env });
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /cannot lock the spool: its disk is full.*free some space on it/);
+      assert.ok(!(await fsp.readdir(spool)).includes('lock'), 'no lock left behind');
+      assert.deepEqual(await fsp.readdir(b), [], 'nothing written');
+
+      // With the room kept for it (made again when a command ends with free space).
+      await fsp.rm(path.join(mnt, 'filler'));
+      await bitfogOk(['store', spool, b], { env });
+      await makeTree(a, { 'three #?.bin': { bytes: 500_000, seed: 3 }, 'd/e/empty': { bytes: 0, seed: 4 } });
+      await bitfogOk(['fetch', a, spool, '--reserve', '0'], { env });
+      assert.ok((await fsp.readdir(spool)).includes('lock.reserve'));
+      await fillDisk(mnt);
+      await bitfogOk(['store', spool, b], { env });
+      assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+      const after = await fsp.readdir(spool);
+      assert.ok(!after.includes('lock'), 'lock released');
+      assert.ok(after.includes('lock.reserve'), 'room for the lock made again once store freed the disk');
     });
   });
 

@@ -6,6 +6,7 @@
  *   <spool>/packs/<16 hex>.pack      small files' content (read whole by fetch), many per file: see packs.ts
  *   <spool>/tmp/                     blobs being written; emptied when a command starts
  *   <spool>/lock                     held by the one process using the spool
+ *   <spool>/lock.reserve             room for the lock on a full disk (see SpoolLock)
  *
  * A blob only ever appears under its final name after its content hashed to that name, and
  * a packed blob's record is read back only up to the first torn one, so the blobs and packs
@@ -33,6 +34,9 @@ const MANIFEST_TEMP = /^manifest\.db\.[0-9a-f]{12}\.tmp$/;
 /** Slack on top of twice the manifest's size in `Spool.manifestRoom`: journal rows, the file system's own blocks. */
 const MANIFEST_ROOM_SLACK_BYTES = 1024 * 1024;
 const LOCK = 'lock';
+const LOCK_RESERVE = 'lock.reserve';
+/** The lock's reserve being made, under makeLockReserve's temporary name. */
+const LOCK_RESERVE_TEMP = /^lock\.reserve\.[0-9a-f]{12}\.tmp$/;
 /** A lock whose owner on another host has not refreshed it for this long is stale. */
 const FOREIGN_LOCK_STALE_MS = 60_000;
 const LOCK_REFRESH_MS = 15_000;
@@ -139,7 +143,7 @@ export class Spool {
         throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST}); run "bitfog fetch" or "bitfog store" to create one`);
       }
       const entries = await fsp.readdir(abs).catch(() => [] as string[]);
-      const foreign = entries.filter((e) => ![MANIFEST, LOCK, 'blobs', PACKS_DIR, 'tmp'].includes(e) && !e.startsWith(`${MANIFEST}.`));
+      const foreign = entries.filter((e) => ![MANIFEST, LOCK, LOCK_RESERVE, 'blobs', PACKS_DIR, 'tmp'].includes(e) && !e.startsWith(`${MANIFEST}.`) && !LOCK_RESERVE_TEMP.test(e));
       if (foreign.length > 0) {
         throw bitfogError('EBADSPOOL', `${dir} is not empty and not a spool (it holds ${JSON.stringify(foreign[0])}); use an empty or new directory`);
       }
@@ -151,10 +155,11 @@ export class Spool {
     try {
       await fsp.mkdir(path.join(abs, 'blobs', 'sha256'), { recursive: true });
       // Whatever is in tmp/ was being written when a previous run died, and so was a copy
-      // of the manifest still under its temporary name (see writeFileAtomic).
+      // of the manifest still under its temporary name (see writeFileAtomic), or the lock's
+      // reserve under its own.
       await fsp.rm(path.join(abs, 'tmp'), { recursive: true, force: true });
       for (const name of await fsp.readdir(abs)) {
-        if (MANIFEST_TEMP.test(name)) await fsp.rm(path.join(abs, name), { force: true });
+        if (MANIFEST_TEMP.test(name) || LOCK_RESERVE_TEMP.test(name)) await fsp.rm(path.join(abs, name), { force: true });
       }
       await fsp.mkdir(path.join(abs, 'tmp'), { recursive: true });
       const manifest = exists ? await Manifest.load(manifestFile) : await Manifest.create();
@@ -609,6 +614,13 @@ async function scanBlobs(root: string, inodes?: Map<string, number>): Promise<Ma
  * same host a lock whose process is gone is stale and taken over at once (a kill -9 never
  * leaves a spool stuck); a lock from another host is stale once its owner stopped
  * refreshing it for FOREIGN_LOCK_STALE_MS.
+ *
+ * A full spool disk must not keep the lock from being taken: store is the command that
+ * frees it. Creating the empty lock file needs no data block, but writing its owner does.
+ * So the spool keeps one block of room in `lock.reserve`, given up when that write finds
+ * the disk full and made again when the lock is released (store has freed space by then).
+ * A file rather than, say, a symbolic link whose target names the owner (which needs no
+ * block either): the carried disk is often FAT or exFAT, which have no symbolic links.
  */
 class SpoolLock {
   readonly #file: string;
@@ -626,13 +638,16 @@ class SpoolLock {
   static async acquire(file: string): Promise<SpoolLock> {
     const me = JSON.stringify({ host: os.hostname(), pid: process.pid, started: new Date().toISOString() });
     for (let takeovers = 0; ; ) {
+      let handle: fsp.FileHandle | undefined;
       try {
-        const handle = await fsp.open(file, 'wx', 0o644);
-        await handle.writeFile(me);
-        await handle.close();
-        return new SpoolLock(file);
+        handle = await fsp.open(file, 'wx', 0o644);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw toBitfogError(e, 'cannot lock the spool');
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw lockError(e);
+      }
+      if (handle) {
+        await fillLock(file, handle, me);
+        await makeLockReserve(file);
+        return new SpoolLock(file);
       }
       const owner = await readLockOwner(file);
       if (!owner) {
@@ -659,7 +674,60 @@ class SpoolLock {
   async release(): Promise<void> {
     clearInterval(this.#timer);
     await fsp.rm(this.#file, { force: true });
+    await makeLockReserve(this.#file);
   }
+}
+
+/**
+ * Writes the owner into a lock file just created; on a full disk, gives up the reserved
+ * room and writes again. A lock that cannot be filled is removed, not left empty (where
+ * the next command would wait for it to be filled).
+ */
+async function fillLock(file: string, handle: fsp.FileHandle, owner: string): Promise<void> {
+  try {
+    try {
+      await handle.writeFile(owner);
+    } catch (e) {
+      if (!isDiskFull(e)) throw e;
+      await fsp.rm(`${file}.reserve`, { force: true });
+      await handle.truncate(0);
+      await handle.write(owner, 0);
+    }
+    await handle.close();
+  } catch (e) {
+    await handle.close().catch(() => {});
+    await fsp.rm(file, { force: true });
+    throw lockError(e);
+  }
+}
+
+/** Makes the lock's reserved room (one block of the spool's file system) if it is missing. Best effort: a full disk only means there is none for now. */
+async function makeLockReserve(lockFile: string): Promise<void> {
+  const reserve = `${lockFile}.reserve`;
+  if (await fsp.access(reserve).then(() => true, () => false)) return;
+  try {
+    const { bsize } = await fsp.statfs(path.dirname(lockFile));
+    const tmp = `${reserve}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      // Written, not merely sized: a file of holes holds no blocks.
+      await fsp.writeFile(tmp, Buffer.alloc(Math.max(4096, Math.min(bsize, 1024 * 1024))), { flag: 'wx' });
+      await fsp.rename(tmp, reserve);
+    } finally {
+      await fsp.rm(tmp, { force: true });
+    }
+  } catch {
+    /* no room now; made at the next release */
+  }
+}
+
+function isDiskFull(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+function lockError(e: unknown) {
+  if (isDiskFull(e)) return toBitfogError(e, "cannot lock the spool: its disk is full, with no room left even for the lock; free some space on it and run the command again");
+  return toBitfogError(e, 'cannot lock the spool');
 }
 
 interface LockOwner {

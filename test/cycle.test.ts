@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { Spool } from '../src/core/spool.ts';
 import { bitfog, bitfogOk } from './helpers/cli.ts';
 import { tempDir } from './helpers/tmp.ts';
 import { contentOf, makeTree, assertSameMetadata, readTree, type TreeSpec } from './helpers/tree.ts';
@@ -84,6 +85,36 @@ describe('sneakernet cycle (spool form)', () => {
     const storedAgain = await bitfogOk(['store', spool, b], { env });
     assert.match(storedAgain.stdout, /written:\s+0 files/);
     assert.match(storedAgain.stdout, /removed:\s+0/);
+  });
+
+  it('numbers trips by journeys of the spool: a fetch again before a store, or after a killed fetch, is the same trip', async () => {
+    const { a, b, spool, env } = await site('trips');
+    await makeTree(a, { 'one #1.bin': { bytes: 300_000, seed: 1 }, 'two ü.bin': { bytes: 300_000, seed: 2 } });
+    await fsp.mkdir(b);
+    await bitfogOk(['store', spool, b], { env });
+    const trip = async (args: string[]) => {
+      const out = (await bitfogOk(args, { env })).stdout;
+      const m = /finished in [^(\n]*\(trip (\d+)\)/.exec(out);
+      assert.ok(m, out);
+      return Number(m[1]);
+    };
+    assert.equal(await trip(['fetch', a, spool, '--max', '350KiB', '--reserve', '0']), 1);
+    // Topping the spool up before it leaves.
+    assert.equal(await trip(['fetch', a, spool, '--reserve', '0']), 1);
+    assert.equal(await trip(['store', spool, b]), 1);
+
+    // What a fetch killed after its first save leaves: the spool's trip raised, nothing finished.
+    const killed = await Spool.open(spool, { create: false });
+    killed.manifest.setMeta('trip', '2');
+    await killed.save();
+    await killed.close();
+    await makeTree(a, { 'three%.bin': { bytes: 200_000, seed: 3 } });
+    assert.equal(await trip(['fetch', a, spool, '--reserve', '0']), 2);
+    assert.equal(await trip(['store', spool, b]), 2);
+    assert.equal(await trip(['fetch', a, spool]), 3);
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    const history = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).history as Array<{ trip: number; command: string }>;
+    assert.deepEqual(history.map((h) => `${h.command} ${h.trip}`), ['store 0', 'fetch 1', 'fetch 1', 'store 1', 'fetch 2', 'store 2', 'fetch 3']);
   });
 
   it('leaves conflicting destination changes alone and reports them', async () => {

@@ -15,7 +15,7 @@ import pLimit from 'p-limit';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError } from './errors.ts';
 import { type DeltaConfig, DeltaFetch, type DeltaFetchStats } from './delta/transfer.ts';
 import type { HashCache } from './hashcache.ts';
-import type { JournalEvent, Snapshot } from './manifest.ts';
+import { FINISHED_EVENTS, type JournalEvent, type Manifest, type Snapshot } from './manifest.ts';
 import { atOrUnder, contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
@@ -70,12 +70,25 @@ export interface FetchResult {
   elapsedMs: number;
 }
 
+/**
+ * The trip a fetch belongs to: a new one after a store (the spool came back from the
+ * destination), the same one after a fetch (topping the spool up before it leaves, or a
+ * fetch rerun after an interruption). Read from the journal of finished commands, not from
+ * the `trip` the last fetch set when it started: a fetch killed after its first save left
+ * that raised, and its rerun counted the trip twice.
+ */
+function tripOfNextFetch(manifest: Manifest): number {
+  const last = manifest.journal({ events: [...FINISHED_EVENTS], limit: 1 })[0];
+  if (!last) return 1;
+  return last.command === 'fetch' ? last.trip : last.trip + 1;
+}
+
 export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> {
   const t0 = Date.now();
   const { source, spool, cache, signal, onProgress } = options;
   await assertSpoolApart(spool.dir, source, 'source');
   const manifest = spool.manifest;
-  const trip = Number(manifest.getMeta('trip') ?? '0') + 1;
+  const trip = tripOfNextFetch(manifest);
 
   let destination = options.destination ?? manifest.getSnapshot('destination');
   const assumedEmpty = !destination || destination.assumedEmpty === true;

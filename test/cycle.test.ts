@@ -158,11 +158,33 @@ describe('sneakernet cycle (spool form)', () => {
     await fsp.rm(path.join(a, 'q'));
     await makeTree(a, { 'p #1/sub ü/deeper/x.txt': 'x', 'q/empty dir/.keep': '' });
     await fsp.rm(path.join(a, 'q', 'empty dir', '.keep'));
-    await bitfogOk(['fetch', a, spool], { env });
+    const planned = (out: string) => Number(/removals planned:\s+(\d+)/.exec(out)?.[1]);
+    const removed = (out: string) => Number(/removed:\s+(\d+)/.exec(out)?.[1]);
+    const fetched = await bitfogOk(['fetch', a, spool], { env });
     const stored = await bitfogOk(['store', spool, b], { env });
     assert.match(stored.stdout, /conflicts:\s+0/);
     assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
     assert.ok((await fsp.stat(path.join(b, 'q', 'empty dir'))).isDirectory());
+    // fetch announces what store then removes: the two files in the way.
+    assert.equal(planned(fetched.stdout), 2, fetched.stdout);
+    assert.equal(removed(stored.stdout), 2, stored.stdout);
+
+    // And back: the trees become a file and a symlink again; a file and a symlink swap.
+    await makeTree(a, { 'r': 'r', 's': { symlink: 'r' } });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    await fsp.rm(path.join(a, 'p #1'), { recursive: true });
+    await fsp.rm(path.join(a, 'q'), { recursive: true });
+    await fsp.rm(path.join(a, 'r'));
+    await fsp.rm(path.join(a, 's'));
+    await makeTree(a, { 'p #1': 'a file again', 'q': { symlink: 'p #1' }, 'r': { symlink: 'p #1' }, 's': 's is a file now' });
+    const fetchedBack = await bitfogOk(['fetch', a, spool], { env });
+    const storedBack = await bitfogOk(['store', spool, b], { env });
+    assert.match(storedBack.stdout, /conflicts:\s+0/);
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    // p #1, p #1/sub ü, …/deeper, …/x.txt, q, q/empty dir.
+    assert.equal(planned(fetchedBack.stdout), 6, fetchedBack.stdout);
+    assert.equal(removed(storedBack.stdout), 6, storedBack.stdout);
   });
 
   it('reports a source file named like a bitfog temporary file, and treats a look-alike at B as a user file', async () => {

@@ -60,7 +60,7 @@ export interface FetchResult {
   /** Needed content left for later trips. */
   deferredFiles: number;
   deferredBytes: number;
-  /** Entries at the destination the source no longer has (removed at store). */
+  /** Entries at the destination the source no longer has, or has as a directory where the destination has none or the other way round (removed at store). */
   plannedRemovals: number;
   skipped: Array<{ path: string; reason: string }>;
   stoppedByFullDisk: boolean;
@@ -330,7 +330,13 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const left = [...deferred, ...selected].filter((n) => !carriedNeeds.has(n));
   let plannedRemovals = 0;
   const unreadAtSource = atOrUnder(skipped.map((s) => s.path));
-  for (const d of destination.entries.values()) if (!snapshot.entries.has(d.path) && !unreadAtSource(d.path)) plannedRemovals++;
+  for (const d of destination.entries.values()) {
+    const s = snapshot.entries.get(d.path);
+    // Counted as store counts what it removes: what the source no longer has, and what it
+    // has as a directory where the destination has none, or the other way round (a file
+    // and a symlink swap places by a rename, which removes nothing).
+    if (s ? (s.kind === 'directory') !== (d.kind === 'directory') : !unreadAtSource(d.path)) plannedRemovals++;
+  }
   return {
     trip,
     sourceEntries: snapshot.entries.size,

@@ -179,6 +179,7 @@ describe('sneakernet cycle (spool form)', () => {
     await fsp.rm(path.join(a, 's'));
     await makeTree(a, { 'p #1': 'a file again', 'q': { symlink: 'p #1' }, 'r': { symlink: 'p #1' }, 's': 's is a file now' });
     const fetchedBack = await bitfogOk(['fetch', a, spool], { env });
+    assert.equal(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).removalsPending, 6, 'status agrees');
     const storedBack = await bitfogOk(['store', spool, b], { env });
     assert.match(storedBack.stdout, /conflicts:\s+0/);
     assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
@@ -218,6 +219,7 @@ describe('sneakernet cycle (spool form)', () => {
       const fetched = await bitfogOk(['fetch', a, spool], { env, permissionsBind: true });
       assert.match(fetched.stdout + fetched.stderr, /closed #1.*(unreadable|EACCES)/, 'the unreadable directory is reported');
       assert.match(fetched.stdout, /removals planned:\s+0/);
+      assert.equal(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).removalsPending, 0, 'status agrees');
       const stored = await bitfogOk(['store', spool, b], { env, permissionsBind: true });
       assert.match(stored.stdout, /removed:\s+0/);
     } finally {

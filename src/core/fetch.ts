@@ -16,7 +16,7 @@ import { bitfogError, isBitfogError, throwIfAborted, toBitfogError } from './err
 import { type DeltaConfig, DeltaFetch, type DeltaFetchStats } from './delta/transfer.ts';
 import type { HashCache } from './hashcache.ts';
 import { FINISHED_EVENTS, type JournalEvent, type Manifest, type Snapshot } from './manifest.ts';
-import { atOrUnder, contentNeeds, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
+import { contentNeeds, countPlannedRemovals, selectForTrip, type CarryOrder, type ContentNeed } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import { prestartSignWorkers } from './delta/signer.ts';
@@ -328,15 +328,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   throwIfAborted(signal);
 
   const left = [...deferred, ...selected].filter((n) => !carriedNeeds.has(n));
-  let plannedRemovals = 0;
-  const unreadAtSource = atOrUnder(skipped.map((s) => s.path));
-  for (const d of destination.entries.values()) {
-    const s = snapshot.entries.get(d.path);
-    // Counted as store counts what it removes: what the source no longer has, and what it
-    // has as a directory where the destination has none, or the other way round (a file
-    // and a symlink swap places by a rename, which removes nothing).
-    if (s ? (s.kind === 'directory') !== (d.kind === 'directory') : !unreadAtSource(d.path)) plannedRemovals++;
-  }
+  const plannedRemovals = countPlannedRemovals(snapshot, destination, skipped.map((s) => s.path));
   return {
     trip,
     sourceEntries: snapshot.entries.size,

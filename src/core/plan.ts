@@ -197,6 +197,24 @@ export function atOrUnder(paths: Iterable<string>): (path: string) => boolean {
   return (path) => set.has(path) || ancestors(path as RelPath).some((a) => set.has(a));
 }
 
+/**
+ * How many entries of the recorded destination a store would remove, as store counts them:
+ * what the source no longer has (except at or under a path the source could not read:
+ * never removed), and what the source has as a directory where the destination has a file
+ * or symlink, or the other way round (removed first). A file and a symlink that swap
+ * places are replaced by a rename, which removes nothing. For fetch's summary and status,
+ * before store sees the live destination (where a changed entry becomes a conflict instead).
+ */
+export function countPlannedRemovals(source: Snapshot, destination: Snapshot, unreadAtSource: Iterable<string>): number {
+  const unread = atOrUnder(unreadAtSource);
+  let n = 0;
+  for (const d of destination.entries.values()) {
+    const s = source.entries.get(d.path);
+    if (s ? (s.kind === 'directory') !== (d.kind === 'directory') : !unread(d.path)) n++;
+  }
+  return n;
+}
+
 export function planStore(input: StorePlanInput): StorePlan {
   const { source, recorded, live, onSpool, capabilities: caps } = input;
   const unreadAtSource = atOrUnder(input.unreadAtSource ?? []);

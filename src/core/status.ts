@@ -5,7 +5,7 @@
  */
 import { type DeltaStatus, deltaStatus } from './delta/transfer.ts';
 import { FINISHED_EVENTS, type Manifest, type Snapshot } from './manifest.ts';
-import { contentNeeds, planTrips } from './plan.ts';
+import { contentNeeds, countPlannedRemovals, planTrips } from './plan.ts';
 import type { BlobInfo } from './spool.ts';
 
 export interface SpoolStatus {
@@ -75,7 +75,7 @@ export function spoolStatus(
     status.left.files = needs.reduce((n, c) => n + c.paths.length, 0);
     status.left.bytes = needs.reduce((n, c) => n + c.size, 0);
     status.left.unhashedFiles = needs.filter((n) => !n.hash).length;
-    for (const d of dest.entries.values()) if (!source.entries.has(d.path)) status.removalsPending++;
+    status.removalsPending = countPlannedRemovals(source, dest, manifest.skipped('source').map((s) => s.path));
     if (status.capacityBytes !== undefined && status.capacityBytes > 0) {
       const { trips, tooLarge } = planTrips(needs, status.capacityBytes);
       status.tripsLeft = trips.length;

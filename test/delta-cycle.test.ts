@@ -414,13 +414,22 @@ describe('delta transfer through the cycle', () => {
     const s = await sitesAfterFirstTrip('delta-too-large', { 'disk.img': xorshiftBytes(63, 6 * MiB) });
     const { env } = s;
     await fsp.writeFile(path.join(s.a, 'disk.img'), xorshiftBytes(64, 6 * MiB)); // all new content
+    // Unrelated to anything at B (more than twice disk.img's size): it can only go whole.
+    await fsp.writeFile(path.join(s.a, 'new #13.bin'), xorshiftBytes(67, 13 * MiB));
     const fetched = await bitfogOk(['fetch', s.a, s.spool, '--max', '2MiB', '--reserve', '0'], { env });
     assert.match(fetched.stdout, /carried now: +0 files/, fetched.stdout);
-    assert.match(fetched.stdout, /left for later: +1 files/, fetched.stdout);
+    assert.match(fetched.stdout, /left for later: +2 files/, fetched.stdout);
     const status = JSON.parse((await bitfogOk(['status', s.spool, '--json'], { env })).stdout);
     assert.equal(status.carried.bytes, 0, 'the chunks written before it did not fit are gone again');
+    // Both exceed the spool, but the changed one may still go as a delta on a later trip.
+    assert.deepEqual(
+      status.tooLarge.map((t: { path: string; mayGoAsDelta: boolean }) => `${t.path} ${t.mayGoAsDelta}`).sort(),
+      ['disk.img true', 'new #13.bin false'],
+    );
+    const human = await bitfogOk(['status', s.spool], { env });
+    assert.match(human.stdout, /too large: +2 files exceed the spool size.*\n +1 of them may still go as deltas/, human.stdout);
     await bitfogOk(['store', s.spool, s.b], { env });
-    await bitfogOk(['fetch', s.a, s.spool, '--max', '20MiB', '--reserve', '0'], { env });
+    await bitfogOk(['fetch', s.a, s.spool, '--max', '40MiB', '--reserve', '0'], { env });
     await bitfogOk(['store', s.spool, s.b], { env });
     await assertSameTrees(s.a, s.b);
   });

@@ -3,7 +3,7 @@
  * takes at this spool's size, conflicts, skipped entries and the history of trips. Pure
  * reading of the manifest; used by `bitfog status` (and its --json) and the dashboard.
  */
-import { type DeltaStatus, deltaStatus } from './delta/transfer.ts';
+import { DeltaCandidates, type DeltaStatus, deltaStatus } from './delta/transfer.ts';
 import { FINISHED_EVENTS, type Manifest, type Snapshot } from './manifest.ts';
 import { contentNeeds, countPlannedRemovals, planTrips } from './plan.ts';
 import type { BlobInfo } from './spool.ts';
@@ -19,8 +19,12 @@ export interface SpoolStatus {
   capacityBytes?: number;
   /** Trips still needed for what is left, at `capacityBytes`, not counting what is carried now. */
   tripsLeft?: number;
-  /** Files larger than the spool: they can never be carried with it. */
-  tooLarge: Array<{ path: string; size: number }>;
+  /**
+   * Files larger than the spool: they can never be carried whole with it. `mayGoAsDelta`:
+   * the destination holds a version or a look-alike of it, so it may still travel as a
+   * delta, which only takes its changed chunks (known once fetch has read it).
+   */
+  tooLarge: Array<{ path: string; size: number; mayGoAsDelta: boolean }>;
   removalsPending: number;
   conflicts: Array<{ path: string; reason: string }>;
   skipped: Array<{ side: string; path: string; reason: string }>;
@@ -79,7 +83,8 @@ export function spoolStatus(
     if (status.capacityBytes !== undefined && status.capacityBytes > 0) {
       const { trips, tooLarge } = planTrips(needs, status.capacityBytes);
       status.tripsLeft = trips.length;
-      status.tooLarge = tooLarge.map((n) => ({ path: n.paths[0]!, size: n.size }));
+      const deltas = DeltaCandidates.of(manifest, dest);
+      status.tooLarge = tooLarge.map((n) => ({ path: n.paths[0]!, size: n.size, mayGoAsDelta: n.paths.some((p) => deltas.wants(p, n.size, n.hash)) }));
     }
   }
   return status;

@@ -44,7 +44,11 @@ export class StatusCommand extends BitfogCommand {
       if (s.tripsLeft !== undefined) {
         this.out(`  trips left:   ${s.tripsLeft} at ${formatSize(s.capacityBytes!)} per trip${s.carried.bytes ? ' (after storing what is carried now)' : ''}`);
       }
-      if (s.tooLarge.length) this.out(`  too large:    ${s.tooLarge.length} files exceed the spool size (e.g. ${quote(s.tooLarge[0]!.path)}, ${formatSize(s.tooLarge[0]!.size)})`);
+      if (s.tooLarge.length) {
+        this.out(`  too large:    ${s.tooLarge.length} files exceed the spool size (e.g. ${quote(s.tooLarge[0]!.path)}, ${formatSize(s.tooLarge[0]!.size)})`);
+        const asDeltas = s.tooLarge.filter((t) => t.mayGoAsDelta).length;
+        if (asDeltas) this.out(`                ${asDeltas === s.tooLarge.length ? 'all' : asDeltas} of them may still go as deltas: the destination has a version of them, so only changed chunks travel`);
+      }
       this.out(`  removals:     ${s.removalsPending} pending at the destination`);
       this.out(`  conflicts:    ${s.conflicts.length}`);
       for (const c of s.conflicts.slice(0, 50)) this.out(`    ${quote(c.path)}: ${c.reason}`);

@@ -152,6 +152,57 @@ export interface DeltaFetchStats {
   chunkBytes: number;
 }
 
+/** The destination's signatures that still describe it: same hash and size at that path in `destination`. */
+function* currentSignatures(tables: DeltaTables, destination: Snapshot): Generator<[string, { size: number; signature: FileSignature }]> {
+  for (const [path, s] of tables.signatures()) {
+    const d = destination.entries.get(path);
+    if (d && d.kind === 'file' && d.hash === s.hash && d.size === s.size) yield [path, s];
+  }
+}
+
+/**
+ * Which contents fetch sends as deltas: those large enough, not refused, for which the
+ * destination has a signature at the same path or of a file of similar size (half to
+ * twice): a changed, renamed, copied or appended-to file. An unrelated new file travels
+ * whole, as one blob rather than as many chunks of which none could be reused.
+ */
+export class DeltaCandidates {
+  private readonly paths = new Set<string>();
+  private readonly sizes: number[] = [];
+  private readonly refused: Set<string>;
+  private readonly refusedPaths: Set<string>;
+
+  constructor(
+    private readonly config: Required<DeltaConfig>,
+    tables: DeltaTables,
+  ) {
+    this.refused = tables.refused();
+    this.refusedPaths = tables.refusedPaths();
+  }
+
+  /** From the signatures recorded on this manifest that still describe `destination` (for status: fetch builds its own while it reads them). */
+  static of(manifest: Manifest, destination: Snapshot, config?: DeltaConfig): DeltaCandidates {
+    const tables = new DeltaTables(manifest);
+    const candidates = new DeltaCandidates(resolve(config), tables);
+    if (candidates.config.enabled) for (const [path, s] of currentSignatures(tables, destination)) candidates.add(path, s.size);
+    return candidates;
+  }
+
+  /** A destination file of `size` bytes at `path` with a signature. */
+  add(path: string, size: number): void {
+    this.paths.add(path);
+    this.sizes.push(size);
+  }
+
+  wants(path: string, size: number, hash: string | undefined): boolean {
+    if (!this.config.enabled || size < this.config.minBytes || this.sizes.length === 0) return false;
+    if ((hash !== undefined && this.refused.has(hash)) || this.refusedPaths.has(path)) return false;
+    if (this.paths.has(path)) return true;
+    for (const s of this.sizes) if (s >= size / 2 && s <= size * 2) return true;
+    return false;
+  }
+}
+
 /** fetch's side of delta transfer: which contents go as deltas, and carrying them. */
 export class DeltaFetch {
   readonly stats: DeltaFetchStats = { files: 0, fileBytes: 0, chunkBytes: 0 };
@@ -159,9 +210,7 @@ export class DeltaFetch {
   private readonly config: Required<DeltaConfig>;
   private readonly index = new ChunkIndex();
   private readonly signatures = new Map<string, FileSignature>();
-  private readonly sizes: number[] = [];
-  private readonly refused: Set<string>;
-  private readonly refusedPaths: Set<string>;
+  private readonly candidates: DeltaCandidates;
   /** Chunks written this run (shared by all files, so identical chunks are carried once). */
   private readonly carried = new Set<string>();
 
@@ -172,15 +221,12 @@ export class DeltaFetch {
   constructor(manifest: Manifest, destination: Snapshot, config?: DeltaConfig) {
     this.tables = new DeltaTables(manifest);
     this.config = resolve(config);
-    this.refused = this.tables.refused();
-    this.refusedPaths = this.tables.refusedPaths();
+    this.candidates = new DeltaCandidates(this.config, this.tables);
     if (!this.config.enabled) return;
-    for (const [path, s] of this.tables.signatures()) {
-      const d = destination.entries.get(path);
-      if (!d || d.kind !== 'file' || d.hash !== s.hash || d.size !== s.size) continue;
+    for (const [path, s] of currentSignatures(this.tables, destination)) {
       this.index.add(path, s.signature);
       this.signatures.set(path, s.signature);
-      this.sizes.push(s.size);
+      this.candidates.add(path, s.size);
     }
   }
 
@@ -200,18 +246,9 @@ export class DeltaFetch {
     return this.tables.chunkBlobsOf(rows.filter((r) => wanted.has(r.hash)).map((r) => r.hash));
   }
 
-  /**
-   * True when this content should travel as a delta: it is large enough, not refused, and
-   * the destination has a signature at the same path or of a file of similar size (half to
-   * twice): a renamed, copied or appended-to file. An unrelated new file travels whole,
-   * as one blob rather than as many chunks of which none could be reused.
-   */
+  /** True when this content should travel as a delta (see `DeltaCandidates.wants`). */
   wants(path: string, size: number, hash: string | undefined): boolean {
-    if (!this.config.enabled || size < this.config.minBytes || this.index.size === 0) return false;
-    if ((hash !== undefined && this.refused.has(hash)) || this.refusedPaths.has(path)) return false;
-    if (this.signatures.has(path)) return true;
-    for (const s of this.sizes) if (s >= size / 2 && s <= size * 2) return true;
-    return false;
+    return this.candidates.wants(path, size, hash);
   }
 
   /**

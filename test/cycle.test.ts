@@ -265,6 +265,16 @@ describe('sneakernet cycle (spool form)', () => {
     const badScheme = await bitfog(['ls', 'nosuch://x/y'], { env });
     assert.equal(badScheme.code, 2);
     assert.match(badScheme.stderr, /no backend for "nosuch:\/\/" URLs/);
+    // A file URL's "#" or "?" would end its path: "photos#2" would name "photos". Refused.
+    await makeTree(path.dirname(a), { 'photos/p.txt': 'p', 'photos#2/q.txt': 'q' });
+    for (const url of [`file://${path.dirname(a)}/photos#2`, `file://${path.dirname(a)}/photos?2`]) {
+      const cut = await bitfog(['ls', url], { env });
+      assert.equal(cut.code, 2, `${url}: ${cut.stdout}${cut.stderr}`);
+      assert.match(cut.stderr, /a file URL has no query or fragment: percent-encode/);
+      assert.equal(cut.stdout, '');
+    }
+    assert.match((await bitfogOk(['ls', `file://${path.dirname(a)}/photos%232`], { env })).stdout, /q\.txt/);
+    assert.match((await bitfogOk(['ls', `${path.dirname(a)}/photos#2`], { env })).stdout, /q\.txt/, 'a plain path is taken as it is');
     const missing = await bitfog(['ls', path.join(a, 'does not exist')], { env });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /does not exist/);

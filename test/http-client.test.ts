@@ -130,6 +130,9 @@ describe('client against a classic server', () => {
     const ours = await startServer({ ro: {} });
     await assert.rejects(HttpBackend.open(`${ours.url}ro/`, { write: true, env: {} }), code('EROFS'));
     await assert.rejects(HttpBackend.open(`${ours.url}ro/sub/`, { write: false, env: {} }), code('EBADURL'));
+    // A query or fragment would be dropped by the URL parser: refused rather than ignored.
+    await assert.rejects(HttpBackend.open(`${ours.url}ro/#2`, { write: false, env: {} }), code('EBADURL'));
+    await assert.rejects(HttpBackend.open(`${ours.url}ro/?x=1`, { write: false, env: {} }), code('EBADURL'));
     await assert.rejects(HttpBackend.open('http://127.0.0.1:1/x/', { write: false, env: { BITFOG_HTTP_RETRIES: '0' } }), code('EUNREACHABLE'));
   });
 });

@@ -607,7 +607,10 @@ describe('sftp: URLs and known_hosts, without a server', () => {
     assert.equal(parseSftpUrl('sftp://me@nas/', {}).path, '/');
     assert.equal(parseSftpUrl('sftp://me@nas/x', { BITFOG_SFTP_KEY: '/k', BITFOG_SFTP_ACCEPT_NEW_HOST_KEY: '1' }).key, '/k');
     assert.equal(parseSftpUrl('sftp://me@nas/x', { BITFOG_SFTP_ACCEPT_NEW_HOST_KEY: 'yes' }).acceptNewHostKey, true);
-    assert.throws(() => parseSftpUrl('sftp://me@nas/x?colour=blue', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
+    assert.throws(() => parseSftpUrl('sftp://me@nas/x?colour=blue', {}), (e: unknown) => isBitfogError(e, 'EBADURL') && /%3F/.test(e.message));
+    // "#" would end the path: ".../photos#2" would name ".../photos".
+    assert.throws(() => parseSftpUrl('sftp://me@nas/srv/photos#2', {}), (e: unknown) => isBitfogError(e, 'EBADURL') && /%23/.test(e.message));
+    assert.equal(parseSftpUrl('sftp://me@nas/srv/photos%232%3F', {}).path, '/srv/photos#2?');
     assert.throws(() => parseSftpUrl('sftp://me@nas/x?concurrency=0', {}), (e: unknown) => isBitfogError(e, 'EBADURL'));
     assert.throws(() => parseSftpUrl('sftp://me:pw@nas/x', {}), (e: unknown) => isBitfogError(e, 'EBADURL') && !e.message.includes('pw'));
   });

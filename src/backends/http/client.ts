@@ -138,6 +138,9 @@ export class HttpBackend implements Destination {
     if (parsed.username || parsed.password) {
       throw bitfogError('EBADURL', 'credentials in the URL are not accepted; use BITFOG_HTTP_TOKEN or BITFOG_HTTP_TOKEN_FILE');
     }
+    if (url.includes('?') || url.includes('#')) {
+      throw bitfogError('EBADURL', `${url}: a bitfog server URL has no query or fragment: percent-encode "?" as %3F and "#" as %23 in the area name`);
+    }
     const segments = parsed.pathname.split('/').filter((s, i, all) => !(s === '' && (i === 0 || i === all.length - 1)));
     if (segments.length !== 1 || segments[0] === '') {
       throw bitfogError('EBADURL', `${url}: expected http(s)://host:port/AREA/ (one area name as the path)`);

@@ -15,11 +15,22 @@ export const localProvider: BackendProvider = {
   },
 };
 
-/** The local path a `file://` URL or plain path names. Throws EBADURL for a file URL with a host. */
+/** The local path a `file://` URL or plain path names. Throws EBADURL for a file URL with a host, a query or a fragment. */
 export function localPathOf(url: string): string {
   if (/^file:/i.test(url)) {
+    let parsed: URL;
     try {
-      return fileURLToPath(url);
+      parsed = new URL(url);
+    } catch (e) {
+      throw bitfogError('EBADURL', `invalid file URL ${JSON.stringify(url)}: ${(e as Error).message}`, { cause: e });
+    }
+    // A URL parser ends the path at "?" or "#": "file:///data/photos#2" would name
+    // /data/photos, a different directory, without a word.
+    if (url.includes('?') || url.includes('#')) {
+      throw bitfogError('EBADURL', `a file URL has no query or fragment: percent-encode "?" as %3F and "#" as %23 in the path, or give the path itself (${JSON.stringify(url)})`);
+    }
+    try {
+      return fileURLToPath(parsed);
     } catch (e) {
       throw bitfogError('EBADURL', `invalid file URL ${JSON.stringify(url)}: ${(e as Error).message}`, { cause: e });
     }

@@ -60,6 +60,8 @@ export function parseSftpUrl(url: string, env: NodeJS.ProcessEnv = process.env):
   if (u.password) {
     throw bitfogError('EBADURL', 'sftp URLs must not contain a password; set BITFOG_SFTP_PASSWORD instead');
   }
+  // A URL parser ends the path at "#": ".../photos#2" would name .../photos, a different directory.
+  if (url.includes('#')) throw bitfogError('EBADURL', `an sftp URL has no fragment: percent-encode "#" as %23 in the path (${redact(url)})`);
   const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
   if (!host) throw bitfogError('EBADURL', `sftp URL without a host: ${redact(url)}`);
   const port = u.port ? Number(u.port) : 22;
@@ -80,7 +82,7 @@ export function parseSftpUrl(url: string, env: NodeJS.ProcessEnv = process.env):
 
   for (const name of u.searchParams.keys()) {
     if (!KNOWN_OPTIONS.has(name)) {
-      throw bitfogError('EBADURL', `unknown sftp URL option "${name}" (known: ${[...KNOWN_OPTIONS].join(', ')})`);
+      throw bitfogError('EBADURL', `unknown sftp URL option "${name}" (known: ${[...KNOWN_OPTIONS].join(', ')}; a "?" in a path is written %3F)`);
     }
   }
   const q = (name: string) => u.searchParams.get(name) ?? undefined;

@@ -117,6 +117,59 @@ describe('sneakernet cycle (spool form)', () => {
     assert.deepEqual(history.map((h) => `${h.command} ${h.trip}`), ['store 0', 'fetch 1', 'fetch 1', 'store 1', 'fetch 2', 'store 2', 'fetch 3']);
   });
 
+  it('refuses a source or destination other than the spool\'s, and an empty source where there was a tree', async () => {
+    const { dir, a, b, spool, env } = await site('other sides');
+    await makeTree(a, { 'one #1.txt': 'one', 'd/two ü.txt': 'two' });
+    await fsp.mkdir(b);
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    // The same trees spelt otherwise are the same trees.
+    await bitfogOk(['fetch', `file://${a}`, spool], { env });
+    await fsp.symlink(b, path.join(dir, 'link to b'));
+    await bitfogOk(['store', spool, path.join(dir, 'link to b')], { env });
+
+    const other = path.join(dir, 'other #1');
+    await makeTree(other, { 'x.txt': 'x' });
+    const otherSource = await bitfog(['fetch', other, spool], { env });
+    assert.equal(otherSource.code, 2, otherSource.stderr);
+    assert.match(otherSource.stderr, /this spool carries .*site-a .*not .*other #1.*--new-source/);
+
+    // An unmounted disk looks like an empty directory.
+    await fsp.rename(a, `${a}.away`);
+    await fsp.mkdir(a);
+    const empty = await bitfog(['fetch', a, spool], { env });
+    assert.equal(empty.code, 2, empty.stderr);
+    assert.match(empty.stderr, /the source .* is empty, but it had 3 entries when last fetched.*--allow-empty-source/);
+    assert.equal(JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).source.entries, 3, 'the spool still has the source as it was');
+    await fsp.rm(a, { recursive: true });
+    await fsp.rename(`${a}.away`, a);
+
+    await fsp.writeFile(path.join(a, 'three.txt'), 'three');
+    await bitfogOk(['fetch', a, spool], { env });
+    const b2 = path.join(dir, 'site-b2');
+    await makeTree(b2, { 'precious.txt': 'keep' });
+    const otherDestination = await bitfog(['store', spool, b2], { env });
+    assert.equal(otherDestination.code, 2, otherDestination.stderr);
+    assert.match(otherDestination.stderr, /this spool's destination is .*link to b .*not .*site-b2.*--new-destination/);
+    assert.deepEqual(Object.keys(contentOf(await readTree(b2))), ['precious.txt'], 'nothing written there');
+    await bitfogOk(['store', spool, b], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+
+    // A deliberate switch, said so.
+    const b3 = path.join(dir, 'site-b3');
+    await fsp.cp(b, b3, { recursive: true, preserveTimestamps: true });
+    await fsp.writeFile(path.join(a, 'four.txt'), 'four');
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b3, '--new-destination'], { env });
+    assert.deepEqual(contentOf(await readTree(b3)), contentOf(await readTree(a)));
+    await bitfogOk(['fetch', other, spool, '--new-source'], { env });
+    await fsp.rm(a, { recursive: true });
+    await fsp.mkdir(a);
+    const emptied = await bitfogOk(['fetch', a, spool, '--new-source', '--allow-empty-source'], { env });
+    assert.match(emptied.stdout, /removals planned:\s+5/);
+  });
+
   it('leaves conflicting destination changes alone and reports them', async () => {
     const { a, b, spool, env } = await site('conflict');
     await makeTree(a, { 'keep.txt': 'keep\n', 'to change.txt': 'v1\n' });

@@ -20,7 +20,7 @@ import { contentNeeds, countPlannedRemovals, selectForTrip, type CarryOrder, typ
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
 import { prestartSignWorkers } from './delta/signer.ts';
-import { assertSpoolApart, type BlobWriteOptions, type Spool } from './spool.ts';
+import { assertSpoolApart, type BlobWriteOptions, namesSameTree, type Spool } from './spool.ts';
 import { ScratchBuffers } from './streams.ts';
 import type { Entry, Source } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -47,6 +47,10 @@ export interface FetchOptions {
   onProgress?: ProgressListener;
   /** Delta transfer settings (threshold; default from the environment, see delta/transfer.ts). */
   delta?: DeltaConfig;
+  /** Take this source though the spool carries another tree (the same tree at a new address). Default: refuse with EUSAGE. */
+  newSource?: boolean;
+  /** Take an empty source though it had entries, or the destination has (default: refuse with EUSAGE). */
+  allowEmptySource?: boolean;
 }
 
 export interface FetchResult {
@@ -88,6 +92,15 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   const { source, spool, cache, signal, onProgress } = options;
   await assertSpoolApart(spool.dir, source, 'source');
   const manifest = spool.manifest;
+  // A spool carries one tree to one destination: content from another source would make
+  // store remove at the destination whatever that other tree lacks.
+  const previousSource = manifest.snapshotHeader('source');
+  if (previousSource && previousSource.entries > 0 && !options.newSource && !(await namesSameTree(previousSource.url, source))) {
+    throw bitfogError(
+      'EUSAGE',
+      `this spool carries ${previousSource.url} (last fetched ${previousSource.takenAt}), not ${source.url}; use another spool for another tree, or --new-source if this is the same tree at a new address`,
+    );
+  }
   const trip = tripOfNextFetch(manifest);
 
   let destination = options.destination ?? manifest.getSnapshot('destination');
@@ -121,6 +134,14 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   });
   const snapshot = scan.snapshot;
   const skipped = [...scan.skipped];
+  // An empty source where there was a tree (a disk not mounted, say) would have store remove
+  // everything at the destination.
+  if (snapshot.entries.size === 0 && !options.allowEmptySource) {
+    const had = previousSource && previousSource.entries > 0 ? `it had ${previousSource.entries} entries when last fetched` : destination.entries.size > 0 ? `the destination has ${destination.entries.size} entries` : undefined;
+    if (had) {
+      throw bitfogError('EUSAGE', `the source ${source.url} is empty, but ${had}: carrying that would make store remove everything at the destination. Is a disk not mounted? If the source really is empty now, run again with --allow-empty-source`);
+    }
+  }
   for (const s of skipped) onProgress?.({ type: 'skip', path: s.path, reason: s.reason });
 
   // Blobs no longer needed by this source (changed again before they were stored) only take space.

@@ -197,6 +197,13 @@ export class Manifest {
     return this.db.exec('SELECT 1 FROM snapshots WHERE role = ?', [role]).length > 0;
   }
 
+  /** Where and when a recorded snapshot was taken, and how many entries it has, without reading them. */
+  snapshotHeader(role: SnapshotRole): { url: string; takenAt: string; entries: number; assumedEmpty: boolean } | undefined {
+    const row = this.db.exec('SELECT url, taken_at, entries, assumed_empty FROM snapshots WHERE role = ?', [role])[0]?.values[0];
+    if (!row) return undefined;
+    return { url: row[0] as string, takenAt: row[1] as string, entries: Number(row[2]), assumedEmpty: row[3] === 1 };
+  }
+
   /** Roles of the snapshots this manifest holds. */
   snapshotRoles(): SnapshotRole[] {
     const r = this.db.exec('SELECT role FROM snapshots ORDER BY role');

@@ -17,6 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants as C, createReadStream, openSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Readable } from 'node:stream';
 import { bitfogError, toBitfogError } from './errors.ts';
 import { BackgroundFlushes, FSYNC_EACH_MIN_BYTES, readBufferSize, readFullySync, syncDir, WriteBehind } from './fsutil.ts';
@@ -81,6 +82,26 @@ export async function assertSpoolApart(spoolDir: string, backend: Pick<Source, '
     throw bitfogError('EUSAGE', `the spool ${spoolDir} is inside the ${side} ${backend.url}: its own files would be ${side === 'source' ? 'carried' : 'overwritten or removed'}; put the spool elsewhere`);
   }
   if (inside(root, spool)) throw bitfogError('EUSAGE', `the ${side} ${backend.url} is inside the spool ${spoolDir}; put the spool elsewhere`);
+}
+
+/**
+ * True when `recordedUrl`, a side's URL as a snapshot recorded it, names the tree `backend`
+ * opened: the same URL, or for a local tree the same directory spelt another way (a
+ * relative path, a file:// URL, a symlink on the way).
+ */
+export async function namesSameTree(recordedUrl: string, backend: Pick<Source, 'localRoot' | 'url'>): Promise<boolean> {
+  if (recordedUrl === backend.url) return true;
+  if (backend.localRoot === undefined) return false;
+  let recordedPath: string;
+  if (/^file:/i.test(recordedUrl)) {
+    try {
+      recordedPath = fileURLToPath(recordedUrl);
+    } catch {
+      return false;
+    }
+  } else if (path.isAbsolute(recordedUrl)) recordedPath = recordedUrl;
+  else return false;
+  return (await resolveExisting(recordedPath)) === (await resolveExisting(backend.localRoot));
 }
 
 /** `p` with its longest existing prefix resolved by the kernel (symlinks followed). */

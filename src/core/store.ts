@@ -22,7 +22,7 @@ import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
-import { assertSpoolApart, type Spool } from './spool.ts';
+import { assertSpoolApart, namesSameTree, type Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -50,6 +50,8 @@ export interface StoreOptions {
   onProgress?: ProgressListener;
   /** Delta transfer settings (signature threshold; default from the environment, see delta/transfer.ts). */
   delta?: DeltaConfig;
+  /** Write into this destination though the spool recorded another one (the same tree at a new address). Default: refuse with EUSAGE. */
+  newDestination?: boolean;
 }
 
 export interface StoreResult {
@@ -86,6 +88,15 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
   const { destination: dest, spool, cache, signal, onProgress } = options;
   await assertSpoolApart(spool.dir, dest, 'destination');
   const manifest = spool.manifest;
+  // Another destination's own files would be conflicts this time, and once its state is
+  // recorded here, removals on the next trip.
+  const recordedDestination = manifest.snapshotHeader('destination');
+  if (recordedDestination && !recordedDestination.assumedEmpty && recordedDestination.entries > 0 && !options.newDestination && !(await namesSameTree(recordedDestination.url, dest))) {
+    throw bitfogError(
+      'EUSAGE',
+      `this spool's destination is ${recordedDestination.url} (recorded ${recordedDestination.takenAt}), not ${dest.url}; use another spool for another destination, or --new-destination if this is the same tree at a new address`,
+    );
+  }
   const trip = Number(manifest.getMeta('trip') ?? '0');
   const caps = dest.capabilities;
   const journal: JournalEvent[] = [];

@@ -16,12 +16,18 @@ const fetchOptions = {
       description: `Which files first when not all fit: ${CARRY_ORDERS.join(', ')} (default largest)`,
       validator: t.isEnum(CARRY_ORDERS),
     }),
+  newSource: () =>
+    Option.Boolean('--new-source', false, { description: 'Take this source though the spool carries another tree (the same tree at a new address); default: refuse' }),
+  allowEmptySource: () =>
+    Option.Boolean('--allow-empty-source', false, { description: 'Take an empty source though it had entries or the destination has (store then removes them); default: refuse' }),
 };
 
 abstract class FetchBase extends BitfogCommand {
   max = fetchOptions.max();
   reserve = fetchOptions.reserve();
   order = fetchOptions.order();
+  newSource = fetchOptions.newSource();
+  allowEmptySource = fetchOptions.allowEmptySource();
 
   protected async fetchInto(sourceUrl: string, spoolDir: string, signal: AbortSignal, destdb?: string): Promise<number> {
     const maxBytes = this.max === undefined ? undefined : parseSize(this.max);
@@ -40,6 +46,8 @@ abstract class FetchBase extends BitfogCommand {
       const result = await fetchToSpool({
         source, spool, cache: await this.hashCache(source.url), signal, onProgress: progress.listener,
         order: this.order as CarryOrder,
+        newSource: this.newSource,
+        allowEmptySource: this.allowEmptySource,
         ...(destination ? { destination } : {}),
         ...(maxBytes === undefined ? {} : { maxBytes }),
         ...(reserveBytes === undefined ? {} : { reserveBytes }),
@@ -81,6 +89,8 @@ export class FetchCommand extends FetchBase {
       Snapshots \`<src-url>\` into the spool's manifest and copies onto the spool the content the destination (as last recorded on the spool by \`bitfog store\`) does not have, largest files first, until \`--max\` or the spool disk's free space (less \`--reserve\`) is used. Files that do not fit wait for the next trip; smaller ones that fit are still taken. With no destination state on the spool it assumes an empty destination and says so.
 
       Identical content is carried once. Every blob is hashed as it is copied and kept only if it matches; a file that changes while being carried is left for the next trip. Interrupting (even kill -9) is safe: run the same command again to continue.
+
+      A spool carries one tree: a source other than the one it was filled from is refused (\`--new-source\` if it is the same tree at a new address), and so is an empty source where there was a tree (a disk not mounted?), since store would then remove everything at the destination (\`--allow-empty-source\` if it really is empty now).
     `,
     examples: [
       ['Carry a tree onto a USB disk, at most 500 GiB', '$0 fetch /srv/data /media/usb/spool --max 500G'],

@@ -7,6 +7,10 @@ import { ExitCode } from '../exit-codes.ts';
 import { loadSnapshotFile } from '../snapshot-file.ts';
 
 abstract class StoreBase extends BitfogCommand {
+  newDestination = Option.Boolean('--new-destination', false, {
+    description: 'Write into this destination though the spool recorded another one (the same tree at a new address); default: refuse',
+  });
+
   protected async storeFrom(spoolDir: string, destUrl: string, signal: AbortSignal, srcdb?: string): Promise<number> {
     const source = srcdb ? await loadSnapshotFile(srcdb) : undefined;
     const registry = await this.registry();
@@ -20,7 +24,7 @@ abstract class StoreBase extends BitfogCommand {
     const progress = this.progress();
     try {
       const result = await storeFromSpool({
-        destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener,
+        destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener, newDestination: this.newDestination,
         ...(source ? { source: source.snapshot, sourceSkipped: source.skipped } : {}),
       });
       progress.finish();
@@ -67,6 +71,8 @@ export class StoreCommand extends StoreBase {
       Writes every file the spool carries into \`<dest-url>\` (under a temporary name, verified against its hash, then renamed into place), creates symlinks and directories, sets modes and mtimes, and removes what the source no longer has. An entry at the destination is replaced or removed only if it still matches the destination state recorded when the plan was made; anything else is a conflict, left alone and listed by \`bitfog status\`. Then it records the destination's new state on the spool and frees the space of what landed.
 
       On a spool that carries nothing (a new spool) it only records the destination's state: that is how a first trip starts. Interrupting (even kill -9) is safe: run the same command again.
+
+      A destination other than the one the spool recorded is refused: its own files would become conflicts, then removals on the next trip (\`--new-destination\` if it is the same tree at a new address).
 
       Exit codes: 0 done; 3 done with conflicts left alone; 4 corrupt content found on the spool (not written).
     `,

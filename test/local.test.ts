@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
 import { LocalBackend } from '../src/backends/local/index.ts';
@@ -29,6 +30,31 @@ testBackend({
     registry: createDefaultRegistry(),
     newUrl: async () => path.join(await tempDir('local-cycle'), 'dest'),
   },
+});
+
+describe('the local backend\'s files from a source without modes', () => {
+  it('get the mode a new file gets here (0666 less the umask), by every way of writing, never the 0600 of a partial file', async () => {
+    const dir = await tempDir('local-default-mode');
+    const b = await LocalBackend.open(dir, path.join(dir, 'root'), { write: true });
+    const umask = process.umask();
+    try {
+      const content = Buffer.from('no mode at the source\n');
+      await fsp.writeFile(path.join(dir, 'from.bin'), content, { mode: 0o600 });
+      await b.write(toRelPath('streamed #1'), Readable.from([content]), { size: content.length });
+      await b.writeSmallFile(toRelPath('small ü'), content, { size: content.length });
+      await b.writeFromLocalFile(toRelPath('copied %'), path.join(dir, 'from.bin'), { size: content.length });
+      const file = await b.createFile(toRelPath('positional?'), { size: content.length });
+      await file.write(content, 0, content.length, 0);
+      await file.finish();
+      // A mode the source has is kept as it is.
+      await b.write(toRelPath('with mode'), Readable.from([content]), { size: content.length, mode: 0o600 });
+    } finally {
+      await b.close();
+    }
+    const modeOf = async (name: string) => (await fsp.stat(path.join(dir, 'root', name))).mode & 0o7777;
+    for (const name of ['streamed #1', 'small ü', 'copied %', 'positional?']) assert.equal(await modeOf(name), 0o666 & ~umask, name);
+    assert.equal(await modeOf('with mode'), 0o600);
+  });
 });
 
 describe('the local backend\'s write-behind', () => {

@@ -400,6 +400,7 @@ describe('sftp: what lands on the server', () => {
     const mtimeMs = Date.UTC(2019, 4, 6, 7, 8, 9);
     try {
       await b.write(p('script'), Readable.from([Buffer.from('echo hi\n')]), { size: 8, mode: 0o750, mtimeMs });
+      await b.write(p('no mode #1'), Readable.from([Buffer.from('plain\n')]), { size: 6 });
       await b.mkdir(p('private dir'));
       await b.setMetadata(p('private dir'), { mode: 0o700, mtimeMs });
       await writeText(b, 'target', 't');
@@ -411,6 +412,8 @@ describe('sftp: what lands on the server', () => {
     }
     const script = await fsp.stat(path.join(local, 'script'));
     assert.equal(script.mode & 0o7777, 0o750);
+    // Written without a mode (its source had none: WebDAV, S3): the usual 0644, not the 0600 it was created with.
+    assert.equal((await fsp.stat(path.join(local, 'no mode #1'))).mode & 0o7777, 0o644);
     assert.equal(script.mtimeMs, mtimeMs);
     const dir = await fsp.stat(path.join(local, 'private dir'));
     assert.equal(dir.mode & 0o7777, 0o700);

@@ -25,6 +25,7 @@ import {
   openSync,
   promises as fsp,
   readdirSync,
+  readFileSync,
   readlinkSync,
   realpathSync,
   writeSync,
@@ -576,7 +577,7 @@ export class LocalBackend implements Destination {
       await fsp.copyFile(localFile, `/proc/self/fd/${handle.fd}`);
       size = (await handle.stat()).size;
       // libuv gives the copy the mode of the file copied from: without a mode, write()'s default.
-      if (size === options.size) await applyMetadata(handle, { mode: options.mode ?? 0o600, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }) });
+      if (size === options.size) await applyMetadata(handle, withFileMode(options));
       if (size === options.size && size >= WRITE_BEHIND_BYTES) flushing = await this.#flushBehind(p, handle);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
@@ -611,7 +612,7 @@ export class LocalBackend implements Destination {
       }
       await behind.settle();
       // Through the descriptor: no second path lookup, and it is the file just written.
-      if (written === options.size) await applyMetadata(handle, options);
+      if (written === options.size) await applyMetadata(handle, withFileMode(options));
     } catch (e) {
       await behind.settle().catch(() => {});
       await handle.close().catch(() => {});
@@ -651,7 +652,7 @@ export class LocalBackend implements Destination {
           await behind.settle();
           const { size } = await handle.stat();
           if (size !== options.size) throw bitfogError('EINTEGRITY', `wrote ${size} bytes to ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
-          await applyMetadata(handle, options);
+          await applyMetadata(handle, withFileMode(options));
         } catch (e) {
           throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
         } finally {
@@ -672,7 +673,7 @@ export class LocalBackend implements Destination {
     if (content.length !== options.size) {
       throw bitfogError('EINTEGRITY', `${content.length} bytes for ${JSON.stringify(p)}, expected ${options.size}`, { path: p });
     }
-    const mode = options.mode === undefined ? undefined : options.mode & 0o7777;
+    const mode = withFileMode(options).mode & 0o7777;
     if (fileWorkerAvailable()) {
       // Created, checked to be inside the root, written, set up and closed on the writer
       // worker while this thread goes on (see core/file-writer-worker.ts); the parent was
@@ -683,7 +684,7 @@ export class LocalBackend implements Destination {
       try {
         const { escaped } = await createFileOnWorker({
           path: this.localPath(p), expectedRealPath: path.join(this.#realRoot, p), flags: WRITE_FLAGS, createMode: 0o600, data,
-          ...(mode === undefined ? {} : { mode }), ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }),
+          mode, ...(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs }),
         });
         if (!escaped) return true;
         await this.#unlinkIfEscaped(p);
@@ -697,7 +698,7 @@ export class LocalBackend implements Destination {
     const fd = await this.#openConfinedSync(p, WRITE_FLAGS, 0o600);
     try {
       for (let off = 0; off < content.length; ) off += writeSync(fd, content, off, content.length - off, off);
-      if (mode !== undefined) fchmodSync(fd, mode);
+      fchmodSync(fd, mode);
       if (options.mtimeMs !== undefined) futimesSync(fd, new Date(), options.mtimeMs / 1000);
     } catch (e) {
       throw toBitfogError(e, `cannot write ${JSON.stringify(p)}`, p);
@@ -951,6 +952,31 @@ export class LocalBackend implements Destination {
   #insideRoot(real: string): boolean {
     return real.startsWith(this.#realRoot.endsWith('/') ? this.#realRoot : this.#realRoot + '/');
   }
+}
+
+/**
+ * The mode of a written file whose source has none (a WebDAV or S3 source, say): what `cp`
+ * and `rsync` give a new file, 0666 less this process's umask. Files are created 0600, so
+ * that nobody else reads one while it is partial, and get their mode once complete.
+ */
+function withFileMode<T extends Metadata>(options: T): T & { mode: number } {
+  return options.mode === undefined ? { ...options, mode: 0o666 & ~processUmask() } : (options as T & { mode: number });
+}
+
+let umaskRead: number | undefined;
+
+/** This process's umask, read without changing it (process.umask() sets it to read it). */
+function processUmask(): number {
+  if (umaskRead === undefined) {
+    umaskRead = 0o022;
+    try {
+      const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+      if (m) umaskRead = parseInt(m[1]!, 8);
+    } catch {
+      /* no /proc: the usual umask */
+    }
+  }
+  return umaskRead;
 }
 
 /** Mode and mtime of an open file (fchmod, futimens). */

@@ -516,8 +516,11 @@ export class SftpBackend implements Destination {
     // trip instead of two. Flushing is left to `sync`, which the core calls on batches.
     const complete = position === options.size;
     const finish: Array<Promise<unknown>> = [];
-    if (complete && (options.mode !== undefined || options.mtimeMs !== undefined)) {
-      finish.push(this.#call((cb) => this.#sftp.fsetstat(handle, metadataAttrs(options), cb), `cannot set metadata of ${JSON.stringify(p)}`, p));
+    if (complete) {
+      // Created 0600 (nobody else reads it while partial); a file whose source has no mode
+      // (a WebDAV or S3 source) gets the usual 0644, not that.
+      const attrs = metadataAttrs({ ...options, mode: options.mode ?? 0o644 });
+      finish.push(this.#call((cb) => this.#sftp.fsetstat(handle, attrs, cb), `cannot set metadata of ${JSON.stringify(p)}`, p));
     }
     finish.push(this.#call((cb) => this.#sftp.close(handle, cb), what, p));
     const results = await Promise.allSettled(finish);

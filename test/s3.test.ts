@@ -433,6 +433,34 @@ describe('s3 backend specifics', { skip: s3 ? false : 'service s3 not running (s
     }
   });
 
+  it('a read interrupted before anything reads it fails its reader, not the process (the registry guards every backend\'s streams)', async () => {
+    const url = freshUrl();
+    const writer = (await s3Provider.open(url, { write: true })) as S3Backend;
+    const { stream, sha256: _ } = generated(16 * 1024 * 1024);
+    await writer.write(toRelPath('big #1.bin'), stream, { size: 16 * 1024 * 1024 });
+    await writer.close();
+    const b = await createDefaultRegistry().openSource(url);
+    try {
+      const controller = new AbortController();
+      const read = await b.read(toRelPath('big #1.bin'), { signal: controller.signal });
+      controller.abort();
+      // The backend destroys the stream with its error at once, while nothing listens to it
+      // yet (as when fetch is interrupted while it opens the spool file the bytes go to).
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok(read.destroyed);
+      await assert.rejects(
+        (async () => {
+          for await (const _chunk of read) {
+            /* nothing arrives */
+          }
+        })(),
+        (err: unknown) => isBitfogError(err, 'EABORTED') || (err as Error).name === 'AbortError',
+      );
+    } finally {
+      await b.close();
+    }
+  });
+
   it('says EAUTH for wrong credentials, without printing them', async () => {
     const env = { ...process.env, AWS_ACCESS_KEY_ID: 'WRONGKEY000000000000', AWS_SECRET_ACCESS_KEY: 'wrong-secret-do-not-print' };
     await assert.rejects(s3Provider.open(freshUrl(), { write: true, env }), (err: unknown) => {

@@ -36,6 +36,21 @@ describe('chunksOf', () => {
     let n = 0;
     for await (const c of chunksOf(cut)) n += c.length;
     assert.ok(n <= 5);
+    // Destroyed before anything read it (an interrupt while the caller opened its file),
+    // its error already emitted to someone else: that error, at once, not a wait for events
+    // that never come again.
+    const early = new PassThrough();
+    early.on('error', () => {});
+    early.destroy(new Error('interrupted early'));
+    await new Promise((r) => setTimeout(r, 10));
+    const hung = new Promise((_, reject) => setTimeout(() => reject(new Error('waited for ever')), 2000).unref());
+    await assert.rejects(Promise.race([(async () => { for await (const _ of chunksOf(early)) { /* nothing */ } })(), hung]), /interrupted early/);
+    const closedEarly = new PassThrough();
+    closedEarly.destroy();
+    await new Promise((r) => setTimeout(r, 10));
+    let m = 0;
+    await Promise.race([(async () => { for await (const c of chunksOf(closedEarly)) m += c.length; })(), hung]);
+    assert.equal(m, 0);
     // Other async iterables pass through.
     const plain: Buffer[] = [];
     const gen = async function* () { yield Buffer.from('a'); yield Buffer.from('b'); };

@@ -60,7 +60,7 @@ export class BackendRegistry {
   }
 
   async openSource(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Source> {
-    return this.providerFor(url).provider.open(url, { ...options, write: false });
+    return guardReads(await this.providerFor(url).provider.open(url, { ...options, write: false }));
   }
 
   async openDestination(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Destination> {
@@ -69,6 +69,26 @@ export class BackendRegistry {
       await backend.close();
       throw bitfogError('EROFS', `${backend.url} cannot be written to`);
     }
-    return backend as Destination;
+    return guardReads(backend as Destination);
   }
+}
+
+const keepErrorForTheReader = () => {};
+
+/**
+ * A stream a backend hands out may fail before the core reads from it: an interrupt
+ * destroys it at once, while the core may still be opening the file it goes to. An
+ * 'error' event that nothing listens to yet would end the process with a stack trace
+ * (seen with S3 and SFTP sources on Ctrl-C). The stream keeps its error (`errored`) and
+ * whoever reads it gets it, so a listener that only keeps the process alive loses nothing.
+ * Done here, once, for every backend and plugin.
+ */
+function guardReads<T extends Source>(backend: T): T {
+  const read = backend.read.bind(backend);
+  backend.read = async (p, options) => {
+    const stream = await read(p, options);
+    stream.on('error', keepErrorForTheReader);
+    return stream;
+  };
+  return backend;
 }

@@ -25,6 +25,11 @@ export async function* chunksOf(content: AsyncIterable<Buffer>): AsyncGenerator<
     yield* content;
     return;
   }
+  // A stream destroyed before this reads it (by an interrupt, while the caller was still
+  // opening where its bytes go) emits nothing more: waiting for its events would wait for
+  // ever. Its error is known already; closed without one, it ends here, as below.
+  if (content.errored) throw content.errored;
+  if (content.destroyed) return;
   try {
     for await (const [chunk] of on(content, 'data', { close: ['end', 'close'], highWaterMark: 16 })) yield chunk as Buffer;
   } finally {

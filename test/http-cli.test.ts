@@ -116,6 +116,28 @@ describe('bitfog serve', () => {
     assert.notEqual(none.code, 0);
     assert.match(none.stderr, /cannot read configuration/);
   });
+
+  it('a port in use is an error, not a usage mistake: exit 1 and no usage, for serve and ui', async () => {
+    const dir = await tempDir('http-serve-busy');
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as net.AddressInfo).port;
+    try {
+      await fsp.writeFile(path.join(dir, 'bitfog.json'), JSON.stringify({ data: { path: dir } }));
+      const serve = await bitfog(['serve', '--conf', path.join(dir, 'bitfog.json'), '--addr', `127.0.0.1:${port}`], { cwd: dir });
+      assert.equal(serve.code, 1, serve.stderr);
+      assert.match(serve.stderr, /cannot listen on 127\.0\.0\.1:\d+: the port is in use; choose another with --addr/);
+      assert.doesNotMatch(serve.stderr, /\$ bitfog/, 'no usage');
+      const spool = path.join(dir, 'spool');
+      await bitfogOk(['store', spool, path.join(dir, 'empty dest')], { env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') } });
+      const ui = await bitfog(['ui', spool, '--port', String(port)]);
+      assert.equal(ui.code, 1, ui.stderr);
+      assert.match(ui.stderr, /the port is in use; choose another with --port/);
+      assert.doesNotMatch(ui.stderr, /\$ bitfog/, 'no usage');
+    } finally {
+      busy.close();
+    }
+  });
 });
 
 describe('sneakernet cycle over HTTP at both ends', () => {

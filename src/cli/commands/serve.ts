@@ -78,9 +78,11 @@ export class ServeCommand extends BitfogCommand {
       });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
-        throw bitfogError('EUSAGE', `cannot listen on ${this.addr}: ${code}`, { cause: e });
-      }
+      // A busy or reserved port is not a mistake in the command line (exit 1, no usage); an
+      // address this machine does not have is.
+      if (code === 'EADDRINUSE') throw bitfogError('EIO', `cannot listen on ${this.addr}: the port is in use; choose another with --addr`, { cause: e });
+      if (code === 'EACCES') throw bitfogError('EACCES', `cannot listen on ${this.addr}: not allowed to use that port; choose another with --addr`, { cause: e });
+      if (code === 'EADDRNOTAVAIL') throw bitfogError('EUSAGE', `cannot listen on ${this.addr}: this machine has no such address`, { cause: e });
       throw e;
     }
     stderr.write(`bitfog: serving ${[...areas.keys()].join(', ') || 'no areas'} on ${server.url}\n`);

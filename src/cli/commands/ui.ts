@@ -34,7 +34,9 @@ export class UiCommand extends BitfogCommand {
       dashboard = await startSpoolDashboard({ spool: this.spool, port: this.port });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE' || code === 'EACCES') throw bitfogError('EUSAGE', `cannot listen on 127.0.0.1:${this.port}: ${code}`, { cause: e });
+      // Not a mistake in the command line (exit 1, no usage): the port is taken or reserved.
+      if (code === 'EADDRINUSE') throw bitfogError('EIO', `cannot listen on 127.0.0.1:${this.port}: the port is in use; choose another with --port`, { cause: e });
+      if (code === 'EACCES') throw bitfogError('EACCES', `cannot listen on 127.0.0.1:${this.port}: not allowed to use that port; choose another with --port`, { cause: e });
       throw e;
     }
     this.out(`bitfog: showing spool ${this.spool} at ${dashboard.url} (Ctrl-C stops)`);

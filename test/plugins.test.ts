@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
@@ -14,7 +15,7 @@ import { createRegistry } from '../src/cli/registry.ts';
 import { testBackend } from '../src/conformance/index.ts';
 import { isBitfogError, type ErrorCode } from '../src/core/errors.ts';
 import { findConfigFile, loadPlugins, PLUGIN_API_VERSION, pluginSpecs, registerPlugin } from '../src/core/plugins.ts';
-import { bitfog } from './helpers/cli.ts';
+import { bitfog, startBitfog } from './helpers/cli.ts';
 import { makeTree } from './helpers/tree.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -405,6 +406,59 @@ function failingTests(tap: string): string[] {
   const failed = [...tap.matchAll(/^\s*not ok \d+ - (.*)$/gm)].map((m) => m[1]!.trim());
   return failed.filter((name) => !name.startsWith('conformance: ') && !name.startsWith('plugin '));
 }
+
+describe('an interrupt', () => {
+  it('is reported as an interrupt (exit 130, how to go on), whatever error the step under way then ends with', async () => {
+    const dir = await tempDir('plugin-interrupt');
+    const ready = path.join(dir, 'reading');
+    // A source whose read hangs until interrupted and then fails as a closed connection
+    // does, with an error of its own rather than an abort (as WebDAV's HTTP responses did).
+    await writeFile(
+      path.join(dir, 'stuck.mjs'),
+      `import { Readable } from 'node:stream';
+import { writeFileSync } from 'node:fs';
+const entry = { path: 'stuck #1.bin', kind: 'file', size: 1000, mtimeMs: 0 };
+const caps = ${CAPS};
+export default {
+  name: 'stuck',
+  apiVersion: ${PLUGIN_API_VERSION},
+  backends: [{
+    schemes: ['stuck'],
+    description: 'reads that hang until interrupted',
+    capabilities: caps,
+    async open(url) {
+      return {
+        url, capabilities: caps,
+        async *list() { yield entry; },
+        async stat() { return entry; },
+        async readlink() { throw new Error('no symlinks here'); },
+        async read(p, { signal } = {}) {
+          const stream = new Readable({ read() {} });
+          const connection = setInterval(() => {}, 1000); // what keeps a real one's process alive: its socket
+          stream.on('close', () => clearInterval(connection));
+          signal?.addEventListener('abort', () => stream.destroy(new Error('socket hang up')), { once: true });
+          writeFileSync(${JSON.stringify(ready)}, 'reading');
+          return stream;
+        },
+        async close() {},
+      };
+    },
+  }],
+};
+`,
+    );
+    const { child, done } = startBitfog(['fetch', 'stuck://site-a/', path.join(dir, 'spool'), '--plugin', path.join(dir, 'stuck.mjs')], {
+      env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') },
+    });
+    for (let i = 0; i < 300 && !existsSync(ready); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(existsSync(ready), 'the read began');
+    child.kill('SIGINT');
+    const r = await done;
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /bitfog: interrupted; run the same command again to resume/);
+    assert.doesNotMatch(r.stderr, /socket hang up/);
+  });
+});
 
 describe('the example plugins through the conformance kit', () => {
   it("the dirstore example's own test file passes (kit, capabilities, cycle)", async () => {

@@ -57,7 +57,7 @@ export abstract class BitfogCommand extends Command {
       return await this.run(controller.signal);
     } catch (e) {
       if (e instanceof UsageError) throw e;
-      return this.report(e);
+      return this.report(e, controller.signal.aborted);
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
@@ -65,12 +65,15 @@ export abstract class BitfogCommand extends Command {
   }
 
   /** Prints one clear line for an error (more with --verbose) and returns its exit code. */
-  protected report(e: unknown): number {
+  protected report(e: unknown, interrupted = false): number {
     const err = toBitfogError(e);
     const debug = this.verbose || process.env.BITFOG_DEBUG === '1';
     const stderr = this.context.stderr;
-    if (err.code === 'EABORTED') {
+    // After an interrupt, whatever failed failed because of it (a connection it closed, say):
+    // what the user needs to know is how to go on, not that error.
+    if (err.code === 'EABORTED' || interrupted) {
       stderr.write('bitfog: interrupted; run the same command again to resume\n');
+      if (debug && err.code !== 'EABORTED') stderr.write(`bitfog: (the step under way ended with: ${err.message} [${err.code}])\n`);
       return ExitCode.INTERRUPTED;
     }
     stderr.write(`bitfog: ${err.message}${debug ? ` [${err.code}]` : ''}\n`);

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { before, describe, it } from 'node:test';
@@ -12,6 +12,7 @@ import { HttpBackend } from '../src/backends/http/client.ts';
 import { isBitfogError } from '../src/core/errors.ts';
 import { toRelPath } from '../src/core/paths.ts';
 import { parseConfig } from '../src/server/config.ts';
+import { bitfog, bitfogOk } from './helpers/cli.ts';
 import { rawGet, startServer, type TestServer } from './helpers/http.ts';
 import { tempDir } from './helpers/tmp.ts';
 
@@ -55,6 +56,21 @@ describe('auth', () => {
     await writer.close();
     // An area with one token uses it for both.
     assert.equal((await rawGet(s.url, '/single/y', 'PUT', ['Authorization: Bearer only-token', 'Content-Type: application/octet-stream', 'Content-Length: 0'])).status, 204);
+  });
+
+  it('a write the token may not make is reported with the user\'s file name, not its temporary one', async () => {
+    const dir = await tempDir('http-auth-names');
+    const own = await startServer({ area: { writable: true, readToken: 'reads', writeToken: 'writes' } });
+    const a = path.join(dir, 'site a');
+    await mkdir(a);
+    await writeFile(path.join(a, 'q #1.txt'), 'q');
+    const spool = path.join(dir, 'spool');
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache'), BITFOG_HTTP_TOKEN: 'reads' };
+    await bitfogOk(['fetch', a, spool], { env });
+    const r = await bitfog(['store', spool, `${own.url}area/`], { env });
+    assert.notEqual(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /cannot write "q #1\.txt"/);
+    assert.doesNotMatch(r.stdout + r.stderr, /\.bitfog-tmp-/);
   });
 
   it('global token: everything needs it, and it grants everything', async () => {

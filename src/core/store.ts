@@ -83,6 +83,19 @@ export interface StoreResult {
 /** Errors that concern one entry: reported for it, the store goes on. Others stop the store. */
 const PER_ENTRY_CODES = new Set(['ENOENT', 'EEXIST', 'EISDIR', 'ENOTDIR', 'ENOTEMPTY', 'EACCES', 'EINTEGRITY', 'EOPNOTSUPP', 'EBADPATH']);
 
+/**
+ * `err` about the file the user knows: a backend that failed to write a temporary file
+ * names that (".bitfog-tmp-9178761369000000-q.txt"), which is nowhere in the user's trees.
+ */
+function namingTheFile(err: BitfogError, temporary: RelPath, path: RelPath): BitfogError {
+  if (temporary === path) return err;
+  const base = (p: string) => p.slice(p.lastIndexOf('/') + 1);
+  // Changed in place: the error's class and its path (a delta's base file, say) stay.
+  err.message = err.message.split(temporary).join(path).split(base(temporary)).join(base(path));
+  if (err.path === temporary) Object.defineProperty(err, 'path', { value: path });
+  return err;
+}
+
 export async function storeFromSpool(options: StoreOptions): Promise<StoreResult> {
   const t0 = Date.now();
   const { destination: dest, spool, cache, signal, onProgress } = options;
@@ -367,7 +380,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       if (content.signature) signedWrites.set(w.path, { hash: w.hash, signature: content.signature });
       return target;
     } catch (e) {
-      const err = toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path);
+      const err = namingTheFile(toBitfogError(e, `cannot write ${JSON.stringify(w.path)}`, w.path), target, w.path);
       if (caps.atomicRename) await dest.remove(target).catch(() => {});
       signer?.dispose();
       const deltaRefused = w.from.kind === 'delta' ? deltas.failed(w.hash, w.path, err) : undefined;

@@ -48,7 +48,7 @@ export abstract class BitfogCommand extends Command {
     const onSignal = () => {
       interrupts++;
       if (interrupts > 1) process.exit(ExitCode.INTERRUPTED);
-      this.context.stderr.write('\nbitfog: interrupted; finishing the current step (press Ctrl-C again to stop at once)\n');
+      this.context.stderr.write('\nbitfog: interrupted; stopping, keeping what is done (press Ctrl-C again to stop at once)\n');
       controller.abort();
     };
     process.on('SIGINT', onSignal);

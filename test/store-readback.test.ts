@@ -133,6 +133,37 @@ describe('store reads back what an in-kernel copy wrote', () => {
   });
 });
 
+describe('store interrupted between staging files and renaming them', () => {
+  it('removes the staged files instead of leaving them at the destination', async () => {
+    const dir = await tempDir('store-interrupted-staged');
+    const src = path.join(dir, 'a');
+    const dest = path.join(dir, 'b');
+    const spoolDir = path.join(dir, 'spool');
+    await makeTree(src, { 'one #1.txt': 'one', 'd/two ü.bin': { bytes: 200_000, seed: 3 }, 'three%.txt': 'three' });
+    await fsp.mkdir(dest);
+    await fetchLocalTree(src, spoolDir);
+    const real = await LocalBackend.open(`file://${dest}`, dest, { write: true });
+    const controller = new AbortController();
+    let staged: RelPath[] = [];
+    // The interrupt comes while the staged files are flushed, before any is renamed.
+    const interrupted = withOverrides<Destination>(real, {
+      sync: async (paths: RelPath[]) => {
+        staged = paths;
+        controller.abort();
+        throw bitfogError('EABORTED', 'interrupted');
+      },
+    });
+    const spool = await Spool.open(spoolDir, { create: false });
+    try {
+      await assert.rejects(storeFromSpool({ destination: interrupted, spool, cache: HashCache.memory(), signal: controller.signal }), (e: unknown) => isBitfogError(e, 'EABORTED'));
+    } finally {
+      await spool.close();
+    }
+    assert.ok(staged.length > 0, 'files were staged');
+    assert.deepEqual([...(await readTree(dest)).entries()].filter(([, e]) => e.kind === 'file'), [], 'no staged file left, none renamed');
+  });
+});
+
 describe('store writes small files from memory it reuses', () => {
   it('each file gets its own verified bytes, even when writes are slow and many are in flight', async () => {
     const dir = await tempDir('small-scratch');

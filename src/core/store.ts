@@ -460,7 +460,14 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
     const staged = await Promise.all(batch.map((w) => limit(() => writeStaged(w))));
     const ok = batch.map((w, i) => ({ w, tmp: staged[i] })).filter((x): x is { w: typeof x.w; tmp: RelPath } => x.tmp !== undefined);
     if (caps.atomicRename && ok.length) {
-      await dest.sync?.(ok.map((x) => x.tmp), { ...(signal ? { signal } : {}) });
+      try {
+        await dest.sync?.(ok.map((x) => x.tmp), { ...(signal ? { signal } : {}) });
+      } catch (e) {
+        // Interrupted (or failed) before they could be renamed: staged files go, rather than
+        // wait at the destination for the next store.
+        await Promise.all(ok.map(({ tmp }) => dest.remove(tmp).catch(() => {})));
+        throw e;
+      }
       await Promise.all(
         ok.map(({ w, tmp }) =>
           limit(async () => {

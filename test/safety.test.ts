@@ -318,6 +318,31 @@ describe('a source that lists a path twice', () => {
     assert.equal(snapshot.entries.size, 2);
     assert.match(snapshot.entries.get('twice #1.txt')!.hash!, /^sha256:[0-9a-f]{64}$/);
   });
+
+  it('as a file and as a directory (an object store\'s key "x" beside keys under "x/"): keeps the directory, reports the file', async () => {
+    const dir = await tempDir('file-and-dir');
+    const root = path.join(dir, 'tree');
+    await makeTree(root, { 'sub #1/inside ü.txt': 'inside', 'plain.txt': 'plain', 'other/in.txt': 'in' });
+    const backend = await LocalBackend.open(root, root, { write: false });
+    const asFile = (path: string) => ({ path: toRelPath(path), kind: 'file' as const, size: 3, mtimeMs: 0 });
+    const source: Source = {
+      ...delegate(backend, (p, o) => backend.read(p, o)),
+      async *list(o) {
+        for await (const e of backend.list(o)) {
+          // The file before the directory for one path, after it for the other.
+          if (e.path === 'sub #1') yield asFile('sub #1');
+          yield e;
+          if (e.path === 'other') yield asFile('other');
+        }
+      },
+    };
+    const { snapshot, skipped } = await takeSnapshot(source, { side: 'source', cache: HashCache.memory() });
+    assert.equal(snapshot.entries.get('sub #1')!.kind, 'directory');
+    assert.equal(snapshot.entries.get('other')!.kind, 'directory');
+    assert.ok(snapshot.entries.has('sub #1/inside ü.txt'));
+    assert.deepEqual(skipped.map((s) => s.path).sort(), ['other', 'sub #1']);
+    assert.match(skipped[0]!.reason, /a file and a directory share this path.*only the directory is carried/);
+  });
 });
 
 describe('a source file changing while it is carried', () => {

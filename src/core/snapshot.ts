@@ -106,6 +106,15 @@ export async function takeSnapshot(backend: Source, options: SnapshotOptions): P
       else if (entry.kind !== 'directory') tempFiles.push(entry.path);
       continue;
     }
+    const listedBefore = entries.get(entry.path);
+    if (listedBefore && (listedBefore.kind === 'directory') !== (entry.kind === 'directory')) {
+      // An object store can hold a key "x" beside keys under "x/": a file and a directory at
+      // one path, which no file system can hold (storing both failed on every trip). The
+      // directory is kept, with what is listed under it; the other entry is reported.
+      const other = entry.kind === 'directory' ? listedBefore : entry;
+      skipped.push({ path: other.path, reason: `a ${other.kind} and a directory share this path (an object store's key "x" beside keys under "x/"); only the directory is carried` });
+      if (entry.kind !== 'directory') continue;
+    }
     entries.set(entry.path, entry);
     if (entry.kind === 'file' && !resolveKnownHash(entry)) unresolved.push(entry);
     if (entries.size % 1000 === 0) {

@@ -115,6 +115,11 @@ describe('sneakernet cycle (spool form)', () => {
     assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
     const history = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout).history as Array<{ trip: number; command: string }>;
     assert.deepEqual(history.map((h) => `${h.command} ${h.trip}`), ['store 0', 'fetch 1', 'fetch 1', 'store 1', 'fetch 2', 'store 2', 'fetch 3']);
+    // The text says what each command did in words and units, not as the JSON it recorded.
+    const text = (await bitfogOk(['status', spool], { env })).stdout;
+    assert.match(text, /trip 2 fetch \S+ carriedFiles 1, carriedBytes 195 KiB, deferred 0\n/);
+    assert.match(text, /trip 2 store \S+ written 1, bytes 195 KiB, removed 0, conflicts 0, pending 0, corrupt 0\n/);
+    assert.doesNotMatch(text, /\{"/);
   });
 
   it('refuses a source or destination other than the spool\'s, and an empty source where there was a tree', async () => {

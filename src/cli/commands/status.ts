@@ -57,11 +57,34 @@ export class StatusCommand extends BitfogCommand {
       for (const k of s.skipped.slice(0, 20)) this.out(`    ${k.side}: ${quote(k.path)}: ${k.reason}`);
       if (s.history.length) {
         this.out('  history:');
-        for (const h of s.history.slice(-10)) this.out(`    trip ${h.trip} ${h.command} ${h.at} ${h.detail}`);
+        for (const h of s.history.slice(-10)) this.out(`    trip ${h.trip} ${h.command} ${h.at} ${readableDetail(h.detail)}`);
       }
       return ExitCode.OK;
     } finally {
       manifest.close();
     }
   }
+}
+
+/**
+ * A journal entry's detail for people: the JSON a command recorded (`{"carriedFiles":3,…}`)
+ * as "carriedFiles 3, carriedBytes 1.2 MiB, …", sizes in units, flags only when set.
+ * Anything else as it is. (`--json` keeps the recorded text.)
+ */
+function readableDetail(detail: string): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(detail);
+  } catch {
+    return detail;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return detail;
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(parsed)) {
+    if (typeof value === 'boolean') {
+      if (value) parts.push(key);
+    } else if (typeof value === 'number' && /bytes/i.test(key)) parts.push(`${key} ${formatSize(value)}`);
+    else parts.push(`${key} ${String(value)}`);
+  }
+  return parts.join(', ');
 }

@@ -130,5 +130,11 @@ describe('TLS', () => {
     // Plain HTTP to the TLS port gets no answer from the area.
     const plain = await rawGet(s.url.replace('https:', 'http:'), '/secure/').catch(() => undefined);
     assert.ok(!plain || plain.status !== 200);
+    // And https:// to a plain server says what is wrong, not only EPROTO.
+    const open = await startServer({ open: {} });
+    await assert.rejects(
+      HttpBackend.open(`${open.url.replace('http:', 'https:')}open/`, { write: false, env: { BITFOG_HTTP_RETRIES: '0' } }),
+      (e: unknown) => isBitfogError(e, 'EUNREACHABLE') && /TLS handshake failed .*is this really an https server\?/.test((e as Error).message),
+    );
   });
 });

@@ -739,6 +739,10 @@ function toTransport(e: unknown, what: string, signal?: AbortSignal): BitfogErro
   if (typeof code === 'string' && TLS_CODES.has(code)) {
     return bitfogError('EHOSTKEY', `${what}: the server's TLS certificate is not trusted (${code}); set BITFOG_HTTP_CA_FILE`, { cause: e });
   }
+  // What an https:// URL to a plain-http server meets: no TLS answer at all.
+  if (typeof code === 'string' && (code === 'EPROTO' || code.startsWith('ERR_SSL_'))) {
+    return bitfogError('EUNREACHABLE', `${what}: TLS handshake failed (${code}); is this really an https server? (http:// for a plain one)`, { cause: e });
+  }
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ECONNABORTED' || code === 'UND_ERR_SOCKET') {
     return bitfogError('ETRANSIENT', `${what}: ${code}`, { cause: e });
   }

@@ -158,6 +158,12 @@ describe('sneakernet cycle (spool form)', () => {
     assert.equal(otherDestination.code, 2, otherDestination.stderr);
     assert.match(otherDestination.stderr, /this spool's destination is .*link to b .*not .*site-b2.*--new-destination/);
     assert.deepEqual(Object.keys(contentOf(await readTree(b2))), ['precious.txt'], 'nothing written there');
+    // A mistyped destination is refused the same way, and the directory the command made for it goes again.
+    const typo = path.join(dir, 'site-b typo ü');
+    const intoTypo = await bitfog(['store', spool, typo], { env });
+    assert.equal(intoTypo.code, 2, intoTypo.stderr);
+    assert.match(intoTypo.stderr, /--new-destination/);
+    await assert.rejects(fsp.stat(typo), { code: 'ENOENT' }, 'no directory left behind');
     await bitfogOk(['store', spool, b], { env });
     assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
 
@@ -371,6 +377,7 @@ describe('sneakernet cycle (spool form)', () => {
     }
     assert.deepEqual(Object.keys(contentOf(await readTree(a))), ['x.txt']);
     assert.deepEqual(Object.keys(contentOf(await readTree(b))), ['b.txt']);
+    await assert.rejects(fsp.stat(path.join(other, 'dest')), { code: 'ENOENT' }, 'the refused destination was not left inside the spool');
     // Errors name what they concern; a mistyped destination does not grow a tree of its own.
     const noDir = await bitfog(['emptydb', path.join(a, 'no such dir', 'x.db')], { env });
     assert.equal(noDir.code, 1);

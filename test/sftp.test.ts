@@ -249,6 +249,27 @@ describe('sftp: errors', () => {
     assert.ok((await fsp.stat(path.join(local, 'a b', 'c'))).isDirectory());
   });
 
+  it('takes back the directories it created for a root when asked, as far as they are still empty', async (t) => {
+    if (skipIfNoService(t)) return;
+    const { local, url } = freshRoot('discard');
+    await fsp.mkdir(local);
+    const unused = await openDest(url.replace(/\?/, `${encodePath('/x y/z ü')}?`));
+    await unused.discardCreatedRoot!();
+    await unused.close();
+    await assert.rejects(fsp.stat(path.join(local, 'x y')), { code: 'ENOENT' }, 'both created directories are gone');
+    assert.ok((await fsp.stat(local)).isDirectory(), 'the existing parent stays');
+    const used = await openDest(url.replace(/\?/, `${encodePath('/x y/z ü')}?`));
+    await fsp.writeFile(path.join(local, 'x y', 'kept'), 'someone else wrote this');
+    await used.discardCreatedRoot!();
+    await used.close();
+    await assert.rejects(fsp.stat(path.join(local, 'x y', 'z ü')), { code: 'ENOENT' }, 'the empty root goes');
+    assert.equal(await fsp.readFile(path.join(local, 'x y', 'kept'), 'utf8'), 'someone else wrote this');
+    const existing = await openDest(url);
+    await existing.discardCreatedRoot!();
+    await existing.close();
+    assert.ok((await fsp.stat(local)).isDirectory(), 'a root that was there is never removed');
+  });
+
   it('never shows the server path of an entry in messages', async (t) => {
     if (skipIfNoService(t)) return;
     const { local, url } = freshRoot('nopath');

@@ -526,6 +526,21 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
+    it('never removes what was written when it offers discardCreatedRoot', async (t) => {
+      const b = await open();
+      try {
+        if (typeof b.discardCreatedRoot !== 'function') return t.skip('no discardCreatedRoot offered (optional)');
+        await b.mkdir(p('kept dir'));
+        await writeBuffer(b, p('kept dir/kept #1.txt'), Buffer.from('written before the discard'));
+        await b.discardCreatedRoot();
+        assert.equal((await readAll(b, p('kept dir/kept #1.txt'))).toString(), 'written before the discard');
+        await b.discardCreatedRoot(); // a second call is harmless too
+        assert.deepEqual((await listAll(b)).map((e) => e.path).sort(), ['kept dir', 'kept dir/kept #1.txt']);
+      } finally {
+        await b.close();
+      }
+    });
+
     it('writes at positions from a reused buffer when it offers createFile, like write', async (t) => {
       const b = await open();
       try {

@@ -360,6 +360,15 @@ export interface Destination extends Source {
 
   /** Optional. Free bytes available to this destination, when the backend can tell. */
   freeSpace?(): Promise<number | undefined>;
+
+  /**
+   * Optional. Undoes what opening for writing created: the root directory, and any parents
+   * the open made for it, as far as they are still empty (innermost first, each removed
+   * only when empty, so nothing written is ever removed). Called before `close` when a
+   * command fails or refuses the destination: a mistyped URL leaves nothing behind. Never
+   * throws.
+   */
+  discardCreatedRoot?(): Promise<void>;
 }
 
 export function isDestination(backend: Source): backend is Destination {

@@ -238,10 +238,11 @@ export class LocalBackend implements Destination {
    */
   static async open(url: string, root: string, { write }: { write: boolean }): Promise<LocalBackend> {
     const abs = path.resolve(root);
+    let created = false;
     if (write) {
       // The directory itself, not missing parents (as rsync does): a mistyped destination
       // fails here instead of growing a tree of its own somewhere.
-      await fsp.mkdir(abs).catch((e: NodeJS.ErrnoException) => {
+      await fsp.mkdir(abs).then(() => { created = true; }, (e: NodeJS.ErrnoException) => {
         if (e.code === 'EEXIST') return;
         if (e.code === 'ENOENT') throw bitfogError('ENOENT', `cannot create ${url}: its parent directory does not exist (create that first)`, { cause: e });
         throw toBitfogError(e, `cannot create ${url}`);
@@ -263,7 +264,19 @@ export class LocalBackend implements Destination {
     const procFd = await fsp.access('/proc/self/fd').then(() => true, () => false);
     // Plain paths are shown (and cached under) their absolute form: "./data" means different
     // trees from different directories.
-    return new LocalBackend(/^file:/i.test(url) ? url : abs, abs, real, procFd);
+    const backend = new LocalBackend(/^file:/i.test(url) ? url : abs, abs, real, procFd);
+    backend.#createdRoot = created;
+    return backend;
+  }
+
+  /** Whether this open created the root (see discardCreatedRoot). */
+  #createdRoot = false;
+
+  /** Removes the root if this open created it and it is still empty. */
+  async discardCreatedRoot(): Promise<void> {
+    if (!this.#createdRoot) return;
+    this.#createdRoot = false;
+    await fsp.rmdir(this.#root).catch(() => {});
   }
 
   /** Absolute local path of a RelPath, lexically (no symlink resolution). */

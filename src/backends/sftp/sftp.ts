@@ -140,6 +140,8 @@ export class SftpBackend implements Destination {
   readonly #writeLen: number;
   #lost: BitfogError | undefined;
   #closed = false;
+  /** Directories the open created for the root, outermost first (see discardCreatedRoot). */
+  #createdDirs: string[] = [];
   readonly #target: SftpTarget;
   readonly #openOptions: OpenOptions;
   /** Extra connections used only to flush files in parallel (see `sync`), made on first need. */
@@ -745,6 +747,18 @@ export class SftpBackend implements Destination {
     return Number(st.f_bavail) * Number(st.f_frsize);
   }
 
+  /** Removes the directories this open created for the root, innermost first, while they are empty. */
+  async discardCreatedRoot(): Promise<void> {
+    const dirs = this.#createdDirs.reverse();
+    this.#createdDirs = [];
+    if (this.#closed || this.#lost) return;
+    for (const dir of dirs) {
+      // SFTP's rmdir removes only an empty directory: whatever was written keeps its parents.
+      const removed = await this.#call((cb) => this.#sftp.rmdir(dir, cb), `cannot remove ${dir}`).then(() => true, () => false);
+      if (!removed) return;
+    }
+  }
+
   /** Ends the SSH connection. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -841,6 +855,7 @@ export class SftpBackend implements Destination {
       const dir = cur;
       try {
         await this.#call((cb) => this.#sftp.mkdir(dir, cb), what);
+        this.#createdDirs.push(dir);
       } catch (e) {
         if ((e as BitfogError).code === 'ENOENT') throw e;
         const there = await this.#call<Stats>((cb) => this.#sftp.stat(dir, cb), what).catch(() => undefined);

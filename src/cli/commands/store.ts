@@ -15,26 +15,31 @@ abstract class StoreBase extends BitfogCommand {
     const source = srcdb ? await loadSnapshotFile(srcdb) : undefined;
     const registry = await this.registry();
     const destination = await registry.openDestination(destUrl, { signal });
-    // Checked before the spool is created: a refused spool leaves nothing behind.
-    await assertSpoolApart(spoolDir, destination, 'destination').catch(async (e: unknown) => {
-      await destination.close();
-      throw e;
-    });
-    const spool = await Spool.open(spoolDir, { create: true });
-    const progress = this.progress();
+    let stored = false;
     try {
-      const result = await storeFromSpool({
-        destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener, newDestination: this.newDestination,
-        ...(source ? { source: source.snapshot, sourceSkipped: source.skipped } : {}),
-      });
-      progress.finish();
-      this.summarize(result);
-      if (result.corrupt.length) return ExitCode.CORRUPT;
-      if (result.conflicts.length) return ExitCode.CONFLICTS;
-      return ExitCode.OK;
+      // Checked before the spool is created: a refused spool leaves nothing behind.
+      await assertSpoolApart(spoolDir, destination, 'destination');
+      const spool = await Spool.open(spoolDir, { create: true });
+      const progress = this.progress();
+      try {
+        const result = await storeFromSpool({
+          destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener, newDestination: this.newDestination,
+          ...(source ? { source: source.snapshot, sourceSkipped: source.skipped } : {}),
+        });
+        stored = true;
+        progress.finish();
+        this.summarize(result);
+        if (result.corrupt.length) return ExitCode.CORRUPT;
+        if (result.conflicts.length) return ExitCode.CONFLICTS;
+        return ExitCode.OK;
+      } finally {
+        progress.finish();
+        await spool.close();
+      }
     } finally {
-      progress.finish();
-      await spool.close();
+      // Refused or failed: a destination directory this command created, still empty, goes
+      // (a mistyped URL leaves no directory behind).
+      if (!stored) await destination.discardCreatedRoot?.().catch(() => {});
       await destination.close();
     }
   }

@@ -352,6 +352,9 @@ describe('sneakernet cycle (spool form)', () => {
       assert.match(wrong.stderr, /Error: |bitfog /, args.join(' '));
       assert.equal(wrong.stdout, '', args.join(' '));
     }
+    const negative = await bitfog(['fetch', a, spool, '--max', '-5M'], { env });
+    assert.equal(negative.code, 2);
+    assert.match(negative.stderr, /"-5M" after --max was read as an option; --max takes a value that is not negative/);
     const other = path.join(path.dirname(a), 'other #1');
     await makeTree(other, { 'mine.txt': 'mine' });
     const intoNonEmpty = await bitfog(['fetch', a, other], { env });

@@ -47,6 +47,9 @@ if (named.length > 1 && args.length === 2 && (args[1] === '--help' || args[1] ==
     // arguments, a value an option does not take): clipanion's explanation and usage, on
     // stderr, with the exit code of usage mistakes (clipanion's own run says 1, on stdout).
     process.stderr.write(cli.error(e));
+    // `--max -5M`: clipanion takes "-5M" for an option and says only that --max lacks its value.
+    const dashed = args.findIndex((a, i) => i > 0 && /^-\d/.test(a) && /^--[a-z]/.test(args[i - 1]!));
+    if (dashed > 0) process.stderr.write(`bitfog: "${args[dashed]}" after ${args[dashed - 1]} was read as an option; ${args[dashed - 1]} takes a value that is not negative\n`);
     process.exitCode = ExitCode.USAGE;
   }
   if (command) process.exitCode = await cli.run(command);

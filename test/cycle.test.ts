@@ -487,4 +487,55 @@ describe('sneakernet cycle (classic form)', () => {
     assert.equal(notDb.code, 1);
     assert.match(notDb.stderr, /not a bitfog manifest/);
   });
+
+  it('store refuses a <srcdb> that would remove the destination: of another tree, emptydb\'s, or empty where there was a tree', async () => {
+    const { dir, a, b, env } = await site('classic srcdb');
+    await makeTree(a, { 'one #1.txt': 'one', 'two ü.txt': 'two' });
+    await fsp.mkdir(b);
+    const destdb = path.join(dir, 'dest.db');
+    const srcdb = path.join(dir, 'src.db');
+    const tmp = path.join(dir, 'tmp');
+    await bitfogOk(['builddb', b, destdb], { env });
+    await bitfogOk(['fetch', destdb, a, tmp], { env });
+    await bitfogOk(['builddb', a, srcdb], { env });
+    await bitfogOk(['store', srcdb, b, tmp], { env });
+    await fsp.writeFile(path.join(a, 'three.txt'), 'three');
+    await bitfogOk(['builddb', b, destdb], { env });
+    await bitfogOk(['fetch', destdb, a, tmp], { env });
+    const expected = contentOf(await readTree(b));
+    assert.deepEqual(Object.keys(expected).sort(), ['one #1.txt', 'two ü.txt']);
+
+    const c = path.join(dir, 'site-c');
+    await makeTree(c, { 'c.txt': 'c' });
+    const otherdb = path.join(dir, 'other.db');
+    await bitfogOk(['builddb', c, otherdb], { env });
+    const emptydb = path.join(dir, 'empty.db');
+    await bitfogOk(['emptydb', emptydb], { env });
+    const unmounted = path.join(dir, 'unmounted');
+    await fsp.mkdir(unmounted);
+    const nothingdb = path.join(dir, 'nothing.db');
+    await bitfogOk(['builddb', unmounted, nothingdb], { env });
+    for (const [db, message] of [
+      [otherdb, /the spool's content was fetched from .*site-a.*but the source snapshot given is of .*site-c.*--new-source/],
+      [emptydb, /an empty one made by "bitfog emptydb"/],
+    ] as const) {
+      const r = await bitfog(['store', db, b, tmp], { env });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, message);
+      assert.deepEqual(contentOf(await readTree(b)), expected, 'nothing removed, nothing written');
+    }
+    // An empty source where there was a tree: the same tree at a new address, empty (a disk not mounted).
+    const empty = await bitfog(['store', nothingdb, b, tmp, '--new-source'], { env });
+    assert.equal(empty.code, 2, empty.stderr);
+    assert.match(empty.stderr, /the source snapshot of .*unmounted is empty, but it had 3 entries when the spool was filled.*--allow-empty-source/);
+    assert.deepEqual(contentOf(await readTree(b)), expected);
+
+    // The right snapshot goes through; so do the deliberate overrides.
+    await bitfogOk(['builddb', a, srcdb], { env });
+    await bitfogOk(['store', srcdb, b, tmp], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    const emptied = await bitfogOk(['store', nothingdb, b, tmp, '--new-source', '--allow-empty-source'], { env });
+    assert.match(emptied.stdout, /removed:\s+3/);
+    assert.deepEqual(contentOf(await readTree(b)), {});
+  });
 });

@@ -36,6 +36,9 @@ export const MANIFEST_FORMAT_VERSION = 3;
 
 export type SnapshotRole = 'source' | 'destination' | 'snapshot';
 
+/** The URL `bitfog emptydb` records: a snapshot of an empty destination, of no tree at all. */
+export const EMPTY_SNAPSHOT_URL = '(empty)';
+
 /** The recorded state of one side. */
 export interface Snapshot {
   url: string;

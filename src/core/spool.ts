@@ -92,16 +92,30 @@ export async function assertSpoolApart(spoolDir: string, backend: Pick<Source, '
 export async function namesSameTree(recordedUrl: string, backend: Pick<Source, 'localRoot' | 'url'>): Promise<boolean> {
   if (recordedUrl === backend.url) return true;
   if (backend.localRoot === undefined) return false;
-  let recordedPath: string;
-  if (/^file:/i.test(recordedUrl)) {
-    try {
-      recordedPath = fileURLToPath(recordedUrl);
-    } catch {
-      return false;
-    }
-  } else if (path.isAbsolute(recordedUrl)) recordedPath = recordedUrl;
-  else return false;
+  const recordedPath = localPathOfRecordedUrl(recordedUrl);
+  if (recordedPath === undefined) return false;
   return (await resolveExisting(recordedPath)) === (await resolveExisting(backend.localRoot));
+}
+
+/** True when two recorded URLs name the same tree: the same URL, or the same local directory spelt two ways. */
+export async function recordedUrlsNameSameTree(a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  const pathA = localPathOfRecordedUrl(a);
+  const pathB = localPathOfRecordedUrl(b);
+  if (pathA === undefined || pathB === undefined) return false;
+  return (await resolveExisting(pathA)) === (await resolveExisting(pathB));
+}
+
+/** The local directory a recorded URL names (an absolute path or a file:// URL), if it names one. */
+function localPathOfRecordedUrl(url: string): string | undefined {
+  if (/^file:/i.test(url)) {
+    try {
+      return fileURLToPath(url);
+    } catch {
+      return undefined;
+    }
+  }
+  return path.isAbsolute(url) ? url : undefined;
 }
 
 /** `p` with its longest existing prefix resolved by the kernel (symlinks followed). */

@@ -14,7 +14,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { bitfogError, isBitfogError, throwIfAborted, toBitfogError, type BitfogError } from './errors.ts';
 import { formatHash, HASH_ALGORITHM, hashPieces } from './hashing.ts';
 import type { HashCache } from './hashcache.ts';
-import type { JournalEvent, Snapshot } from './manifest.ts';
+import { EMPTY_SNAPSHOT_URL, type JournalEvent, type Snapshot } from './manifest.ts';
 import { ancestors, parentPath, ROOT, type RelPath } from './paths.ts';
 import { type DeltaConfig, DeltaStore, type DeltaStoreStats, recordDestinationSignatures, signatureMinBytes } from './delta/transfer.ts';
 import { contentDigest, type ContentSigner, contentSigner, digestFile, prestartSignWorkers } from './delta/signer.ts';
@@ -22,7 +22,7 @@ import type { FileSignature } from './delta/signature.ts';
 import { contentNeeds, planStore, type StoreAction } from './plan.ts';
 import type { ProgressListener } from './progress.ts';
 import { takeSnapshot } from './snapshot.ts';
-import { assertSpoolApart, namesSameTree, type Spool } from './spool.ts';
+import { assertSpoolApart, namesSameTree, recordedUrlsNameSameTree, type Spool } from './spool.ts';
 import { tempSiblingOf } from './tempnames.ts';
 import type { Destination, WriteOptions } from './types.ts';
 import { FSYNC_EACH_MIN_BYTES, LARGE_FILES_AT_ONCE, OWN_COPY_MIN_BYTES } from './fsutil.ts';
@@ -52,6 +52,10 @@ export interface StoreOptions {
   delta?: DeltaConfig;
   /** Write into this destination though the spool recorded another one (the same tree at a new address). Default: refuse with EUSAGE. */
   newDestination?: boolean;
+  /** With `source`: take it though the spool's content was fetched from another tree (the same tree at a new address). Default: refuse with EUSAGE. */
+  newSource?: boolean;
+  /** With `source`: take an empty one though there was a tree (its removals empty the destination). Default: refuse with EUSAGE. */
+  allowEmptySource?: boolean;
 }
 
 export interface StoreResult {
@@ -96,6 +100,36 @@ function namingTheFile(err: BitfogError, temporary: RelPath, path: RelPath): Bit
   return err;
 }
 
+/**
+ * The classic form's `<srcdb>` decides what store removes, so it gets the checks fetch gives
+ * a source in the spool form: a snapshot of the tree the spool's content was fetched from,
+ * not of nothing (emptydb's) and not empty where there was a tree (a disk not mounted when
+ * builddb ran). Each would have store remove the destination's files.
+ */
+async function checkGivenSource(
+  given: Snapshot,
+  manifest: Spool['manifest'],
+  recordedDestination: ReturnType<Spool['manifest']['snapshotHeader']>,
+  options: Pick<StoreOptions, 'newSource' | 'allowEmptySource'>,
+): Promise<void> {
+  if (given.url === EMPTY_SNAPSHOT_URL) {
+    throw bitfogError('EUSAGE', 'the source snapshot given is an empty one made by "bitfog emptydb" (a destination\'s); store needs the source\'s: bitfog builddb <src-url> <srcdb>');
+  }
+  const fetched = manifest.snapshotHeader('source');
+  if (fetched && fetched.entries > 0 && !options.newSource && !(await recordedUrlsNameSameTree(fetched.url, given.url))) {
+    throw bitfogError(
+      'EUSAGE',
+      `the spool's content was fetched from ${fetched.url} (${fetched.takenAt}), but the source snapshot given is of ${given.url}; give a snapshot of that tree, or --new-source if it is the same tree at a new address`,
+    );
+  }
+  if (given.entries.size === 0 && !options.allowEmptySource) {
+    const had = fetched && fetched.entries > 0 ? `it had ${fetched.entries} entries when the spool was filled` : recordedDestination && recordedDestination.entries > 0 ? `the destination had ${recordedDestination.entries} entries` : undefined;
+    if (had) {
+      throw bitfogError('EUSAGE', `the source snapshot of ${given.url} is empty, but ${had}: storing it would remove everything at the destination. Was a disk not mounted when it was built? If the source really is empty now, run again with --allow-empty-source`);
+    }
+  }
+}
+
 export async function storeFromSpool(options: StoreOptions): Promise<StoreResult> {
   const t0 = Date.now();
   const { destination: dest, spool, cache, signal, onProgress } = options;
@@ -110,6 +144,7 @@ export async function storeFromSpool(options: StoreOptions): Promise<StoreResult
       `this spool's destination is ${recordedDestination.url} (recorded ${recordedDestination.takenAt}), not ${dest.url}; use another spool for another destination, or --new-destination if this is the same tree at a new address`,
     );
   }
+  if (options.source) await checkGivenSource(options.source, manifest, recordedDestination, options);
   const trip = Number(manifest.getMeta('trip') ?? '0');
   const caps = dest.capabilities;
   const journal: JournalEvent[] = [];

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { toBitfogError } from '../../core/errors.ts';
-import { Manifest } from '../../core/manifest.ts';
+import { EMPTY_SNAPSHOT_URL, Manifest } from '../../core/manifest.ts';
 import { checkSnapshotFileTarget } from '../../core/snapshotfile.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
@@ -18,7 +18,7 @@ export class EmptydbCommand extends BitfogCommand {
   protected async run(): Promise<number> {
     await checkSnapshotFileTarget(this.db);
     const manifest = await Manifest.create();
-    manifest.putSnapshot('snapshot', { url: '(empty)', takenAt: new Date().toISOString(), entries: new Map() });
+    manifest.putSnapshot('snapshot', { url: EMPTY_SNAPSHOT_URL, takenAt: new Date().toISOString(), entries: new Map() });
     await manifest.save(this.db).catch((e: unknown) => {
       throw toBitfogError(e, `cannot write ${this.db}`);
     });

@@ -11,7 +11,9 @@ abstract class StoreBase extends BitfogCommand {
     description: 'Write into this destination though the spool recorded another one (the same tree at a new address); default: refuse',
   });
 
-  protected async storeFrom(spoolDir: string, destUrl: string, signal: AbortSignal, srcdb?: string): Promise<number> {
+  protected async storeFrom(
+    spoolDir: string, destUrl: string, signal: AbortSignal, srcdb?: string, sourceChecks: { newSource?: boolean; allowEmptySource?: boolean } = {},
+  ): Promise<number> {
     const source = srcdb ? await loadSnapshotFile(srcdb) : undefined;
     const registry = await this.registry();
     const destination = await registry.openDestination(destUrl, { signal });
@@ -23,7 +25,7 @@ abstract class StoreBase extends BitfogCommand {
       const progress = this.progress();
       try {
         const result = await storeFromSpool({
-          destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener, newDestination: this.newDestination,
+          destination, spool, cache: await this.hashCache(destination.url), signal, onProgress: progress.listener, newDestination: this.newDestination, ...sourceChecks,
           ...(source ? { source: source.snapshot, sourceSkipped: source.skipped } : {}),
         });
         stored = true;
@@ -101,16 +103,22 @@ export class ClassicStoreCommand extends StoreBase {
     category: 'Classic commands',
     description: 'Classic form: write what <dir> carries into <dest-url>, removing what <srcdb> lacks.',
     details: `
-      \`<srcdb>\` is a \`bitfog builddb\` snapshot of the source, carried along with \`<dir>\` (the directory \`bitfog fetch <destdb> <src-url> <dir>\` filled). Safety rules are those of the spool form.
+      \`<srcdb>\` is a \`bitfog builddb\` snapshot of the source, carried along with \`<dir>\` (the directory \`bitfog fetch <destdb> <src-url> <dir>\` filled). Safety rules are those of the spool form. As \`<srcdb>\` decides what is removed, it must be a snapshot of the tree \`<dir>\` was filled from (\`--new-source\` if it is the same tree at a new address), not \`emptydb\`'s, and not empty where there was a tree (\`--allow-empty-source\`).
     `,
     examples: [['The original README\'s flow', '$0 store src.db http://site-b:8675/dest/ /media/usb/tmp']],
   });
 
+  newSource = Option.Boolean('--new-source', false, {
+    description: 'Take <srcdb> though <dir> was filled from another tree (the same tree at a new address); default: refuse',
+  });
+  allowEmptySource = Option.Boolean('--allow-empty-source', false, {
+    description: 'Take an empty <srcdb> where there was a tree (it removes everything at the destination); default: refuse',
+  });
   srcdb = Option.String({ name: 'srcdb' });
   dest = Option.String({ name: 'dest-url' });
   dir = Option.String({ name: 'dir' });
 
   protected run(signal: AbortSignal): Promise<number> {
-    return this.storeFrom(this.dir, this.dest, signal, this.srcdb);
+    return this.storeFrom(this.dir, this.dest, signal, this.srcdb, { newSource: this.newSource, allowEmptySource: this.allowEmptySource });
   }
 }

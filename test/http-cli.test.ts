@@ -180,6 +180,36 @@ describe('sneakernet cycle over HTTP at both ends', () => {
     await s.stop();
   });
 
+  it('store removes the temporary files an interrupted store left on the server (its own and the server\'s), never a user\'s', async () => {
+    const dir = await tempDir('http-leftovers');
+    const a = path.join(dir, 'site-a');
+    const b = path.join(dir, 'site-b');
+    await makeTree(a, { 'big #1.bin': 'x'.repeat(200_000), 'sub ü/small.txt': 'small', '.bitfog-tmp-not-ours.txt': 'a user file' });
+    await makeTree(b, {});
+    // What an interrupted store leaves: its temporary names, complete or not, and the
+    // server's own temporary file of an upload cut off. A user's look-alike name stays.
+    const leftovers = ['.bitfog-tmp-0123456789abcdef-big_#1.bin', '.bitfog-tmp-fedcba9876543210-.bitfog-tmp-0011223344556677-big_#1.bin', 'sub ü/.bitfog-tmp-00000000000000ff'];
+    await fsp.mkdir(path.join(b, 'sub ü'));
+    for (const name of leftovers) await fsp.writeFile(path.join(b, name), 'partial');
+    await fsp.writeFile(path.join(dir, 'bitfog.json'), JSON.stringify({ dest: { path: 'site-b', writable: true, checksum: true } }));
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    const s = await serve(['--conf', path.join(dir, 'bitfog.json'), '--quiet'], { env });
+    const spool = path.join(dir, 'spool');
+    const dest = `${s.url}dest/`;
+    await bitfogOk(['store', spool, dest, '--new-destination'], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, dest], { env });
+    for (const name of leftovers) await assert.rejects(fsp.stat(path.join(b, name)), { code: 'ENOENT' }, name);
+    assert.equal(await fsp.readFile(path.join(b, '.bitfog-tmp-not-ours.txt'), 'utf8'), 'a user file');
+    assert.equal(await fsp.readFile(path.join(b, 'big #1.bin'), 'utf8'), 'x'.repeat(200_000));
+    // A classic client is never shown them.
+    await fsp.writeFile(path.join(b, leftovers[0]!), 'partial');
+    const listing = await (await fetch(`${dest}?temp`)).text();
+    assert.match(listing, /bitfog-tmp-0123456789abcdef/);
+    assert.doesNotMatch(await (await fetch(dest)).text(), /bitfog-tmp-0123456789abcdef/);
+    await s.stop();
+  });
+
   it('classic builddb / emptydb / fetch / store against the server', async () => {
     const dir = await tempDir('http-classic-cli');
     const a = path.join(dir, 'site-a');

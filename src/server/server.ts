@@ -394,7 +394,9 @@ class Handler {
     const area = this.#area(target.area);
     if (target.kind === 'listing') {
       this.#authorize(ctx, area, 'read');
-      await this.#listing(ctx, area);
+      // `?temp` (ours): bitfog's temporary files too, so that a store finds and removes the
+      // leftovers of an interrupted one; classic clients never see them.
+      await this.#listing(ctx, area, !this.#classic && query.has('temp'));
       return;
     }
     const rel = target.rel;
@@ -466,14 +468,14 @@ class Handler {
 
   // ---------------------------------------------------------------- listing
 
-  async #listing(ctx: Context, area: Area): Promise<void> {
+  async #listing(ctx: Context, area: Area, withTemp: boolean): Promise<void> {
     // (The request's own 'close' only means its body was read; the response's means the
     // answer is done or the client went away.)
     const abort = new AbortController();
     // Every file being hashed listens on this signal.
     setMaxListeners(HASH_PARALLELISM * 4 + 10, abort.signal);
     ctx.res.once('close', () => abort.abort());
-    const lines = this.#listingLines(area, abort.signal)[Symbol.asyncIterator]();
+    const lines = this.#listingLines(area, withTemp, abort.signal)[Symbol.asyncIterator]();
     // Wait for the first listable entry before answering, so that an area that cannot be
     // listed gets an error status rather than a 200 with a truncated body (and an empty
     // area gets the classic empty body with Content-Length: 0).
@@ -487,14 +489,14 @@ class Handler {
     ctx.body = cutOnError(ctx, Readable.from(withKeepAlive(lines), { objectMode: false }));
   }
 
-  async *#listingLines(area: Area, signal: AbortSignal): AsyncGenerator<string> {
+  async *#listingLines(area: Area, withTemp: boolean, signal: AbortSignal): AsyncGenerator<string> {
     const batch: Entry[] = [];
     const extended = !this.#classic;
     const onSkip = (p: string, reason: string) => this.options.onLog?.(`skipped ${area.name}/${p}: ${reason}`);
     let started = false;
     try {
       for await (const e of area.backend.list({ signal, onSkip })) {
-        if (e.kind === 'directory' || TEMP_PATTERN.test(baseName(e.path))) continue;
+        if (e.kind === 'directory' || (!withTemp && TEMP_PATTERN.test(baseName(e.path)))) continue;
         if (!started) {
           started = true;
           yield ''; // the listing works: the answer can start
@@ -522,7 +524,8 @@ class Handler {
         while (next < entries.length) {
           const i = next++;
           const e = entries[i]!;
-          if (e.kind !== 'file') continue;
+          // (A temporary file is listed for removal, not read: it may be large, or still growing.)
+          if (e.kind !== 'file' || TEMP_PATTERN.test(baseName(e.path))) continue;
           hashes[i] = e.size === 0 ? { sha256: EMPTY_SHA256, crc64: 0n } : (area.cache.lookup(e) ?? (await this.#hashFile(area, e, signal)));
         }
       };

@@ -189,7 +189,9 @@ export class HttpBackend implements Destination {
 
   async *list(options: ListOptions = {}): AsyncIterable<Entry> {
     const { signal, onSkip } = options;
-    const res = await this.#send('GET', this.#areaPath, { retry: true, ...(signal ? { signal } : {}) });
+    // Our server lists bitfog's temporary files when asked: the leftovers of an interrupted
+    // store are then seen, and removed, like on every other backend.
+    const res = await this.#send('GET', this.extended ? `${this.#areaPath}?temp` : this.#areaPath, { retry: true, ...(signal ? { signal } : {}) });
     if (res.statusCode !== 200) throw await this.#errorFrom(res, 'GET', this.url);
     res.setEncoding('utf8');
     const splitter = new RecordSplitter();

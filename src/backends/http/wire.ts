@@ -15,6 +15,8 @@
  * server carries `X-Bitfog-Protocol: 1`, and errors carry `X-Bitfog-Error: <code>`.
  *
  *   GET  /.bitfog/info?area=A      {"protocol":1,"writable":bool,"checksum":bool}
+ *   GET  /A/?temp                  the listing with bitfog's temporary files (.bitfog-tmp-…)
+ *                                  too, unhashed: a store removes an interrupted one's leftovers
  *   GET  /A/path?stat              one listing record for any entry (directories too:
  *                                  mode has Go's ModeDir bit), 404 when missing
  *   GET  /A/path  + Range          206 with Content-Range (one range; If-Range honoured),

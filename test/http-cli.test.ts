@@ -117,6 +117,37 @@ describe('bitfog serve', () => {
     assert.match(none.stderr, /cannot read configuration/);
   });
 
+  it('serves areas of a plugin\'s scheme, with the plugins the command line names', async () => {
+    const dir = await tempDir('http-serve-plugin');
+    const dirstore = path.join(import.meta.dirname, '..', 'examples', 'dirstore-plugin');
+    const a = path.join(dir, 'site-a');
+    await makeTree(a, { 'photo #1.jpg': 'jpeg', 'sub ü/note.txt': 'note' });
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    const area = `dirstore://${path.join(dir, 'archive')}`;
+    await fsp.mkdir(path.join(dir, 'archive'));
+    await bitfogOk(['fetch', a, path.join(dir, 'spool')], { env });
+    await bitfogOk(['store', path.join(dir, 'spool'), area, '--plugin', dirstore], { env });
+    await fsp.writeFile(path.join(dir, 'bitfog.json'), JSON.stringify({ ds: { path: area } }));
+    const s = await serve(['--conf', path.join(dir, 'bitfog.json'), '--quiet', '--plugin', dirstore], { env });
+    const listed = await bitfogOk(['ls', `${s.url}ds/`], { env });
+    assert.match(listed.stdout, /photo #1\.jpg/);
+    assert.match(listed.stdout, /sub ü\/note\.txt/);
+    await s.stop();
+  });
+
+  it('refuses a BITFOG_SERVE_TOKEN that is set but empty, rather than serving without a token', async () => {
+    const dir = await tempDir('http-serve-empty-token');
+    await fsp.mkdir(path.join(dir, 'area'));
+    await fsp.writeFile(path.join(dir, 'bitfog.json'), JSON.stringify({ src: { path: 'area' } }));
+    const { child, done } = startBitfog(['serve', '--conf', path.join(dir, 'bitfog.json'), '--addr', '127.0.0.1:0'], { env: { BITFOG_SERVE_TOKEN: ' ' } });
+    children.push(child); // stopped at the end if it serves after all
+    const r = await Promise.race([done, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 20_000).unref())]);
+    assert.ok(r, 'serve should have refused at once, but it is serving');
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /BITFOG_SERVE_TOKEN is set but empty/);
+    assert.doesNotMatch(r.stderr, /serving/);
+  });
+
   it('a port in use is an error, not a usage mistake: exit 1 and no usage, for serve and ui', async () => {
     const dir = await tempDir('http-serve-busy');
     const busy = net.createServer();

@@ -22,13 +22,15 @@ export class ServeCommand extends BitfogCommand {
 
       An area \`path\` may be absolute or relative; a relative path is resolved against the
       directory that holds the configuration file (not the current directory). A missing
-      area directory stops the server at start-up. \`checksum: true\` lists CRC-64 and
+      area directory stops the server at start-up. An area's path may be a URL of a
+      plugin's scheme (--plugin). \`checksum: true\` lists CRC-64 and
       SHA-256 hashes, cached outside the area (see --cache-dir) so that re-listing an
       unchanged area does not re-read it.
 
       Access: no request reads or writes outside its area (no \`..\`, encoded separators,
       or symlinks leading out). Tokens are optional: \`--token-file\` (or the environment
-      variable BITFOG_SERVE_TOKEN) requires one token for everything; per area,
+      variable BITFOG_SERVE_TOKEN; set but empty is refused) requires one token for
+      everything; per area,
       \`readTokenFile\`/\`writeTokenFile\` (or \`readTokenEnv\`/\`writeTokenEnv\`) in bitfog.json
       set separate read and write tokens. Clients send \`Authorization: Bearer TOKEN\`
       (bitfog reads BITFOG_HTTP_TOKEN or BITFOG_HTTP_TOKEN_FILE).
@@ -56,7 +58,12 @@ export class ServeCommand extends BitfogCommand {
     const { createServer, defaultCacheDir, loadConfigFile, readTokenFile } = await import('../../server/index.ts');
     if ((this.tlsCert === undefined) !== (this.tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
     const areas = loadConfigFile(path.resolve(this.conf));
-    const token = this.tokenFile ? readTokenFile(this.tokenFile) : process.env.BITFOG_SERVE_TOKEN?.trim() || undefined;
+    const envToken = process.env.BITFOG_SERVE_TOKEN;
+    // Set but empty is a mistake (a variable not filled in), not a wish to serve without a token.
+    if (!this.tokenFile && envToken !== undefined && envToken.trim() === '') {
+      throw bitfogError('EUSAGE', 'BITFOG_SERVE_TOKEN is set but empty; give it a token, or unset it to serve without one');
+    }
+    const token = this.tokenFile ? readTokenFile(this.tokenFile) : envToken?.trim() || undefined;
     let tls: { cert: Buffer; key: Buffer } | undefined;
     if (this.tlsCert && this.tlsKey) {
       try {
@@ -74,6 +81,8 @@ export class ServeCommand extends BitfogCommand {
         ...(token ? { token } : {}),
         cacheDir: this.noCache ? false : (this.cacheDir ?? defaultCacheDir()),
         classic: this.classic,
+        // The areas' URLs may use a plugin's scheme (--plugin, BITFOG_PLUGINS, the config file).
+        registry: await this.registry(),
         ...(this.quiet ? {} : { onLog: (line: string) => stderr.write(`${new Date().toISOString()} ${line}\n`) }),
       });
     } catch (e) {

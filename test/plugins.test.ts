@@ -285,6 +285,43 @@ describe('plugin errors name the plugin', () => {
     );
   });
 
+  it('opens a backend with neither atomic renames nor atomic writes as a source only', async () => {
+    const dir = await tempDir('plugin-no-atomic');
+    await makeTree(dir, { 'tree/a #1.txt': 'a' });
+    const builtIn = createDefaultRegistry();
+    const registry = createDefaultRegistry();
+    let closed = 0;
+    const capabilities = {
+      atomicRename: false, atomicWrite: false, symlinks: false, rangedReads: false, serverSideHashes: false,
+      mtimePrecisionMs: 1000, modes: false, caseSensitive: true, emptyDirectories: true, maxConcurrency: 2,
+    };
+    registerPlugin(registry, {
+      name: 'writes-in-place', apiVersion: PLUGIN_API_VERSION,
+      backends: [{
+        schemes: ['inplace'], description: 'a local directory written in place', capabilities,
+        async open(_url: string, options: { write: boolean }) {
+          // A local tree, claiming neither atomic flag: what a careless plugin would be.
+          const local = options.write ? await builtIn.openDestination(path.join(dir, 'tree')) : await builtIn.openSource(path.join(dir, 'tree'));
+          return new Proxy(local, {
+            get(target, key) {
+              if (key === 'capabilities') return capabilities;
+              if (key === 'close') return async () => { closed++; await target.close(); };
+              const value = Reflect.get(target, key) as unknown;
+              return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+            },
+          });
+        },
+      }],
+    });
+    await expectCode(registry.openDestination('inplace://x'), 'EPLUGIN', 'writes-in-place', /neither atomic renames nor atomic writes/);
+    assert.equal(closed, 1, 'the refused destination was closed');
+    const source = await registry.openSource('inplace://x');
+    const names: string[] = [];
+    for await (const e of source.list()) names.push(e.path);
+    await source.close();
+    assert.deepEqual(names, ['a #1.txt']);
+  });
+
   it('registerPlugin validates objects handed to it directly (as the kit does)', () => {
     assert.throws(
       () => registerPlugin(createDefaultRegistry(), { name: 'direct', apiVersion: 0, backends: [] }),

@@ -64,10 +64,19 @@ export class BackendRegistry {
   }
 
   async openDestination(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Destination> {
-    const backend = await this.providerFor(url).provider.open(url, { ...options, write: true });
+    const { provider, origin } = this.providerFor(url);
+    const backend = await provider.open(url, { ...options, write: true });
     if (typeof (backend as Partial<Destination>).write !== 'function') {
       await backend.close();
       throw bitfogError('EROFS', `${backend.url} cannot be written to`);
+    }
+    // A file at a destination is complete or absent: with neither, an interrupted write
+    // would leave a partial file under its final name (the conformance kit fails such a
+    // backend too; this keeps one that skipped the kit from writing).
+    const { atomicRename, atomicWrite } = backend.capabilities;
+    if (!atomicRename && !atomicWrite) {
+      await backend.close();
+      throw bitfogError('EPLUGIN', `${backend.url} cannot be written safely: its backend (${origin}) declares neither atomic renames nor atomic writes, so an interrupted write could leave a partial file under its final name`);
     }
     return guardReads(backend as Destination);
   }

@@ -194,12 +194,16 @@ export function testBackend(options: ConformanceOptions): void {
       }
     });
 
-    it('removes files and empty directories, and says ENOENT / ENOTEMPTY', async () => {
+    it('removes files and empty directories, and says ENOENT / ENOTEMPTY / EISDIR / EEXIST', async () => {
       const b = await open();
       try {
         await b.mkdir(p('d'));
         await writeBuffer(b, p('d/f #1'), Buffer.from('x'));
         if (b.capabilities.emptyDirectories) await expectCode(b.rmdir(p('d')), 'ENOTEMPTY');
+        // `remove` is for files and symlinks: on a directory it fails, and takes nothing with it.
+        await assert.rejects(b.remove(p('d')), (e: unknown) => isBitfogError(e) && (e.code === 'EISDIR' || (!b.capabilities.emptyDirectories && e.code === 'ENOENT')), 'remove of a directory: EISDIR');
+        assert.deepEqual(await readAll(b, p('d/f #1')), Buffer.from('x'), 'a failed remove of a directory keeps its files');
+        if (b.capabilities.emptyDirectories) await expectCode(b.mkdir(p('d/f #1')), 'EEXIST');
         await b.remove(p('d/f #1'));
         await expectCode(b.stat(p('d/f #1')), 'ENOENT');
         await expectCode(b.remove(p('d/f #1')), 'ENOENT');

@@ -126,6 +126,42 @@ async function fillDisk(mnt: string): Promise<void> {
   assert.equal((await fsp.statfs(mnt)).bavail, 0, 'the disk is full');
 }
 
+describe('a spool on a read-only file system', () => {
+  it('verify checks it without a lock, and still finds a corrupt blob; fetch and store are refused', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('a read-only bind mount needs root');
+    const dir = await tempDir('spool-ro');
+    const a = path.join(dir, 'site a');
+    await makeTree(a, { 'one #1.txt': 'one', 'big ü.bin': randomBytes(2_000_000) });
+    const spool = path.join(dir, 'spool');
+    const env = { BITFOG_CACHE_DIR: path.join(dir, 'cache') };
+    await bitfogOk(['fetch', a, spool], { env });
+    const ro = path.join(dir, 'mounted read-only');
+    await fsp.mkdir(ro);
+    await exec('mount', ['--bind', spool, ro]);
+    try {
+      await exec('mount', ['-o', 'remount,bind,ro', ro]);
+      const clean = await bitfog(['verify', ro], { env });
+      assert.equal(clean.code, 0, clean.stderr);
+      assert.match(clean.stderr, /read-only file system: verifying it without its lock/);
+      const store = await bitfog(['store', ro, path.join(dir, 'site b')], { env });
+      assert.equal(store.code, 1, store.stderr);
+      assert.match(store.stderr, /EROFS/);
+      // A byte flipped (through the writable path): the read-only view shows it to verify.
+      const blobs = (await fsp.readdir(path.join(spool, 'blobs', 'sha256'), { recursive: true })).filter((n) => /^[0-9a-f]{2}\/[0-9a-f]{64}$/.test(n));
+      const big = (await Promise.all(blobs.map(async (n) => ({ n, size: (await fsp.stat(path.join(spool, 'blobs', 'sha256', n))).size })))).find((b) => b.size === 2_000_000);
+      assert.ok(big, `the large file is a loose blob: ${blobs.join(', ')}`);
+      const h = await fsp.open(path.join(spool, 'blobs', 'sha256', big.n), 'r+');
+      await h.write(Buffer.from([0x42]), 0, 1, 1000);
+      await h.close();
+      const corrupt = await bitfog(['verify', ro], { env });
+      assert.equal(corrupt.code, 4, corrupt.stderr);
+      assert.match(corrupt.stdout + corrupt.stderr, /big ü\.bin/);
+    } finally {
+      await exec('umount', [ro]);
+    }
+  });
+});
+
 describe('a full spool disk', () => {
   it('leaves no half-written copy of the manifest: a failed save removes it, and the next open removes one a killed run left', async (t) => {
     if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');

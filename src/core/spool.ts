@@ -62,6 +62,11 @@ export interface SpoolOptions {
   /** Create the spool when `dir` is not one yet (an empty or missing directory). */
   create: boolean;
   /**
+   * Open a spool on a read-only file system (verify's case): no lock, since nothing can
+   * change it, and nothing cleaned up or created. Its manifest must not be saved.
+   */
+  readOnly?: boolean;
+  /**
    * How the descriptor of a blob written without `durable` is flushed in the background
    * (default: its datasync). Tests pass one that fails or waits.
    */
@@ -169,10 +174,18 @@ export class Spool {
    * Throws ENOENT (no spool and not `create`), ELOCKED (another live process holds it),
    * EBADSPOOL (damaged or unknown manifest).
    */
-  static async open(dir: string, { create, datasync = (handle) => handle.datasync() }: SpoolOptions): Promise<Spool> {
+  static async open(dir: string, { create, readOnly = false, datasync = (handle) => handle.datasync() }: SpoolOptions): Promise<Spool> {
     const abs = path.resolve(dir);
     const manifestFile = path.join(abs, MANIFEST);
     const exists = await fsp.access(manifestFile).then(() => true, () => false);
+    if (readOnly) {
+      if (!exists) throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST})`);
+      const manifest = await Manifest.load(manifestFile);
+      const inodes = new Map<string, number>();
+      const blobs = await scanBlobs(path.join(abs, 'blobs', 'sha256'), inodes).catch(() => new Map<string, number>());
+      const packs = await Packs.open(path.join(abs, PACKS_DIR), { readOnly: true });
+      return new Spool(abs, manifest, blobs, packs, inodes, NO_LOCK, datasync);
+    }
     if (!exists) {
       if (!create) {
         throw bitfogError('ENOENT', `${dir} is not a spool (no ${MANIFEST}); run "bitfog fetch" or "bitfog store" to create one`);
@@ -657,6 +670,9 @@ async function scanBlobs(root: string, inodes?: Map<string, number>): Promise<Ma
  * A file rather than, say, a symbolic link whose target names the owner (which needs no
  * block either): the carried disk is often FAT or exFAT, which have no symbolic links.
  */
+/** The lock of a spool opened read-only: there is nothing to hold. */
+const NO_LOCK = { release: async () => {} } as unknown as SpoolLock;
+
 class SpoolLock {
   readonly #file: string;
   readonly #timer: NodeJS.Timeout;

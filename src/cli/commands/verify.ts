@@ -3,7 +3,7 @@ import { hashStream } from '../../core/hashing.ts';
 import { formatSize } from '../../core/sizes.ts';
 import { FINISHED_EVENTS } from '../../core/manifest.ts';
 import { Spool } from '../../core/spool.ts';
-import { throwIfAborted } from '../../core/errors.ts';
+import { isBitfogError, throwIfAborted } from '../../core/errors.ts';
 import { BitfogCommand } from '../base.ts';
 import { ExitCode } from '../exit-codes.ts';
 import { quote } from '../progress.ts';
@@ -14,7 +14,7 @@ export class VerifyCommand extends BitfogCommand {
     category: 'Sneakernet cycle',
     description: 'Re-hash everything the spool carries; list what is corrupt or missing.',
     details: `
-      Reads every blob on the spool and checks it against its SHA-256, and checks the manifest database. Corrupt blobs, and carried content that is no longer on the spool, are listed with the files that would have used them; nothing is changed (\`bitfog store\` never writes a corrupt blob: it removes it so the next fetch carries it again).
+      Reads every blob on the spool and checks it against its SHA-256, and checks the manifest database. A spool on a disk mounted read-only is checked too (without its lock: nothing can change it). Corrupt blobs, and carried content that is no longer on the spool, are listed with the files that would have used them; nothing is changed (\`bitfog store\` never writes a corrupt blob: it removes it so the next fetch carries it again).
 
       Exit codes: 0 all good; 4 something is corrupt or missing.
     `,
@@ -24,7 +24,13 @@ export class VerifyCommand extends BitfogCommand {
   spool = Option.String({ name: 'spool' });
 
   protected async run(signal: AbortSignal): Promise<number> {
-    const spool = await Spool.open(this.spool, { create: false });
+    // A disk mounted read-only (the safe way to look at one after a rough journey) cannot
+    // hold a lock, and needs none: nothing can change it meanwhile.
+    const spool = await Spool.open(this.spool, { create: false }).catch(async (e: unknown) => {
+      if (!isBitfogError(e, 'EROFS')) throw e;
+      this.context.stderr.write('note: the spool is on a read-only file system: verifying it without its lock\n');
+      return Spool.open(this.spool, { create: false, readOnly: true });
+    });
     const progress = this.progress();
     try {
       const integrity = spool.manifest.db.exec('PRAGMA integrity_check')[0]?.values[0]?.[0];

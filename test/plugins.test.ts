@@ -322,6 +322,25 @@ describe('plugin errors name the plugin', () => {
     assert.deepEqual(names, ['a #1.txt']);
   });
 
+  it('a plugin whose open() throws a plain error or returns no backend: EPLUGIN naming the plugin and the scheme', async () => {
+    const registry = createDefaultRegistry();
+    const capabilities = {
+      atomicRename: true, atomicWrite: false, symlinks: false, rangedReads: false, serverSideHashes: false,
+      mtimePrecisionMs: 1000, modes: false, caseSensitive: true, emptyDirectories: true, maxConcurrency: 2,
+    };
+    registerPlugin(registry, {
+      name: 'careless', apiVersion: PLUGIN_API_VERSION,
+      backends: [
+        { schemes: ['boom'], description: 'throws', capabilities, async open() { throw new Error('boom'); } },
+        { schemes: ['nada'], description: 'returns null', capabilities, async open() { return null as never; } },
+      ],
+    });
+    for (const open of [(u: string) => registry.openSource(u), (u: string) => registry.openDestination(u)]) {
+      await expectCode(open('boom://x'), 'EPLUGIN', 'careless', 'boom://', /: boom$/);
+      await expectCode(open('nada://x'), 'EPLUGIN', 'careless', 'nada://', 'returned null, not a backend');
+    }
+  });
+
   it('registerPlugin validates objects handed to it directly (as the kit does)', () => {
     assert.throws(
       () => registerPlugin(createDefaultRegistry(), { name: 'direct', apiVersion: 0, backends: [] }),

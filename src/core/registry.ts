@@ -5,7 +5,7 @@
  * providers here the same way; a URL without a scheme (`./site-a`, `/srv/data`) is a local
  * path and goes to the provider of `file`.
  */
-import { bitfogError } from './errors.ts';
+import { bitfogError, isBitfogError } from './errors.ts';
 import type { BackendProvider, Destination, OpenOptions, Source } from './types.ts';
 
 export interface RegisteredProvider {
@@ -47,6 +47,29 @@ export class BackendRegistry {
     return m ? m[1]!.toLowerCase() : 'file';
   }
 
+  /**
+   * Opens a URL with its provider. What a plugin's `open` throws that is not a BitfogError,
+   * and anything but a backend it returns, becomes EPLUGIN naming the plugin: "Cannot read
+   * properties of null" or a bare "boom" said nothing of where they came from.
+   */
+  async #open(url: string, options: OpenOptions): Promise<Source> {
+    const { provider, origin } = this.providerFor(url);
+    const scheme = this.schemeOf(url);
+    let backend: Source;
+    try {
+      backend = await provider.open(url, options);
+    } catch (e) {
+      if (origin === 'built-in' || isBitfogError(e)) throw e;
+      throw bitfogError('EPLUGIN', `plugin ${origin} could not open a ${scheme}:// URL: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    }
+    const looksLikeOne = backend !== null && typeof backend === 'object' && typeof backend.list === 'function' && typeof backend.read === 'function' && typeof backend.close === 'function' && typeof backend.capabilities === 'object';
+    if (!looksLikeOne) {
+      await (backend as Partial<Source> | null)?.close?.().catch(() => {});
+      throw bitfogError('EPLUGIN', `plugin ${origin}: open() of a ${scheme}:// URL returned ${backend === null ? 'null' : typeof backend}, not a backend (an object with list, read, close and capabilities)`);
+    }
+    return backend;
+  }
+
   /** The provider for a URL. Throws EBADURL for an unknown scheme, listing the known ones. */
   providerFor(url: string): RegisteredProvider {
     if (url === '') throw bitfogError('EBADURL', 'empty URL');
@@ -60,12 +83,12 @@ export class BackendRegistry {
   }
 
   async openSource(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Source> {
-    return guardReads(await this.providerFor(url).provider.open(url, { ...options, write: false }));
+    return guardReads(await this.#open(url, { ...options, write: false }));
   }
 
   async openDestination(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Destination> {
-    const { provider, origin } = this.providerFor(url);
-    const backend = await provider.open(url, { ...options, write: true });
+    const { origin } = this.providerFor(url);
+    const backend = await this.#open(url, { ...options, write: true });
     if (typeof (backend as Partial<Destination>).write !== 'function') {
       await backend.close();
       throw bitfogError('EROFS', `${backend.url} cannot be written to`);

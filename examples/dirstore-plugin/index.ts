@@ -2,7 +2,7 @@
  * bitfog-plugin-dirstore: the plugin entry. It stays light — the backend module loads
  * only when a `dirstore://` URL is opened.
  *
- *   bitfog --plugin bitfog-plugin-dirstore push ./photos dirstore:///mnt/archive
+ *   bitfog --plugin bitfog-plugin-dirstore store /media/usb/spool dirstore:///mnt/archive
  */
 import { fileURLToPath } from 'node:url';
 import { bitfogError, definePlugin, PLUGIN_API_VERSION, type BackendProvider } from 'bitfog/plugin';

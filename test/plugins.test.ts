@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { createDefaultRegistry } from '../src/backends/index.ts';
@@ -110,6 +110,13 @@ describe('loading plugins', () => {
     const again = createDefaultRegistry();
     const loaded = await loadPlugins(again, [dirstoreExample, path.join(dirstoreExample, 'index.ts'), `file://${dirstoreExample}/index.ts`]);
     assert.equal(loaded.length, 1);
+    // And reached through a symlink (what npm link or a file: install makes), still once.
+    await symlink(path.join(dir, 'my plugins #1', 'tape 100%.mjs'), path.join(dir, 'linked tape.mjs'));
+    await symlink(path.join(dir, 'my plugins #1'), path.join(dir, 'linked dir'));
+    const third = createDefaultRegistry();
+    const once = await loadPlugins(third, ['./my plugins #1/tape 100%.mjs', './linked tape.mjs', './linked dir/tape 100%.mjs'], { cwd: dir });
+    assert.equal(once.length, 1);
+    assert.deepEqual(schemesOf(third), { file: 'built-in', tape: 'tape-by-path' });
   });
 
   it('reads plugins from a config file, resolving its relative paths from the file, then BITFOG_PLUGINS, then --plugin', async () => {

@@ -12,7 +12,7 @@
  * in their configuration to fix. Configuration files that cannot be read or parsed are
  * EUSAGE errors naming the file.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { homedir } from 'node:os';
@@ -90,12 +90,24 @@ export async function loadPlugins(
   for (const raw of specs) {
     const spec: PluginSpec = typeof raw === 'string' ? { spec: raw, baseDir: cwd, listedIn: 'the plugin list' } : raw;
     const url = resolvePluginSpec(spec);
-    if (seen.has(url)) continue;
-    seen.add(url);
+    // The same file reached through a symlink (npm link, a file: install) is the same module.
+    const key = realFileOf(url);
+    if (seen.has(key)) continue;
+    seen.add(key);
     const plugin = registerPlugin(registry, await importPlugin(spec, url), describeSpec(spec));
     loaded.push({ plugin, url, listedIn: spec.listedIn });
   }
   return loaded;
+}
+
+/** The real path of a file: URL (symlinks resolved), or the URL itself when it has none. */
+function realFileOf(url: string): string {
+  if (!url.startsWith('file:')) return url;
+  try {
+    return realpathSync(fileURLToPath(url));
+  } catch {
+    return url;
+  }
 }
 
 /**

@@ -268,6 +268,33 @@ describe('sneakernet cycle (spool form)', () => {
     assert.deepEqual(Object.keys(contentOf(await readTree(b))), ['keep.txt']);
   });
 
+  it('a file it cannot read is reported once, left for later, and not taken for a full trip', async () => {
+    const { a, b, spool, env } = await site('unreadable file');
+    await makeTree(a, { 'f #1.txt': 'one', 'g.txt': 'g' });
+    await bitfogOk(['store', spool, b], { env });
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    // Changed to the same size as the copy at B (so the scan hashes it), then unreadable.
+    const f = path.join(a, 'f #1.txt');
+    await fsp.writeFile(f, 'two');
+    await fsp.chmod(f, 0o000);
+    try {
+      const fetched = await bitfogOk(['fetch', a, spool], { env, permissionsBind: true });
+      assert.equal(fetched.stderr.match(/skipped: f #1\.txt/g)?.length, 1, `one skip line: ${fetched.stderr}`);
+      assert.match(fetched.stdout, /skipped:\s+1 /);
+      assert.match(fetched.stdout, /left for later:\s+1 files, 3 B \(1 of them could not be read now\)/);
+      assert.doesNotMatch(fetched.stdout, /nothing fitted/, 'the trip had room; the file could not be read');
+      const status = JSON.parse((await bitfogOk(['status', spool, '--json'], { env })).stdout);
+      assert.equal(status.skipped.length, 1);
+      assert.equal(status.left.files, 1);
+    } finally {
+      await fsp.chmod(f, 0o644);
+    }
+    await bitfogOk(['fetch', a, spool], { env });
+    await bitfogOk(['store', spool, b], { env });
+    assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+  });
+
   it('never removes at B what A has in a directory it could not read', async () => {
     const { a, b, spool, env } = await site('unreadable dir');
     await makeTree(a, { 'ok.txt': 'ok', 'closed #1/in ü.txt': 'inside', 'closed #1/deeper/x': 'x' });

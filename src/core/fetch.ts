@@ -64,6 +64,8 @@ export interface FetchResult {
   /** Needed content left for later trips. */
   deferredFiles: number;
   deferredBytes: number;
+  /** Of the files left for later, those that could not be read this time (listed in `skipped`): not left for lack of room. */
+  unreadableFiles: number;
   /** Entries at the destination the source no longer has, or has as a directory where the destination has none or the other way round (removed at store). */
   plannedRemovals: number;
   skipped: Array<{ path: string; reason: string }>;
@@ -173,7 +175,11 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   if (options.maxBytes !== undefined) budget = Math.min(budget, Math.max(0, options.maxBytes - carriedNow));
   manifest.setMeta('capacity', String(options.maxBytes ?? room + carriedNow));
 
-  const { selected, deferred } = selectForTrip(needs, budget, options.order ?? 'largest');
+  // Files the scan could not read (EACCES, say) are not tried again now: they stay left for
+  // a later trip, reported once, and are not what kept the trip from filling.
+  const unreadable = new Set(skipped.map((s) => s.path));
+  const blocked = needs.filter((n) => n.paths.every((p) => unreadable.has(p)));
+  const { selected, deferred } = selectForTrip(blocked.length ? needs.filter((n) => !blocked.includes(n)) : needs, budget, options.order ?? 'largest');
   const totalBytes = selected.reduce((n, s) => n + s.size, 0);
   onProgress?.({ type: 'transfer-start', phase: 'fetch', files: selected.length, bytes: totalBytes });
 
@@ -223,6 +229,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
       if (!['ENOENT', 'EACCES', 'EINTEGRITY', 'EISDIR', 'EOPNOTSUPP'].includes(err.code)) throw err;
       const reason = err.code === 'EINTEGRITY' ? `changed while being carried; it is carried on a later trip` : err.message;
       for (const path of need.paths) {
+        if (unreadable.has(path)) continue; // reported by the scan already
+        unreadable.add(path);
         skipped.push({ path, reason });
         onProgress?.({ type: 'skip', path, reason });
       }
@@ -348,7 +356,8 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
   }
   throwIfAborted(signal);
 
-  const left = [...deferred, ...selected].filter((n) => !carriedNeeds.has(n));
+  const left = [...deferred, ...selected, ...blocked].filter((n) => !carriedNeeds.has(n));
+  const leftUnreadable = left.filter((n) => n.paths.every((p) => unreadable.has(p)));
   const plannedRemovals = countPlannedRemovals(snapshot, destination, skipped.map((s) => s.path));
   return {
     trip,
@@ -359,6 +368,7 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     alreadyCarriedBytes,
     deferredFiles: left.length,
     deferredBytes: left.reduce((n, d) => n + d.size, 0),
+    unreadableFiles: leftUnreadable.length,
     plannedRemovals,
     skipped,
     stoppedByFullDisk: fullDisk,

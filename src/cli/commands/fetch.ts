@@ -68,12 +68,12 @@ abstract class FetchBase extends BitfogCommand {
     this.out(`  carried now:       ${r.carriedFiles} files, ${formatSize(r.carriedBytes)}`);
     if (r.delta.files) this.out(`  as deltas:         ${r.delta.files} of them (${formatSize(r.delta.fileBytes)}) took ${formatSize(r.delta.chunkBytes)} of new chunks`);
     if (r.alreadyCarriedBytes) this.out(`  already on spool:  ${formatSize(r.alreadyCarriedBytes)}`);
-    this.out(`  left for later:    ${r.deferredFiles} files, ${formatSize(r.deferredBytes)}`);
+    this.out(`  left for later:    ${r.deferredFiles} files, ${formatSize(r.deferredBytes)}${r.unreadableFiles ? ` (${r.unreadableFiles} of them could not be read now)` : ''}`);
     this.out(`  removals planned:  ${r.plannedRemovals}`);
     if (r.skipped.length) this.out(`  skipped:           ${r.skipped.length} (see "bitfog status")`);
     if (r.assumedEmptyDestination) this.out('  destination state: none recorded; assumed empty');
     if (r.stoppedByFullDisk) this.out('  stopped: the spool disk is full; what was carried is kept');
-    else if (r.carriedFiles === 0 && r.deferredFiles > 0) {
+    else if (r.carriedFiles === 0 && r.deferredFiles > r.unreadableFiles) {
       // Say why nothing went: a default --reserve larger than a small disk's free space, say.
       this.out(`  nothing fitted:    this trip had room for ${formatSize(r.budgetBytes)} (--max, or the spool disk's free space less --reserve and room to save the manifest)`);
     }

@@ -80,14 +80,24 @@ describe('bitfog serve', () => {
   it('resolves relative area paths against the config file, logs requests, stops on SIGTERM', async () => {
     const dir = await tempDir('http-serve');
     await makeTree(path.join(dir, 'site/data'), { 'a.txt': 'a\n' });
-    await fsp.writeFile(path.join(dir, 'site/bitfog.json'), JSON.stringify({ data: { path: 'data', checksum: true } }));
+    await fsp.mkdir(path.join(dir, 'site/up'));
+    await fsp.writeFile(path.join(dir, 'site/bitfog.json'), JSON.stringify({ data: { path: 'data', checksum: true }, up: { path: 'up', writable: true } }));
     // Run from elsewhere: the path is relative to the config file, not the cwd.
     const s = await serve(['--conf', path.join(dir, 'site/bitfog.json')], { cwd: dir, env: { BITFOG_CACHE_DIR: path.join(dir, 'cache') } });
     const r = await rawGet(s.url, '/data/a.txt');
     assert.equal(r.body.toString(), 'a\n');
+    // Uploads count their whole request, headers and body, on fresh and reused connections.
+    for (const size of [5, 1000, 65_536, 100_000, 5, 1000]) {
+      const put = await fetch(`${s.url}up/${size}.bin`, { method: 'PUT', body: Buffer.alloc(size, 1), headers: { 'Content-Type': 'application/octet-stream' } });
+      assert.equal(put.status, 204, await put.text());
+    }
     const stopped = await s.stop();
     assert.equal(stopped.code, 0);
     assert.match(stopped.stderr, /GET \/data\/a\.txt 200 in=\d+ out=\d+ [\d.]+ms/);
+    for (const [, size, inn] of stopped.stderr.matchAll(/PUT \/up\/(\d+)\.bin 204 in=(\d+) /g)) {
+      assert.ok(Number(inn) > Number(size) && Number(inn) < Number(size) + 1000, `PUT of ${size} bytes logged in=${inn}`);
+    }
+    assert.equal([...stopped.stderr.matchAll(/PUT \/up\//g)].length, 6);
     assert.ok(!(await fsp.readdir(path.join(dir, 'site/data'))).some((n) => n !== 'a.txt'), 'nothing written into the area');
   });
 

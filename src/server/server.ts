@@ -132,6 +132,8 @@ const MAX_RDIFF_BODY = 8 * 1024 ** 3;
 /** Files hashed at once while a listing computes missing hashes. */
 const HASH_PARALLELISM = 16;
 const TEMP_PATTERN = /^\.bitfog-tmp-[0-9a-f]{16}(?:-|$)/;
+/** Bytes each keep-alive connection had read when its last request ended (for the log's in=). */
+const readAtLastEnd = new WeakMap<object, number>();
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
 
 /**
@@ -314,10 +316,13 @@ class Handler {
   async handle(ctx: Context): Promise<void> {
     const started = process.hrtime.bigint();
     const socket = ctx.req.socket;
-    const inBefore = socket.bytesRead;
+    // What the socket had read when its previous request ended (0 on a new connection): by
+    // now it has read this request's headers and maybe some of its body already.
+    const inBefore = readAtLastEnd.get(socket) ?? 0;
     const outBefore = socket.bytesWritten;
     const remote = socket.remoteAddress ?? '-';
     const log = this.options.onLog;
+    ctx.res.once('close', () => readAtLastEnd.set(socket, socket.bytesRead));
     if (log) {
       ctx.res.once('close', () => {
         const ms = Number(process.hrtime.bigint() - started) / 1e6;

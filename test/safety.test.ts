@@ -259,6 +259,50 @@ describe('a full spool disk', () => {
   });
 });
 
+describe('a disk that another program fills during a fetch', () => {
+  it('stops cleanly: the contents carried last give back the room the manifest needs, and the spool says what it holds', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('mounting a small tmpfs needs root');
+    const dir = await tempDir('filled-by-another');
+    const a = path.join(dir, 'site a');
+    const tree: Record<string, { bytes: number; seed: number }> = {};
+    for (let i = 0; i < 6; i++) tree[`big #${i} ü.bin`] = { bytes: 1_500_000, seed: i + 1 };
+    await makeTree(a, tree);
+    await onSmallDisk(dir, '8m', async (mnt) => {
+      const backend = await LocalBackend.open(a, a, { write: false });
+      let reads = 0;
+      // The third file's read: another program takes every free block of the spool disk.
+      const source = delegate(backend, async (p, o) => {
+        if (++reads === 3) await fillDisk(mnt);
+        return backend.read(p, o);
+      });
+      const spoolDir = path.join(mnt, 'spool');
+      const spool = await Spool.open(spoolDir, { create: true });
+      let r;
+      try {
+        r = await fetchToSpool({ source, spool, cache: HashCache.memory(), reserveBytes: 0, concurrency: 1 });
+      } finally {
+        await spool.close();
+      }
+      assert.equal(r.stoppedByFullDisk, true);
+      assert.ok(r.carriedFiles >= 1 && r.carriedFiles < 6, `some carried (${r.carriedFiles})`);
+      assert.equal(r.carriedFiles + r.deferredFiles, 6, 'every file is carried or left for later');
+      // What the manifest says is carried is exactly what is on the spool, and intact.
+      const status = JSON.parse((await bitfogOk(['status', spoolDir, '--json'])).stdout);
+      assert.equal(status.carried.files, r.carriedFiles);
+      assert.equal(status.left.files, 6 - r.carriedFiles);
+      await bitfogOk(['verify', spoolDir]);
+      // Room again: the next trips carry the rest (the disk holds about five of the six).
+      await fsp.rm(path.join(mnt, 'filler'));
+      const b = path.join(dir, 'site b');
+      for (let trip = 0; trip < 4; trip++) {
+        await bitfogOk(['fetch', a, spoolDir, '--reserve', '0']);
+        await bitfogOk(['store', spoolDir, b]);
+      }
+      assert.deepEqual(contentOf(await readTree(b)), contentOf(await readTree(a)));
+    });
+  });
+});
+
 describe('a disk that fills up under the spool', () => {
   for (const [what, put] of [
     ['small blobs (packed)', (spool: Spool, content: Buffer) => spool.putSmallBlob(content, { size: content.length })],

@@ -89,6 +89,27 @@ function tripOfNextFetch(manifest: Manifest): number {
   return last.command === 'fetch' ? last.trip : last.trip + 1;
 }
 
+/**
+ * Saves the spool's manifest; when the disk is full, removes the contents `carriedNow` (this
+ * run's, newest last), largest first, until it fits. Returns the removed hashes. Throws the
+ * save's error when it is not ENOSPC, or when nothing is left to remove.
+ */
+async function saveMakingRoom(spool: Spool, carriedNow: string[]): Promise<Set<string>> {
+  const dropped = new Set<string>();
+  const candidates = [...new Set(carriedNow)].filter((h) => spool.has(h)).sort((x, y) => (spool.sizeOf(y) ?? 0) - (spool.sizeOf(x) ?? 0));
+  for (;;) {
+    try {
+      await spool.save();
+      return dropped;
+    } catch (e) {
+      const next = candidates.shift();
+      if (!isBitfogError(e, 'ENOSPC') || next === undefined) throw e;
+      await spool.removeBlob(next);
+      dropped.add(next);
+    }
+  }
+}
+
 export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> {
   const t0 = Date.now();
   const { source, spool, cache, signal, onProgress } = options;
@@ -239,7 +260,12 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     if (Date.now() - lastSave > 30_000) {
       lastSave = Date.now();
       await spool.syncBlobs(unsynced.splice(0));
-      await spool.save();
+      await spool.save().catch((e: unknown) => {
+        // The disk filled under us: stop carrying; the final save makes room (saveMakingRoom).
+        if (!isBitfogError(e, 'ENOSPC')) throw e;
+        fullDisk = true;
+        stop.abort();
+      });
     }
   };
 
@@ -344,6 +370,24 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     const synced = await spool.syncBlobs(unsynced.splice(0)).then(() => undefined, (e: unknown) => e);
     manifest.putSnapshot('source', snapshot);
     manifest.setSkipped('source', skipped);
+    // Another program may have taken the room kept for this save (the spool disk filled
+    // under us): then the contents carried last give their room back, until the manifest
+    // fits. What it then records is what the spool holds.
+    const dropped = await saveMakingRoom(spool, journal.filter((j) => j.event === 'carried').map((j) => j.detail!.split(' ')[1]!));
+    if (dropped.size > 0) {
+      fullDisk = true;
+      for (let i = journal.length - 1; i >= 0; i--) {
+        const j = journal[i]!;
+        if (j.event !== 'carried' || !dropped.has(j.detail!.split(' ')[1]!)) continue;
+        journal.splice(i, 1);
+        carriedFiles--;
+        carriedBytes -= Number(j.detail!.split(' ')[0]);
+      }
+      for (const need of [...carriedNeeds]) {
+        const hash = need.hash ?? need.paths.map((p) => snapshot.entries.get(p)?.hash).find((h) => h !== undefined);
+        if (hash !== undefined && dropped.has(hash)) carriedNeeds.delete(need);
+      }
+    }
     journal.push({
       command: 'fetch',
       event: 'fetch-finished',

@@ -274,6 +274,11 @@ export class Spool {
     await this.#lock.release();
   }
 
+  /** Bytes of the content `hash` on the spool, if it is there. */
+  sizeOf(hash: string): number | undefined {
+    return this.#blobs.get(hash);
+  }
+
   has(hash: string): boolean {
     return this.#blobs.has(hash);
   }

@@ -95,11 +95,12 @@ export class BackendRegistry {
     }
     // A file at a destination is complete or absent: with neither, an interrupted write
     // would leave a partial file under its final name (the conformance kit fails such a
-    // backend too; this keeps one that skipped the kit from writing).
+    // plugin too; this keeps one that skipped the kit from writing). The one built-in
+    // exception is documented: a classic Go server, which only writes in place.
     const { atomicRename, atomicWrite } = backend.capabilities;
-    if (!atomicRename && !atomicWrite) {
+    if (!atomicRename && !atomicWrite && origin !== 'built-in') {
       await backend.close();
-      throw bitfogError('EPLUGIN', `${backend.url} cannot be written safely: its backend (${origin}) declares neither atomic renames nor atomic writes, so an interrupted write could leave a partial file under its final name`);
+      throw bitfogError('EPLUGIN', `${backend.url} cannot be written safely: its plugin (${origin}) declares neither atomic renames nor atomic writes, so an interrupted write could leave a partial file under its final name`);
     }
     return guardReads(backend as Destination);
   }

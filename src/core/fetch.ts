@@ -373,15 +373,17 @@ export async function fetchToSpool(options: FetchOptions): Promise<FetchResult> 
     // Another program may have taken the room kept for this save (the spool disk filled
     // under us): then the contents carried last give their room back, until the manifest
     // fits. What it then records is what the spool holds.
-    const dropped = await saveMakingRoom(spool, journal.filter((j) => j.event === 'carried').map((j) => j.detail!.split(' ')[1]!));
+    // A 'carried' event's detail is "<size> <hash>" (see carryOne).
+    const carriedOf = (j: JournalEvent) => (j.event === 'carried' ? { size: Number(j.detail!.split(' ')[0]), hash: j.detail!.split(' ')[1]! } : undefined);
+    const dropped = await saveMakingRoom(spool, journal.flatMap((j) => carriedOf(j)?.hash ?? []));
     if (dropped.size > 0) {
       fullDisk = true;
       for (let i = journal.length - 1; i >= 0; i--) {
-        const j = journal[i]!;
-        if (j.event !== 'carried' || !dropped.has(j.detail!.split(' ')[1]!)) continue;
+        const carried = carriedOf(journal[i]!);
+        if (!carried || !dropped.has(carried.hash)) continue;
         journal.splice(i, 1);
         carriedFiles--;
-        carriedBytes -= Number(j.detail!.split(' ')[0]);
+        carriedBytes -= carried.size;
       }
       for (const need of [...carriedNeeds]) {
         const hash = need.hash ?? need.paths.map((p) => snapshot.entries.get(p)?.hash).find((h) => h !== undefined);

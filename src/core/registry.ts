@@ -52,7 +52,7 @@ export class BackendRegistry {
    * and anything but a backend it returns, becomes EPLUGIN naming the plugin: "Cannot read
    * properties of null" or a bare "boom" said nothing of where they came from.
    */
-  async #open(url: string, options: OpenOptions): Promise<Source> {
+  async #open(url: string, options: OpenOptions): Promise<{ backend: Source; origin: string }> {
     const { provider, origin } = this.providerFor(url);
     const scheme = this.schemeOf(url);
     let backend: Source;
@@ -67,7 +67,7 @@ export class BackendRegistry {
       await (backend as Partial<Source> | null)?.close?.().catch(() => {});
       throw bitfogError('EPLUGIN', `plugin ${origin}: open() of a ${scheme}:// URL returned ${backend === null ? 'null' : typeof backend}, not a backend (an object with list, read, close and capabilities)`);
     }
-    return backend;
+    return { backend, origin };
   }
 
   /** The provider for a URL. Throws EBADURL for an unknown scheme, listing the known ones. */
@@ -83,12 +83,11 @@ export class BackendRegistry {
   }
 
   async openSource(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Source> {
-    return guardReads(await this.#open(url, { ...options, write: false }));
+    return guardReads((await this.#open(url, { ...options, write: false })).backend);
   }
 
   async openDestination(url: string, options: Omit<OpenOptions, 'write'> = {}): Promise<Destination> {
-    const { origin } = this.providerFor(url);
-    const backend = await this.#open(url, { ...options, write: true });
+    const { backend, origin } = await this.#open(url, { ...options, write: true });
     if (typeof (backend as Partial<Destination>).write !== 'function') {
       await backend.close();
       throw bitfogError('EROFS', `${backend.url} cannot be written to`);
